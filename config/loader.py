@@ -1,0 +1,299 @@
+"""Load ``switchboard.yaml``: interpolate ``${VAR}``, validate, return a frozen :class:`Config`.
+
+Every problem is collected (not just the first) and named by file, YAML path and cause:
+unknown source in a rule, unknown vendor, unknown op, unknown or invalid field for that
+op, template syntax error, missing environment variable, bad rate-limit string, ...
+Values under a source's ``secret`` or a vendor's ``auth`` are remembered as secrets so
+logs and dead letters can redact them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import TemplateSyntaxError
+from marshmallow import Schema, ValidationError
+from marshmallow import fields as mfields
+
+from config.errors import ConfigError, ConfigProblem
+from config.schemas import RuleSchema, SourceFrame, TopSchema, VendorSchema
+from webhooks.sources import SOURCE_KINDS
+from webhooks.templating import ENV, is_template
+from worker.vendors import CONNECTORS
+from worker.vendors.base import RetryPolicy, VendorInstance
+
+VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    kind: str
+    settings: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ActionConfig:
+    vendor: str
+    op: str
+    target: Any
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    name: str
+    source: str
+    events: tuple[str, ...]
+    condition: str | None
+    actions: tuple[ActionConfig, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    file: str
+    sources: Mapping[str, SourceConfig]
+    vendors: Mapping[str, VendorInstance]
+    rules: tuple[RuleConfig, ...]
+    secrets: frozenset[str] = field(default_factory=frozenset)
+
+
+def join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def flatten(messages: Any, path: str) -> list[tuple[str, str]]:
+    """marshmallow's nested error dict -> (yaml path, message) pairs."""
+    if isinstance(messages, dict):
+        out = []
+        for key, value in messages.items():
+            key = key if isinstance(key, int) else str(key)
+            out += flatten(value, path if key == "_schema" else join(path, key))
+        return out
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return [(path, "; ".join(messages))]
+    if isinstance(messages, list):
+        return [pair for m in messages for pair in flatten(m, path)]
+    return [(path, str(messages))]
+
+
+class _Loader:
+    def __init__(self, file: str, env: Mapping[str, str]):
+        self.file = file
+        self.env = env
+        self.problems: list[ConfigProblem] = []
+        self.secrets: set[str] = set()
+
+    def problem(self, path: str, message: str) -> None:
+        self.problems.append(ConfigProblem(self.file, path, message))
+
+    def load_schema(self, schema: Schema, data: Any, path: str) -> dict | None:
+        try:
+            return schema.load(data)
+        except ValidationError as exc:
+            for where, message in flatten(exc.messages, path):
+                self.problem(where, message)
+            return None
+
+    # -- ${VAR} ------------------------------------------------------------------------
+    def interpolate(self, value: Any, path: str) -> Any:
+        if isinstance(value, dict):
+            return {k: self.interpolate(v, join(path, str(k))) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.interpolate(v, join(path, i)) for i, v in enumerate(value)]
+        if not isinstance(value, str):
+            return value
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in self.env:
+                self.problem(path, f"environment variable {name} is not set")
+                return match.group(0)  # keep "${NAME}" so no second, misleading error follows
+            return self.env[name]
+
+        return VAR.sub(substitute, value)
+
+    def collect_secrets(self, value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                self.collect_secrets(v)
+        elif isinstance(value, list):
+            for v in value:
+                self.collect_secrets(v)
+        elif isinstance(value, str) and len(value) >= 4:
+            self.secrets.add(value)
+
+    # -- sections ----------------------------------------------------------------------
+    def sources(self, raw: Mapping[str, Any]) -> dict[str, SourceConfig]:
+        out = {}
+        for name, block in raw.items():
+            path = join("sources", name)
+            frame = self.load_schema(SourceFrame(), block, path)
+            if frame is None:
+                continue
+            kind = frame.pop("kind")
+            if kind not in SOURCE_KINDS:
+                self.problem(join(path, "kind"),
+                             f"unknown source kind {kind!r} (known: {', '.join(sorted(SOURCE_KINDS))})")
+                continue
+            self.collect_secrets(frame.get("secret"))
+            settings = self.load_schema(SOURCE_KINDS[kind].schema(), frame, path)
+            if settings is not None:
+                out[name] = SourceConfig(name, kind, settings)
+        return out
+
+    def vendors(self, raw: Mapping[str, Any]) -> dict[str, VendorInstance]:
+        out = {}
+        for name, block in raw.items():
+            path = join("vendors", name)
+            data = self.load_schema(VendorSchema(), block, path)
+            if data is None:
+                continue
+            connector = CONNECTORS.get(data["kind"])
+            if connector is None:
+                self.problem(join(path, "kind"), f"unknown vendor kind {data['kind']!r} "
+                             f"(known: {', '.join(sorted(CONNECTORS))})")
+                continue
+            self.collect_secrets(data["auth"])
+            auth = self.load_schema(connector.auth_schema(), data["auth"], join(path, "auth"))
+            options = self.load_schema(connector.options_schema(), data["options"],
+                                       join(path, "options"))
+            if auth is None or options is None:
+                continue
+            out[name] = VendorInstance(
+                name=name, kind=data["kind"], base_url=data["base_url"], auth=auth,
+                options=options, rate_limit=data["rate_limit"], retry=RetryPolicy(**data["retry"]),
+                timeout=data["timeout"], max_in_flight=data["max_in_flight"],
+            )
+        return out
+
+    def rules(self, raw: list[Any], sources: Mapping[str, SourceConfig],
+              vendors: Mapping[str, VendorInstance], raw_vendors: Mapping[str, Any]) -> list[RuleConfig]:
+        out, names = [], set()
+        for index, block in enumerate(raw):
+            path = join("rules", index)
+            data = self.load_schema(RuleSchema(), block, path)
+            if data is None:
+                continue
+            if data["name"] in names:
+                self.problem(join(path, "name"), f"duplicate rule name {data['name']!r}")
+            names.add(data["name"])
+            if data["source"] not in sources and data["source"] not in self.raw_sources:
+                self.problem(join(path, "source"), f"unknown source {data['source']!r}")
+            if data["if_"] is not None:
+                self.check_expression(data["if_"], join(path, "if"))
+            actions = []
+            for i, action in enumerate(data["actions"]):
+                apath = join(join(path, "actions"), i)
+                self.check_action(action, apath, vendors, raw_vendors)
+                actions.append(ActionConfig(action["vendor"], action["op"], action["target"],
+                                            action["fields"]))
+            out.append(RuleConfig(data["name"], data["source"], tuple(data["events"]),
+                                  data["if_"], tuple(actions)))
+        return out
+
+    def check_action(self, action: dict, path: str, vendors: Mapping[str, VendorInstance],
+                     raw_vendors: Mapping[str, Any]) -> None:
+        vendor = vendors.get(action["vendor"])
+        if vendor is None:
+            if action["vendor"] not in raw_vendors:  # else: its own error is reported already
+                self.problem(join(path, "vendor"), f"unknown vendor {action['vendor']!r}")
+            return
+        connector = CONNECTORS[vendor.kind]
+        schema_cls = connector.ops.get(action["op"])
+        if schema_cls is None:
+            self.problem(join(path, "op"), f"{vendor.kind} has no op {action['op']!r} "
+                         f"(known: {', '.join(sorted(connector.ops))})")
+            return
+        self.check_template_or_value(action["target"], connector.target_field, join(path, "target"))
+        self.check_fields(schema_cls(), action["fields"], join(path, "fields"),
+                          f"{vendor.kind}.{action['op']}")
+
+    def check_fields(self, schema: Schema, values: Mapping[str, Any], path: str, what: str) -> None:
+        by_key = {(f.data_key or name): f for name, f in schema.fields.items()}
+        for key, value in values.items():
+            fpath = join(path, key)
+            declared = by_key.get(key)
+            if declared is None:
+                self.problem(fpath, f"unknown field {key!r} for {what} "
+                             f"(known: {', '.join(sorted(by_key))})")
+            elif isinstance(declared, mfields.Nested) and isinstance(value, dict):
+                nested = declared.schema
+                self.check_fields(nested, value, fpath, f"{what}.{key}")
+            else:
+                self.check_template_or_value(value, declared, fpath)
+
+    def check_template_or_value(self, value: Any, declared: mfields.Field, path: str) -> None:
+        if isinstance(value, dict | list):
+            self.check_templates_in(value, path)
+            return
+        if is_template(value):
+            self.check_template(value, path)
+            return
+        try:
+            declared.deserialize(value)
+        except ValidationError as exc:
+            for where, message in flatten(exc.messages, path):
+                self.problem(where, f"{message} (got {value!r})")
+
+    def check_templates_in(self, value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                self.check_templates_in(v, join(path, str(k)))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                self.check_templates_in(v, join(path, i))
+        elif is_template(value):
+            self.check_template(value, path)
+
+    def check_template(self, text: str, path: str) -> None:
+        try:
+            ENV.from_string(text)
+        except TemplateSyntaxError as exc:
+            self.problem(path, f"template syntax error: {exc.message} (line {exc.lineno})")
+
+    def check_expression(self, text: str, path: str) -> None:
+        try:
+            ENV.compile_expression(text)
+        except TemplateSyntaxError as exc:
+            self.problem(path, f"expression syntax error: {exc.message}")
+
+    # -- whole file --------------------------------------------------------------------
+    def load(self, text: str) -> Config:
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError([ConfigProblem(self.file, where, f"not valid YAML: {exc}")]) from None
+        if not isinstance(raw, dict):
+            raise ConfigError([ConfigProblem(self.file, "", "the top level must be a mapping")])
+        raw = self.interpolate(raw, "")
+        top = self.load_schema(TopSchema(), raw, "")
+        if top is None:
+            raise ConfigError(self.problems)
+        self.raw_sources = top["sources"]
+        sources = self.sources(top["sources"])
+        vendors = self.vendors(top["vendors"])
+        rules = self.rules(top["rules"], sources, vendors, top["vendors"])
+        if self.problems:
+            raise ConfigError(self.problems)
+        return Config(self.file, sources, vendors, tuple(rules), frozenset(self.secrets))
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the config at ``path``; raises :class:`ConfigError`."""
+    file = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(file, "", f"cannot read: {exc.strerror}")]) from None
+    return _Loader(file, os.environ if env is None else env).load(text)

@@ -1,0 +1,1 @@
+"""Vendor simulators: one Flask app per vendor, mounted together under ``/<kind>``."""

@@ -1,0 +1,192 @@
+"""What every vendor simulator shares: records in memory, a request log, and fault knobs.
+
+A simulator is a Flask app for one vendor's API surface (``sandbox/<vendor>.py``) built on
+:class:`Simulator`. Its admin surface, under ``/_sim`` on the same app:
+
+- ``GET  /_sim/records`` / ``GET /_sim/records/<id>`` -- current record state
+- ``PUT  /_sim/records/<id>``                        -- create or replace a record (seeding)
+- ``GET  /_sim/log``                                 -- requests received (method, path, body)
+- ``POST /_sim/knobs``                               -- set knobs (JSON, see :class:`Knobs`)
+- ``POST /_sim/expire``                              -- expire every session / token now
+- ``POST /_sim/reset``                               -- seed records, clear log and knobs
+
+Knobs apply to vendor calls only (not ``/_sim``), in this order: latency, hang (sleeps
+past any client timeout), 429 with Retry-After, failure with ``fail_status``.
+``fail_next``/``ratelimit_next``/``hang_next`` fail exactly the next N calls (tests);
+the ``*_rate`` knobs fail a random share (chaos, benchmarks), seeded for repeatability.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from flask import Blueprint, Flask, Response, jsonify, request
+
+
+@dataclass
+class Knobs:
+    latency_ms: float = 0.0
+    fail_rate: float = 0.0
+    fail_status: int = 503
+    fail_next: int = 0
+    ratelimit_rate: float = 0.0
+    ratelimit_next: int = 0
+    retry_after: str = "1"
+    hang_rate: float = 0.0
+    hang_next: int = 0
+    hang_seconds: float = 30.0
+    seed: int = 0
+
+
+class Simulator:
+    """State of one simulated vendor; subclasses add routes and the vendor's error shape."""
+
+    kind = "base"
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.records: dict[str, dict[str, Any]] = {}
+        self.log: list[dict[str, Any]] = []
+        self.knobs = Knobs()
+        self.rng = random.Random(0)
+        self.reset()
+
+    # -- to override ------------------------------------------------------------------
+    def seed_records(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+    def error_response(self, status: int, message: str) -> Response:
+        """The vendor's own error body for an injected failure."""
+        return Response(message, status=status)
+
+    def expire_credentials(self) -> None:
+        """Invalidate every session/token issued so far."""
+
+    def register_routes(self, app: Flask) -> None:
+        raise NotImplementedError
+
+    # -- shared -----------------------------------------------------------------------
+    def reset(self) -> None:
+        with self.lock:
+            self.records = copy.deepcopy(self.seed_records())
+            self.log.clear()
+            self.knobs = Knobs()
+            self.rng = random.Random(0)
+            self.expire_credentials()
+
+    def set_knobs(self, values: dict[str, Any]) -> Knobs:
+        known = {f.name: f.type for f in fields(Knobs)}
+        with self.lock:
+            for key, value in values.items():
+                if key not in known:
+                    raise KeyError(key)
+                setattr(self.knobs, key, value)
+            if "seed" in values:
+                self.rng = random.Random(values["seed"])
+        return self.knobs
+
+    def record_request(self) -> None:
+        body: Any
+        if request.is_json:
+            body = request.get_json(silent=True)
+        elif request.form:
+            body = request.form.to_dict()
+        else:
+            body = request.get_data(as_text=True)[:2000]
+        entry = {"at": time.time(), "method": request.method, "path": request.path, "body": body}
+        with self.lock:
+            self.log.append(entry)
+
+    def _take(self, counter: str, rate: float) -> bool:
+        """True when this call should get the fault named by ``counter``/``rate``."""
+        with self.lock:
+            left = getattr(self.knobs, counter)
+            if left > 0:
+                setattr(self.knobs, counter, left - 1)
+                return True
+            return rate > 0 and self.rng.random() < rate
+
+    def inject_faults(self) -> Response | None:
+        knobs = self.knobs
+        if knobs.latency_ms:
+            time.sleep(knobs.latency_ms / 1000)
+        if self._take("hang_next", knobs.hang_rate):
+            time.sleep(knobs.hang_seconds)
+        if self._take("ratelimit_next", knobs.ratelimit_rate):
+            response = self.error_response(429, "Too Many Requests")
+            response.headers["Retry-After"] = knobs.retry_after
+            return response
+        if self._take("fail_next", knobs.fail_rate):
+            return self.error_response(knobs.fail_status, "Injected failure")
+        return None
+
+    def create_app(self) -> Flask:
+        app = Flask(f"sandbox.{self.kind}")
+        app.config["SIMULATOR"] = self
+
+        @app.before_request
+        def _before() -> Response | None:
+            if request.path.startswith("/_sim"):
+                return None
+            self.record_request()
+            return self.inject_faults()
+
+        app.register_blueprint(self._admin_blueprint())
+        self.register_routes(app)
+        return app
+
+    def _admin_blueprint(self) -> Blueprint:
+        bp = Blueprint("sim_admin", __name__, url_prefix="/_sim")
+
+        @bp.get("/records")
+        def all_records() -> Response:
+            with self.lock:
+                return jsonify(copy.deepcopy(self.records))
+
+        @bp.get("/records/<rid>")
+        def one_record(rid: str) -> Response | tuple[Response, int]:
+            with self.lock:
+                if rid not in self.records:
+                    return jsonify({"error": "no such record"}), 404
+                return jsonify(copy.deepcopy(self.records[rid]))
+
+        @bp.put("/records/<rid>")
+        def put_record(rid: str) -> Response:
+            with self.lock:
+                self.records[rid] = request.get_json(force=True)
+                return jsonify(self.records[rid])
+
+        @bp.get("/log")
+        def get_log() -> Response:
+            with self.lock:
+                return jsonify(list(self.log))
+
+        @bp.post("/knobs")
+        def post_knobs() -> Response | tuple[Response, int]:
+            try:
+                knobs = self.set_knobs(request.get_json(force=True) or {})
+            except KeyError as exc:
+                return jsonify({"error": f"unknown knob {exc.args[0]}"}), 400
+            return jsonify(asdict(knobs))
+
+        @bp.get("/knobs")
+        def get_knobs() -> Response:
+            return jsonify(asdict(self.knobs))
+
+        @bp.post("/expire")
+        def post_expire() -> Response:
+            with self.lock:
+                self.expire_credentials()
+            return jsonify({"expired": True})
+
+        @bp.post("/reset")
+        def post_reset() -> Response:
+            self.reset()
+            return jsonify({"reset": True})
+
+        return bp

@@ -1,0 +1,102 @@
+"""The rules engine: rules compiled once at startup map an event to update tasks (pure).
+
+A rule matches an event from its ``source`` whose type matches one of its ``events``
+(exact or glob) and whose optional ``if`` test is true. Each action becomes one
+:class:`~worker.model.UpdateTask`. A template that fails on this event (a missing key,
+a type error) does not drop the event: the task carries ``mapping_error`` and becomes a
+dead letter, so ops can fix the rule and replay the event.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import TemplateError
+
+from config.loader import Config, RuleConfig
+from webhooks.sources.base import Event
+from webhooks.templating import ENV, compile_value, render_value
+from worker.model import UpdateTask
+
+
+@dataclass(frozen=True)
+class CompiledAction:
+    vendor: str
+    op: str
+    target: Any
+    fields: Any
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    name: str
+    source: str
+    events: tuple[str, ...]
+    condition: Any  # a compiled Jinja expression, or None
+    actions: tuple[CompiledAction, ...]
+
+    def matches_type(self, event_type: str) -> bool:
+        return any(fnmatch.fnmatchcase(event_type, pattern) for pattern in self.events)
+
+
+@dataclass(frozen=True)
+class Match:
+    """A rule that matched, with the tasks it produced (for the dry run and ingest)."""
+
+    rule: str
+    tasks: tuple[UpdateTask, ...]
+
+
+def compile_rule(rule: RuleConfig) -> CompiledRule:
+    condition = ENV.compile_expression(rule.condition) if rule.condition else None
+    actions = tuple(
+        CompiledAction(a.vendor, a.op, compile_value(a.target), compile_value(dict(a.fields)))
+        for a in rule.actions
+    )
+    return CompiledRule(rule.name, rule.source, rule.events, condition, actions)
+
+
+class RuleSet:
+    """All rules of a config, indexed by source."""
+
+    def __init__(self, config: Config):
+        self.by_source: dict[str, list[CompiledRule]] = {}
+        for rule in config.rules:
+            self.by_source.setdefault(rule.source, []).append(compile_rule(rule))
+
+    def map_event(self, event: Event) -> list[Match]:
+        scope = {"payload": event.payload, "event": event.scope()}
+        matches = []
+        for rule in self.by_source.get(event.source, []):
+            if not rule.matches_type(event.type):
+                continue
+            try:
+                if rule.condition is not None and not rule.condition(**scope):
+                    continue
+            except TemplateError:
+                continue  # a test that cannot be evaluated on this event is false
+            tasks = tuple(_render_action(rule.name, i, a, event, scope)
+                          for i, a in enumerate(rule.actions))
+            matches.append(Match(rule.name, tasks))
+        return matches
+
+    def tasks_for(self, event: Event) -> list[UpdateTask]:
+        return [task for match in self.map_event(event) for task in match.tasks]
+
+
+def _render_action(rule: str, index: int, action: CompiledAction, event: Event,
+                   scope: dict[str, Any]) -> UpdateTask:
+    common = dict(source=event.source, event_id=event.id, event_type=event.type, rule=rule,
+                  action=index, vendor=action.vendor, op=action.op,
+                  occurred_at=event.occurred_at)
+    try:
+        target = render_value(action.target, scope)
+        fields = render_value(action.fields, scope)
+    except (TemplateError, TypeError, ValueError, ZeroDivisionError, ArithmeticError) as exc:
+        return UpdateTask(target="", fields={}, mapping_error=f"{type(exc).__name__}: {exc}",
+                          **common)
+    if target is None or target == "":
+        return UpdateTask(target="", fields={}, mapping_error="target rendered empty", **common)
+    return UpdateTask(target=str(target), fields=fields, **common)

@@ -1,0 +1,80 @@
+"""The source (inbound verifier) interface: one module per kind implements it.
+
+A source gets the raw request as plain data (:class:`InboundRequest`), checks its
+signature (``verify``) and turns the body into one or more :class:`Event`\\ s (``parse``).
+Both raise :class:`webhooks.errors.ApiError` subclasses, which become precise 4xx answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from marshmallow import Schema
+
+
+@dataclass(frozen=True)
+class InboundRequest:
+    """What a verifier may look at: nothing Flask-specific, so verifiers test alone."""
+
+    method: str
+    url: str  # the full URL as the server saw it (scheme, host, path, query)
+    headers: Mapping[str, str]  # case-insensitive lookups: use .get() on a werkzeug Headers
+    body: bytes
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Event:
+    """One inbound event, as stored and as rules see it (``event`` in templates)."""
+
+    source: str
+    id: str
+    type: str
+    occurred_at: float  # unix seconds; orders updates per field
+    received_at: float
+    payload: Any
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def scope(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "source": self.source,
+            "occurred_at": self.occurred_at,
+            "received_at": self.received_at,
+            "headers": dict(self.headers),
+        }
+
+
+class Source:
+    """Base of the per-kind verifiers; the config's ``sources.<name>`` builds one."""
+
+    kind: ClassVar[str]
+    #: marshmallow schema of this kind's config block (besides ``kind``)
+    schema: ClassVar[type[Schema]]
+
+    def __init__(self, name: str, settings: Mapping[str, Any]):
+        self.name = name
+        self.settings = settings
+
+    def verify(self, request: InboundRequest) -> None:
+        """Raise InvalidSignature / StaleTimestamp unless the request is authentic."""
+        raise NotImplementedError
+
+    def parse(self, request: InboundRequest) -> list[Event]:
+        """The events in the (verified) body; raise MalformedPayload when it has none."""
+        raise NotImplementedError
+
+
+#: headers never stored with an event (signatures are not secrets, but nothing needs them)
+DROPPED_HEADERS = frozenset(
+    {"authorization", "cookie", "stripe-signature", "webhook-signature",
+     "x-hubspot-signature-v3", "x-hubspot-signature", "x-signature", "x-hub-signature-256"}
+)
+
+
+def kept_headers(headers: Mapping[str, str], extra_dropped: frozenset[str] = frozenset()) -> dict:
+    dropped = DROPPED_HEADERS | extra_dropped
+    return {k.lower(): v for k, v in headers.items() if k.lower() not in dropped}

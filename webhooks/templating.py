@@ -1,0 +1,74 @@
+"""The one Jinja2 environment rules and sources render with: sandboxed, native-typed, strict.
+
+Native typing here means a template that is a single expression keeps its value's type
+(``{{ amount / 100 }}`` stays a float, ``{{ payload.zip }}`` stays the string "01234").
+Unlike Jinja's own NativeEnvironment we never ``literal_eval`` strings, so a zip code or
+an id made of digits is not silently turned into an int. Mixed text renders as a string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import chain, islice
+from typing import Any
+
+from jinja2 import StrictUndefined, Template, TemplateError
+from jinja2.nativetypes import NativeCodeGenerator
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+
+def _concat(values: Iterable[Any]) -> Any:
+    head = list(islice(values, 2))
+    if not head:
+        return None
+    if len(head) == 1:
+        return head[0]
+    return "".join(str(v) for v in chain(head, values))
+
+
+class _NativeTemplate(Template):
+    def render(self, *args: Any, **kwargs: Any) -> Any:
+        ctx = self.new_context(dict(*args, **kwargs))
+        try:
+            return self.environment_class.concat(self.root_render_func(ctx))  # type: ignore[attr-defined]
+        except Exception:
+            return self.environment.handle_exception()
+
+
+class SandboxedNativeEnvironment(ImmutableSandboxedEnvironment):
+    code_generator_class = NativeCodeGenerator
+    concat = staticmethod(_concat)  # type: ignore[assignment]
+
+
+SandboxedNativeEnvironment.template_class = _NativeTemplate  # type: ignore[assignment]
+_NativeTemplate.environment_class = SandboxedNativeEnvironment  # type: ignore[attr-defined]
+
+ENV = SandboxedNativeEnvironment(undefined=StrictUndefined, autoescape=False)
+
+__all__ = ["ENV", "TemplateError", "is_template", "compile_value", "render_value"]
+
+
+def is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def compile_value(value: Any) -> Any:
+    """Compile every template string inside ``value`` (dicts and lists walked)."""
+    if isinstance(value, dict):
+        return {k: compile_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [compile_value(v) for v in value]
+    if is_template(value):
+        return ENV.from_string(value)
+    return value
+
+
+def render_value(compiled: Any, scope: dict[str, Any]) -> Any:
+    """Render what :func:`compile_value` made; constants come back unchanged."""
+    if isinstance(compiled, dict):
+        return {k: render_value(v, scope) for k, v in compiled.items()}
+    if isinstance(compiled, list):
+        return [render_value(v, scope) for v in compiled]
+    if isinstance(compiled, Template):
+        return compiled.render(scope)
+    return compiled

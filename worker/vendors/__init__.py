@@ -1,0 +1,12 @@
+"""Vendor connectors, one module per vendor kind, found by kind through ``CONNECTORS``."""
+
+from __future__ import annotations
+
+from worker.vendors.base import Connector, VendorInstance
+from worker.vendors.perfexcrm import PerfexCRM
+
+CONNECTORS: dict[str, type[Connector]] = {c.kind: c for c in (PerfexCRM,)}
+
+
+def connector_for(instance: VendorInstance) -> Connector:
+    return CONNECTORS[instance.kind](instance)

@@ -1,0 +1,175 @@
+"""The connector interface every vendor implements, and the HTTP plumbing they share.
+
+A connector is built once per vendor instance (``vendors:`` in the config) and owns one
+pooled ``httpx.Client`` with explicit timeouts and limits. ``apply(op, target, fields)``
+validates the fields against the op's marshmallow schema, then calls the vendor; every
+failure leaves as a :mod:`worker.vendors.errors` exception. Redirects are never followed:
+a followed 3xx turns a PUT/POST into a GET that "succeeds".
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httpx
+from marshmallow import Schema, ValidationError, fields
+
+from worker.vendors import errors
+
+EXCERPT_CHARS = 500
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    base_delay: float = 2.0
+    max_delay: float = 600.0
+
+
+@dataclass(frozen=True)
+class VendorInstance:
+    """One configured vendor: what a connector is built from (plain data, from config)."""
+
+    name: str
+    kind: str
+    base_url: str
+    auth: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    rate_limit: tuple[int, float] | None = None  # (count, per seconds)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float = 10.0
+    max_in_flight: int = 5
+
+
+class NoAuth(Schema):
+    pass
+
+
+class Connector:
+    """Base of the per-vendor connectors; subclasses set the class attributes and ops."""
+
+    kind: ClassVar[str]
+    #: op name -> marshmallow schema of the fields that op accepts
+    ops: ClassVar[Mapping[str, type[Schema]]] = {}
+    #: schema of the ``auth:`` block in the vendor's config
+    auth_schema: ClassVar[type[Schema]] = NoAuth
+    #: schema of the ``options:`` block (vendor-specific switches)
+    options_schema: ClassVar[type[Schema]] = NoAuth
+    #: how the target id must look (a schema field); ints for most vendors
+    target_field: ClassVar[fields.Field] = fields.String(required=True)
+
+    def __init__(self, instance: VendorInstance, transport: httpx.BaseTransport | None = None):
+        self.instance = instance
+        self.name = instance.name
+        self.http = httpx.Client(
+            base_url=instance.base_url.rstrip("/"),
+            timeout=httpx.Timeout(instance.timeout, connect=min(5.0, instance.timeout)),
+            limits=httpx.Limits(
+                max_connections=instance.max_in_flight,
+                max_keepalive_connections=instance.max_in_flight,
+            ),
+            follow_redirects=False,
+            transport=transport,
+            headers={"User-Agent": "switchboard/0.1"},
+        )
+
+    # -- the one public entry point -------------------------------------------------
+    def apply(self, op: str, target: str, fields_: Mapping[str, Any]) -> dict[str, Any]:
+        """Apply ``fields_`` to ``target`` through ``op``; returns a small result dict."""
+        if op not in self.ops:
+            raise errors.Rejected(f"{self.kind} has no op {op!r}")
+        clean = self.validate_fields(op, fields_)
+        clean_target = self.validate_target(target)
+        method = getattr(self, f"op_{op}")
+        return method(clean_target, clean)
+
+    def validate_fields(self, op: str, fields_: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            return self.ops[op]().load(dict(fields_))
+        except ValidationError as exc:
+            raise errors.InvalidFields(f"fields rejected by {self.kind}.{op}: {exc.messages}") from exc
+
+    def validate_target(self, target: Any) -> Any:
+        try:
+            return self.target_field.deserialize(target)
+        except ValidationError as exc:
+            raise errors.InvalidFields(f"target {target!r}: {exc.messages}") from exc
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- shared HTTP plumbing ---------------------------------------------------------
+    def send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """Send one request; transport failures, 3xx, 408, 429 and 5xx become errors.
+
+        Other 4xx answers are returned for the connector to classify (vendors differ).
+        """
+        try:
+            response = self.http.request(method, url, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise errors.Timeout(f"{self.name}: {type(exc).__name__} calling {url}") from exc
+        except httpx.TransportError as exc:
+            raise errors.Unavailable(f"{self.name}: {type(exc).__name__} calling {url}") from exc
+        return self.check_common(response)
+
+    def check_common(self, response: httpx.Response) -> httpx.Response:
+        status = response.status_code
+        excerpt = excerpt_of(response)
+        if 300 <= status < 400:
+            location = response.headers.get("location", "(none)")
+            raise errors.Rejected(
+                f"{self.name} answered {status} redirect to {location}; not followed",
+                status=status,
+                excerpt=excerpt,
+            )
+        if status == 429:
+            raise errors.RateLimited(
+                f"{self.name} rate limited the call",
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+                status=status,
+                excerpt=excerpt,
+            )
+        if status == 408:
+            raise errors.Timeout(f"{self.name} answered 408", status=status, excerpt=excerpt)
+        if status >= 500 and not self.handles_5xx:
+            raise errors.Unavailable(f"{self.name} answered {status}", status=status, excerpt=excerpt)
+        return response
+
+    #: PortaBilling reports faults (even not-found) as HTTP 500; it classifies them itself
+    handles_5xx: ClassVar[bool] = False
+
+
+def excerpt_of(response: httpx.Response) -> str:
+    """The start of a vendor's answer, for dead letters (redacted again when stored)."""
+    try:
+        text = response.text
+    except Exception:  # undecodable body: keep the record useful anyway
+        return "<undecodable body>"
+    return text[:EXCERPT_CHARS]
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment is None:
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+def json_body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
