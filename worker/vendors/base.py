@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 from marshmallow import Schema, ValidationError, fields
@@ -21,6 +21,7 @@ from marshmallow import Schema, ValidationError, fields
 from worker.vendors import errors
 
 EXCERPT_CHARS = 500
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,25 @@ class Connector:
 
     def close(self) -> None:
         self.http.close()
+
+    # -- auth refresh, shared by session/token vendors ----------------------------------
+    def refresh_auth(self) -> None:
+        """Drop the cached session/token so the next call obtains a new one."""
+
+    def with_auth_retry(self, call: Callable[[], T]) -> T:
+        """Run ``call``; on :class:`AuthExpired` refresh once and run it again.
+
+        A second expiry means the credentials themselves are refused: ``AuthFailed``.
+        """
+        try:
+            return call()
+        except errors.AuthExpired:
+            self.refresh_auth()
+        try:
+            return call()
+        except errors.AuthExpired as exc:
+            raise errors.AuthFailed(f"{self.name}: credentials refused after a refresh",
+                                    status=exc.status, excerpt=exc.excerpt) from exc
 
     # -- shared HTTP plumbing ---------------------------------------------------------
     def send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
