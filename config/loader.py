@@ -141,8 +141,10 @@ class _Loader:
                 continue
             kind = frame.pop("kind")
             if kind not in SOURCE_KINDS:
-                self.problem(join(path, "kind"),
-                             f"unknown source kind {kind!r} (known: {', '.join(sorted(SOURCE_KINDS))})")
+                self.problem(
+                    join(path, "kind"),
+                    f"unknown source kind {kind!r} (known: {', '.join(sorted(SOURCE_KINDS))})",
+                )
                 continue
             self.collect_secrets(frame.get("secret"))
             settings = self.load_schema(SOURCE_KINDS[kind].schema(), frame, path)
@@ -159,24 +161,39 @@ class _Loader:
                 continue
             connector = CONNECTORS.get(data["kind"])
             if connector is None:
-                self.problem(join(path, "kind"), f"unknown vendor kind {data['kind']!r} "
-                             f"(known: {', '.join(sorted(CONNECTORS))})")
+                self.problem(
+                    join(path, "kind"),
+                    f"unknown vendor kind {data['kind']!r} "
+                    f"(known: {', '.join(sorted(CONNECTORS))})",
+                )
                 continue
             self.collect_secrets(data["auth"])
             auth = self.load_schema(connector.auth_schema(), data["auth"], join(path, "auth"))
-            options = self.load_schema(connector.options_schema(), data["options"],
-                                       join(path, "options"))
+            options = self.load_schema(
+                connector.options_schema(), data["options"], join(path, "options")
+            )
             if auth is None or options is None:
                 continue
             out[name] = VendorInstance(
-                name=name, kind=data["kind"], base_url=data["base_url"], auth=auth,
-                options=options, rate_limit=data["rate_limit"], retry=RetryPolicy(**data["retry"]),
-                timeout=data["timeout"], max_in_flight=data["max_in_flight"],
+                name=name,
+                kind=data["kind"],
+                base_url=data["base_url"],
+                auth=auth,
+                options=options,
+                rate_limit=data["rate_limit"],
+                retry=RetryPolicy(**data["retry"]),
+                timeout=data["timeout"],
+                max_in_flight=data["max_in_flight"],
             )
         return out
 
-    def rules(self, raw: list[Any], sources: Mapping[str, SourceConfig],
-              vendors: Mapping[str, VendorInstance], raw_vendors: Mapping[str, Any]) -> list[RuleConfig]:
+    def rules(
+        self,
+        raw: list[Any],
+        sources: Mapping[str, SourceConfig],
+        vendors: Mapping[str, VendorInstance],
+        raw_vendors: Mapping[str, Any],
+    ) -> list[RuleConfig]:
         out, names = [], set()
         for index, block in enumerate(raw):
             path = join("rules", index)
@@ -194,14 +211,23 @@ class _Loader:
             for i, action in enumerate(data["actions"]):
                 apath = join(join(path, "actions"), i)
                 self.check_action(action, apath, vendors, raw_vendors)
-                actions.append(ActionConfig(action["vendor"], action["op"], action["target"],
-                                            action["fields"]))
-            out.append(RuleConfig(data["name"], data["source"], tuple(data["events"]),
-                                  data["if_"], tuple(actions)))
+                actions.append(
+                    ActionConfig(action["vendor"], action["op"], action["target"], action["fields"])
+                )
+            out.append(
+                RuleConfig(
+                    data["name"], data["source"], tuple(data["events"]), data["if_"], tuple(actions)
+                )
+            )
         return out
 
-    def check_action(self, action: dict, path: str, vendors: Mapping[str, VendorInstance],
-                     raw_vendors: Mapping[str, Any]) -> None:
+    def check_action(
+        self,
+        action: dict,
+        path: str,
+        vendors: Mapping[str, VendorInstance],
+        raw_vendors: Mapping[str, Any],
+    ) -> None:
         vendor = vendors.get(action["vendor"])
         if vendor is None:
             if action["vendor"] not in raw_vendors:  # else: its own error is reported already
@@ -210,12 +236,16 @@ class _Loader:
         connector = CONNECTORS[vendor.kind]
         schema_cls = connector.ops.get(action["op"])
         if schema_cls is None:
-            self.problem(join(path, "op"), f"{vendor.kind} has no op {action['op']!r} "
-                         f"(known: {', '.join(sorted(connector.ops))})")
+            self.problem(
+                join(path, "op"),
+                f"{vendor.kind} has no op {action['op']!r} "
+                f"(known: {', '.join(sorted(connector.ops))})",
+            )
             return
         self.check_template_or_value(action["target"], connector.target_field, join(path, "target"))
-        self.check_fields(schema_cls(), action["fields"], join(path, "fields"),
-                          f"{vendor.kind}.{action['op']}")
+        self.check_fields(
+            schema_cls(), action["fields"], join(path, "fields"), f"{vendor.kind}.{action['op']}"
+        )
 
     def check_fields(self, schema: Schema, values: Mapping[str, Any], path: str, what: str) -> None:
         by_key = {(f.data_key or name): f for name, f in schema.fields.items()}
@@ -223,8 +253,9 @@ class _Loader:
             fpath = join(path, key)
             declared = by_key.get(key)
             if declared is None:
-                self.problem(fpath, f"unknown field {key!r} for {what} "
-                             f"(known: {', '.join(sorted(by_key))})")
+                self.problem(
+                    fpath, f"unknown field {key!r} for {what} (known: {', '.join(sorted(by_key))})"
+                )
             elif isinstance(declared, mfields.Nested) and isinstance(value, dict):
                 nested = declared.schema
                 self.check_fields(nested, value, fpath, f"{what}.{key}")

@@ -13,8 +13,16 @@ from typing import Any
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
 RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour)\s*$")
-UNIT_SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60,
-                "h": 3600, "hour": 3600}
+UNIT_SECONDS = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "h": 3600,
+    "hour": 3600,
+}
 NAME = validate.Regexp(r"^[A-Za-z0-9_.-]+$", error="use letters, digits, '_', '-' or '.'")
 
 
@@ -76,11 +84,15 @@ class ActionSchema(Schema):
 class RuleSchema(Schema):
     name = fields.String(required=True, validate=NAME)
     source = fields.String(required=True)
-    events = fields.List(fields.String(validate=validate.Length(min=1)), required=True,
-                         validate=validate.Length(min=1))
+    events = fields.List(
+        fields.String(validate=validate.Length(min=1)),
+        required=True,
+        validate=validate.Length(min=1),
+    )
     if_ = fields.String(data_key="if", load_default=None)
-    actions = fields.List(fields.Nested(ActionSchema), required=True,
-                          validate=validate.Length(min=1))
+    actions = fields.List(
+        fields.Nested(ActionSchema), required=True, validate=validate.Length(min=1)
+    )
 
 
 class TopSchema(Schema):

@@ -16,21 +16,52 @@ from sandbox.base import Simulator
 TOKEN = "perfex-demo-token"
 
 FIELDS = {
-    "company", "vat", "phonenumber", "website", "groups_in", "default_language",
-    "default_currency", "address", "city", "state", "zip", "country", "billing_street",
-    "billing_city", "billing_state", "billing_zip", "billing_country", "shipping_street",
-    "shipping_city", "shipping_state", "shipping_zip", "shipping_country", "custom_fields",
+    "company",
+    "vat",
+    "phonenumber",
+    "website",
+    "groups_in",
+    "default_language",
+    "default_currency",
+    "address",
+    "city",
+    "state",
+    "zip",
+    "country",
+    "billing_street",
+    "billing_city",
+    "billing_state",
+    "billing_zip",
+    "billing_country",
+    "shipping_street",
+    "shipping_city",
+    "shipping_state",
+    "shipping_zip",
+    "shipping_country",
+    "custom_fields",
     "active",
 }
 
 
 def _customer(userid: int, company: str, city: str, address: str, zip_: str) -> dict[str, Any]:
     return {
-        "userid": str(userid), "company": company, "vat": "", "phonenumber": "",
-        "website": "", "address": address, "city": city, "state": "", "zip": zip_,
-        "country": "234", "active": "1", "datecreated": "2025-01-15 09:30:00",
-        "billing_street": address, "billing_city": city, "billing_state": "",
-        "billing_zip": zip_, "billing_country": "234",
+        "userid": str(userid),
+        "company": company,
+        "vat": "",
+        "phonenumber": "",
+        "website": "",
+        "address": address,
+        "city": city,
+        "state": "",
+        "zip": zip_,
+        "country": "234",
+        "active": "1",
+        "datecreated": "2025-01-15 09:30:00",
+        "billing_street": address,
+        "billing_city": city,
+        "billing_state": "",
+        "billing_zip": zip_,
+        "billing_country": "234",
     }
 
 

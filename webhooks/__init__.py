@@ -1,0 +1,34 @@
+"""The web service: ``create_app(settings)`` builds the Flask app; nothing happens at import."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from config.loader import Config
+    from config.settings import Settings
+
+
+def create_app(
+    settings: Settings | None = None, config: Config | None = None, redis_url: str | None = None
+) -> Flask:
+    """Build the app from ``settings`` (default: the environment) and its config file."""
+    from flask import Flask
+
+    from config.loader import load_config
+    from config.settings import Settings
+    from webhooks import health, http_errors, ingest
+    from webhooks.state import AppState
+
+    settings = settings or Settings.from_env()
+    config = config or load_config(settings.config_path)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["switchboard"] = AppState.build(settings, config, redis_url)
+    http_errors.register(app)
+    app.register_blueprint(ingest.bp)
+    app.register_blueprint(health.bp)
+    return app

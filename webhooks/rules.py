@@ -77,8 +77,9 @@ class RuleSet:
                     continue
             except TemplateError:
                 continue  # a test that cannot be evaluated on this event is false
-            tasks = tuple(_render_action(rule.name, i, a, event, scope)
-                          for i, a in enumerate(rule.actions))
+            tasks = tuple(
+                _render_action(rule.name, i, a, event, scope) for i, a in enumerate(rule.actions)
+            )
             matches.append(Match(rule.name, tasks))
         return matches
 
@@ -86,17 +87,26 @@ class RuleSet:
         return [task for match in self.map_event(event) for task in match.tasks]
 
 
-def _render_action(rule: str, index: int, action: CompiledAction, event: Event,
-                   scope: dict[str, Any]) -> UpdateTask:
-    common = dict(source=event.source, event_id=event.id, event_type=event.type, rule=rule,
-                  action=index, vendor=action.vendor, op=action.op,
-                  occurred_at=event.occurred_at)
+def _render_action(
+    rule: str, index: int, action: CompiledAction, event: Event, scope: dict[str, Any]
+) -> UpdateTask:
+    common = dict(
+        source=event.source,
+        event_id=event.id,
+        event_type=event.type,
+        rule=rule,
+        action=index,
+        vendor=action.vendor,
+        op=action.op,
+        occurred_at=event.occurred_at,
+    )
     try:
         target = render_value(action.target, scope)
         fields = render_value(action.fields, scope)
     except (TemplateError, TypeError, ValueError, ZeroDivisionError, ArithmeticError) as exc:
-        return UpdateTask(target="", fields={}, mapping_error=f"{type(exc).__name__}: {exc}",
-                          **common)
+        return UpdateTask(
+            target="", fields={}, mapping_error=f"{type(exc).__name__}: {exc}", **common
+        )
     if target is None or target == "":
         return UpdateTask(target="", fields={}, mapping_error="target rendered empty", **common)
     return UpdateTask(target=str(target), fields=fields, **common)

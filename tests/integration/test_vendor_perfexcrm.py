@@ -11,8 +11,13 @@ from worker.vendors.perfexcrm import PerfexCRM
 
 @pytest.fixture
 def perfex(sandbox):
-    instance = VendorInstance(name="perfex", kind="perfexcrm", base_url=sandbox.base("perfexcrm"),
-                              auth={"token": "perfex-demo-token"}, timeout=2)
+    instance = VendorInstance(
+        name="perfex",
+        kind="perfexcrm",
+        base_url=sandbox.base("perfexcrm"),
+        auth={"token": "perfex-demo-token"},
+        timeout=2,
+    )
     connector = PerfexCRM(instance)
     yield connector
     connector.close()
@@ -30,8 +35,9 @@ def test_unknown_customer_is_not_found(perfex):
 
 
 def test_wrong_token_is_auth_failed(sandbox):
-    instance = VendorInstance(name="p", kind="perfexcrm", base_url=sandbox.base("perfexcrm"),
-                              auth={"token": "wrong"})
+    instance = VendorInstance(
+        name="p", kind="perfexcrm", base_url=sandbox.base("perfexcrm"), auth={"token": "wrong"}
+    )
     with pytest.raises(errors.AuthFailed) as caught:
         PerfexCRM(instance).apply("update_customer", "7", {"city": "X"})
     assert "wrong" not in str(caught.value)
@@ -57,8 +63,13 @@ def test_429_carries_retry_after(perfex, sandbox):
 
 
 def test_hang_is_a_timeout(sandbox):
-    instance = VendorInstance(name="p", kind="perfexcrm", base_url=sandbox.base("perfexcrm"),
-                              auth={"token": "perfex-demo-token"}, timeout=0.3)
+    instance = VendorInstance(
+        name="p",
+        kind="perfexcrm",
+        base_url=sandbox.base("perfexcrm"),
+        auth={"token": "perfex-demo-token"},
+        timeout=0.3,
+    )
     sandbox.knobs("perfexcrm", hang_next=1, hang_seconds=1)
     with pytest.raises(errors.Timeout):
         PerfexCRM(instance).apply("update_customer", "7", {"city": "X"})

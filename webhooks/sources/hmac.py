@@ -60,7 +60,7 @@ class HmacSource(Source):
             raise MissingSignature(f"{self.settings['header']} header is missing")
         signature = given.strip()
         if signature.lower().startswith("sha256="):
-            signature = signature[len("sha256="):]
+            signature = signature[len("sha256=") :]
         expected = [
             hmac_lib.new(secret.encode(), request.body, hashlib.sha256).hexdigest().encode()
             for secret in self.settings["secret"]
@@ -83,8 +83,15 @@ class HmacSource(Source):
             except ValueError as exc:
                 raise MalformedPayload("occurred_at is not a time") from exc
         return [
-            Event(self.name, str(event_id), str(event_type), occurred_at, request.received_at,
-                  payload, headers)
+            Event(
+                self.name,
+                str(event_id),
+                str(event_type),
+                occurred_at,
+                request.received_at,
+                payload,
+                headers,
+            )
         ]
 
     @staticmethod
@@ -92,5 +99,7 @@ class HmacSource(Source):
         try:
             return template.render(scope)
         except TemplateError as exc:
-            raise MalformedPayload(f"cannot read the event {what} from the body",
-                                   code="missing_event_id" if what == "id" else None) from exc
+            raise MalformedPayload(
+                f"cannot read the event {what} from the body",
+                code="missing_event_id" if what == "id" else None,
+            ) from exc

@@ -68,6 +68,13 @@ class StripeSource(Source):
         except ValueError as exc:
             raise MalformedPayload("event has no valid created time") from exc
         return [
-            Event(self.name, event_id, event_type, occurred_at, request.received_at, payload,
-                  kept_headers(request.headers))
+            Event(
+                self.name,
+                event_id,
+                event_type,
+                occurred_at,
+                request.received_at,
+                payload,
+                kept_headers(request.headers),
+            )
         ]

@@ -92,7 +92,9 @@ class Connector:
         try:
             return self.ops[op]().load(dict(fields_))
         except ValidationError as exc:
-            raise errors.InvalidFields(f"fields rejected by {self.kind}.{op}: {exc.messages}") from exc
+            raise errors.InvalidFields(
+                f"fields rejected by {self.kind}.{op}: {exc.messages}"
+            ) from exc
 
     def validate_target(self, target: Any) -> Any:
         try:
@@ -119,8 +121,11 @@ class Connector:
         try:
             return call()
         except errors.AuthExpired as exc:
-            raise errors.AuthFailed(f"{self.name}: credentials refused after a refresh",
-                                    status=exc.status, excerpt=exc.excerpt) from exc
+            raise errors.AuthFailed(
+                f"{self.name}: credentials refused after a refresh",
+                status=exc.status,
+                excerpt=exc.excerpt,
+            ) from exc
 
     # -- shared HTTP plumbing ---------------------------------------------------------
     def send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -156,7 +161,9 @@ class Connector:
         if status == 408:
             raise errors.Timeout(f"{self.name} answered 408", status=status, excerpt=excerpt)
         if status >= 500 and not self.handles_5xx:
-            raise errors.Unavailable(f"{self.name} answered {status}", status=status, excerpt=excerpt)
+            raise errors.Unavailable(
+                f"{self.name} answered {status}", status=status, excerpt=excerpt
+            )
         return response
 
     #: PortaBilling reports faults (even not-found) as HTTP 500; it classifies them itself

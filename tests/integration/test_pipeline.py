@@ -1,0 +1,141 @@
+"""End to end through real parts: Flask ingest -> Redis -> Celery worker process -> simulator."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from tests.helpers import stripe_headers, wait_for, with_changes
+from worker.queue import Queue
+
+
+def post_stripe(client, body: bytes, **kw):
+    return client.post("/webhooks/stripe", data=body, headers=stripe_headers(body, **kw))
+
+
+def task_states(redis, source: str, event_id: str) -> list[str]:
+    loaded = Queue(redis).load_event(source, event_id)
+    assert loaded is not None
+    _, task_ids = loaded
+    return [Queue(redis).load_task(t).state for t in task_ids]  # type: ignore[union-attr]
+
+
+def test_payment_intent_succeeded_updates_the_perfex_customer(client, worker, sandbox, redis):
+    body = with_changes("stripe/payment_intent.succeeded.json", id="evt_e2e_payment")
+    assert sandbox.record("perfexcrm", 7)["vat"] == ""
+    response = post_stripe(client, body)
+    assert response.status_code == 202
+    assert response.get_json() == {
+        "status": "accepted",
+        "event_ids": ["evt_e2e_payment"],
+        "tasks": 1,
+    }
+    wait_for(lambda: sandbox.record("perfexcrm", 7)["vat"] == "paid 49.0")
+    assert sandbox.record("perfexcrm", 7)["active"] == "1"
+    wait_for(lambda: task_states(redis, "stripe", "evt_e2e_payment") == ["applied"])
+
+
+def test_duplicate_delivery_queues_nothing_again(client, worker, sandbox, redis):
+    body = with_changes("stripe/payment_intent.succeeded.json", id="evt_e2e_dup")
+    assert post_stripe(client, body).status_code == 202
+    second = post_stripe(client, body)
+    assert second.status_code == 200
+    assert second.get_json()["status"] == "duplicate"
+    wait_for(lambda: task_states(redis, "stripe", "evt_e2e_dup") == ["applied"])
+    time.sleep(0.3)
+    puts = [e for e in sandbox.log("perfexcrm") if e["method"] == "PUT"]
+    assert len(puts) == 1
+
+
+def test_unmatched_event_is_stored_and_ignored(client, redis):
+    body = with_changes("stripe/charge.succeeded.json", id="evt_e2e_ignored")
+    response = post_stripe(client, body)
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "status": "ignored",
+        "event_ids": ["evt_e2e_ignored"],
+        "tasks": 0,
+    }
+    assert Queue(redis).load_event("stripe", "evt_e2e_ignored") is not None
+
+
+def test_5xx_then_success_is_retried_and_applied(client, worker, sandbox, redis):
+    sandbox.knobs("perfexcrm", fail_next=2, fail_status=503)
+    body = with_changes("stripe/payment_intent.succeeded.json", id="evt_e2e_retry")
+    assert post_stripe(client, body).status_code == 202
+    wait_for(lambda: task_states(redis, "stripe", "evt_e2e_retry") == ["applied"])
+    assert sandbox.record("perfexcrm", 7)["vat"] == "paid 49.0"
+    puts = [e for e in sandbox.log("perfexcrm") if e["method"] == "PUT"]
+    assert len(puts) == 3  # two injected 503s, then the success
+    _, [task_id] = Queue(redis).load_event("stripe", "evt_e2e_retry")  # type: ignore[misc]
+    attempts = Queue(redis).load_task(task_id).attempts  # type: ignore[union-attr]
+    assert [a["status"] for a in attempts] == [503, 503, None]
+
+
+def test_retries_used_up_become_an_exhausted_dead_letter(client, worker, sandbox, redis):
+    sandbox.knobs("perfexcrm", fail_next=10, fail_status=500)
+    body = with_changes("stripe/payment_intent.succeeded.json", id="evt_e2e_exhausted")
+    assert post_stripe(client, body).status_code == 202
+    wait_for(lambda: task_states(redis, "stripe", "evt_e2e_exhausted") == ["dead"])
+    entry = json.loads(redis.hget(f"sb:dl:{_only_task(redis, 'evt_e2e_exhausted')}", "entry"))
+    assert entry["code"] == "exhausted"
+    assert len(entry["attempts"]) == 3  # max_attempts in the test config
+
+
+def test_unknown_customer_becomes_a_not_found_dead_letter(client, worker, sandbox, redis):
+    data = json.loads(with_changes("stripe/payment_intent.succeeded.json", id="evt_e2e_404"))
+    data["data"]["object"]["metadata"]["perfex_customer"] = "999"
+    body = json.dumps(data).encode()
+    assert post_stripe(client, body).status_code == 202
+    wait_for(lambda: task_states(redis, "stripe", "evt_e2e_404") == ["dead"])
+    entry = json.loads(redis.hget(f"sb:dl:{_only_task(redis, 'evt_e2e_404')}", "entry"))
+    assert (entry["code"], entry["vendor"], entry["rule"], entry["target"]) == (
+        "not_found",
+        "perfex",
+        "payment-activates-crm",
+        "999",
+    )
+    assert entry["attempts"][-1]["status"] == 404
+    assert "Customer not found" in entry["attempts"][-1]["excerpt"]
+
+
+def test_template_error_becomes_a_mapping_error_dead_letter(client, worker, sandbox, redis):
+    data = json.loads(with_changes("stripe/customer.updated.json", id="evt_e2e_mapping"))
+    del data["data"]["object"]["address"]  # the rule reads address.line1
+    body = json.dumps(data).encode()
+    response = post_stripe(client, body)
+    assert response.status_code == 202  # still accepted: ops can fix the rule and replay
+    wait_for(lambda: task_states(redis, "stripe", "evt_e2e_mapping") == ["dead"])
+    entry = json.loads(redis.hget(f"sb:dl:{_only_task(redis, 'evt_e2e_mapping')}", "entry"))
+    assert entry["code"] == "mapping_error"
+    assert "address" in entry["message"]
+    assert sandbox.log("perfexcrm") == []
+
+
+def test_invalid_rendered_field_is_dead_lettered_without_a_call(app, worker, sandbox, redis):
+    from webhooks.sources.base import Event
+    from worker.model import UpdateTask
+
+    event = Event("stripe", "evt_e2e_invalid", "manual", time.time(), time.time(), {})
+    task = UpdateTask(
+        "stripe",
+        event.id,
+        event.type,
+        "manual",
+        0,
+        "perfex",
+        "update_customer",
+        "7",
+        {"country": "United Kingdom"},
+        event.occurred_at,
+    )
+    assert Queue(redis).store_event(event, [task])
+    wait_for(lambda: task_states(redis, "stripe", "evt_e2e_invalid") == ["dead"])
+    entry = json.loads(redis.hget(f"sb:dl:{task.id}", "entry"))
+    assert entry["code"] == "invalid_fields"
+    assert sandbox.log("perfexcrm") == []
+
+
+def _only_task(redis, event_id: str) -> str:
+    _, [task_id] = Queue(redis).load_event("stripe", event_id)  # type: ignore[misc]
+    return task_id

@@ -1,0 +1,54 @@
+"""Turns every error into a JSON body (DESIGN §4): API errors, HTTP errors, and the rest.
+
+An unexpected exception is logged with its traceback and answered as a generic 500
+JSON body: no traceback, no exception text (it could hold data) reaches the client.
+A Redis outage is a 503 so the sender retries.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis as redis_lib
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from webhooks.errors import ApiError, Unavailable
+
+log = logging.getLogger("switchboard.web")
+
+HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
+    return jsonify({"error": {"code": code, "message": message}}), status
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> tuple[Response, int]:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(redis_lib.RedisError)
+    def _redis_down(exc: redis_lib.RedisError) -> tuple[Response, int]:
+        log.warning("redis unavailable: %s", type(exc).__name__)
+        err = Unavailable("the queue is unavailable; retry later")
+        return error_response(err.status, err.code, err.message)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+        status = exc.code or 500
+        return error_response(
+            status, HTTP_CODES.get(status, "http_error"), exc.description or exc.name
+        )
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "internal error")

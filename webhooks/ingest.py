@@ -1,0 +1,60 @@
+"""``POST /webhooks/<source>``: verify -> parse -> map through rules -> store once -> 2xx.
+
+Each event is stored with its tasks in one atomic Redis write before we answer
+(:meth:`worker.queue.Queue.store_event`); a duplicate (same source and event id) queues
+nothing. Answers (DESIGN §4): 202 accepted, 200 duplicate, 200 ignored (no rule matched,
+event stored), 400/401/404/413 with a JSON error, 503 when Redis cannot take the write.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from webhooks.errors import NotFound
+from webhooks.sources.base import InboundRequest
+from webhooks.state import get_state
+
+bp = Blueprint("ingest", __name__)
+
+
+@bp.post("/webhooks/<source>")
+def receive(source: str) -> tuple[Response, int]:
+    state = get_state()
+    verifier = state.sources.get(source)
+    if verifier is None:
+        raise NotFound(f"no source named {source!r}", code="unknown_source")
+    inbound = InboundRequest(
+        method=request.method,
+        url=request.url,
+        headers=request.headers,  # werkzeug Headers: case-insensitive .get()
+        body=request.get_data(cache=False),  # MAX_CONTENT_LENGTH -> 413 while reading
+        received_at=time.time(),
+    )
+    verifier.verify(inbound)
+    events = verifier.parse(inbound)
+    accepted: list[str] = []
+    duplicates: list[str] = []
+    tasks = 0
+    queue = state.queue
+    for event in events:
+        event_tasks = state.rules.tasks_for(event)
+        if queue.store_event(event, event_tasks):
+            accepted.append(event.id)
+            tasks += len(event_tasks)
+        else:
+            duplicates.append(event.id)
+    return _answer(accepted, duplicates, tasks)
+
+
+def _answer(accepted: list[str], duplicates: list[str], tasks: int) -> tuple[Response, int]:
+    body: dict[str, Any]
+    if not accepted:
+        body = {"status": "duplicate", "event_ids": duplicates, "tasks": 0}
+        return jsonify(body), 200
+    body = {"status": "accepted" if tasks else "ignored", "event_ids": accepted, "tasks": tasks}
+    if duplicates:
+        body["duplicates"] = duplicates
+    return jsonify(body), 202 if tasks else 200

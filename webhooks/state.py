@@ -1,0 +1,63 @@
+"""Per-app state built by the factory: settings, config, sources, rules, and Redis access.
+
+Redis is opened lazily on first use (one pool per app), so building an app connects to
+nothing; ``get_state()`` is the only way views reach any of it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import redis as redis_lib
+from flask import current_app
+
+from config.loader import Config
+from config.settings import Settings
+from webhooks.rules import RuleSet
+from webhooks.sources import SOURCE_KINDS, Source
+from worker.deadletter import DeadLetters
+from worker.queue import Queue
+from worker.redact import Redactor
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    config: Config
+    sources: dict[str, Source]
+    rules: RuleSet
+    redis_url: str | None = None
+    _redis: redis_lib.Redis | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def build(cls, settings: Settings, config: Config, redis_url: str | None = None) -> AppState:
+        sources = {
+            name: SOURCE_KINDS[s.kind](name, s.settings) for name, s in config.sources.items()
+        }
+        return cls(settings, config, sources, RuleSet(config), redis_url)
+
+    @property
+    def redis(self) -> redis_lib.Redis:
+        with self._lock:
+            if self._redis is None:
+                from config.embedded_redis import resolve_redis_url
+                from worker.runtime import connect
+
+                self._redis = connect(self.redis_url or resolve_redis_url(self.settings))
+            return self._redis
+
+    @property
+    def queue(self) -> Queue:
+        return Queue(self.redis, self.settings.event_ttl_seconds)
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        return DeadLetters(
+            self.redis, Redactor(self.config.secrets), self.settings.event_ttl_seconds
+        )
+
+
+def get_state() -> AppState:
+    return current_app.extensions["switchboard"]  # type: ignore[no-any-return]

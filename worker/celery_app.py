@@ -1,0 +1,77 @@
+"""The Celery app: every broker and worker setting in one block, each with its reason.
+
+The broker URL is resolved lazily (on first configuration access), so importing this
+module connects to nothing and starts nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, bootsteps
+
+from worker import keys
+
+app = Celery("switchboard", include=["worker.tasks"])
+
+app.conf.update(
+    # Tasks carry two plain values (task id, gen); JSON only, never pickle.
+    task_serializer="json",
+    accept_content=["json"],
+    # Results live in our own task records, not in a result backend.
+    task_ignore_result=True,
+    # Acknowledge after the task ran, so a worker killed mid-task leaves it to be redelivered.
+    task_acks_late=True,
+    # A pool child that dies (kill -9) returns its task to the queue instead of acking it.
+    task_reject_on_worker_lost=True,
+    # Vendor calls are slow I/O: take one message at a time so a busy worker does not
+    # hoard tasks that an idle one could run.
+    worker_prefetch_multiplier=1,
+    task_default_queue=keys.CELERY_QUEUE,
+    broker_transport_options={
+        # We never use countdown/eta (waits live in sb:due), so the visibility timeout only
+        # bounds how long a reserved message may take; our own leases recover lost tasks
+        # sooner. An hour is far above any task's run time (vendor timeouts <= 300 s).
+        "visibility_timeout": 3600,
+        "socket_connect_timeout": 5,
+    },
+    broker_connection_retry_on_startup=True,
+    # Our JSON log lines, not Celery's reformatting of the root logger.
+    worker_hijack_root_logger=False,
+    worker_send_task_events=False,
+    task_send_sent_event=False,
+    # Long-lived connectors hold pooled HTTP clients; don't recycle children needlessly.
+    worker_max_tasks_per_child=None,
+)
+
+
+@app.on_configure.connect
+def _resolve_broker(sender: Celery, **_: Any) -> None:
+    from config.embedded_redis import resolve_redis_url
+    from config.settings import Settings
+
+    if not sender.conf.broker_url:
+        sender.conf.broker_url = resolve_redis_url(Settings.from_env())
+
+
+class RelayStep(bootsteps.StartStopStep):
+    """Runs the relay (due tasks -> Celery queue) and the heartbeat beside the worker."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, parent: Any, **kwargs: Any):
+        super().__init__(parent, **kwargs)
+        self.relay: Any = None
+
+    def start(self, parent: Any) -> None:
+        from worker.relay import Relay
+
+        self.relay = Relay(name=parent.hostname)
+        self.relay.start()
+
+    def stop(self, parent: Any) -> None:
+        if self.relay is not None:
+            self.relay.stop()
+
+
+app.steps["worker"].add(RelayStep)

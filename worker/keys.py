@@ -1,0 +1,40 @@
+"""Every Redis key Switchboard uses, in one place (prefix ``sb:``)."""
+
+from __future__ import annotations
+
+PREFIX = "sb:"
+DUE = PREFIX + "due"  # zset task_id -> unix time it is due to be (re)published
+WAKE = PREFIX + "wake"  # list pushed on new work so the relay wakes at once
+WAITING = PREFIX + "waiting"  # zset task_id -> time queued (oldest waiting task age)
+HEARTBEATS = PREFIX + "heartbeats"  # hash worker name -> last beat (unix time)
+DEAD_INDEX = PREFIX + "dl:index"  # zset dead-letter id -> time it (last) died
+AUDIT = PREFIX + "audit"  # list of JSON audit records, newest first
+CELERY_QUEUE = "switchboard"
+
+
+def event(source: str, event_id: str) -> str:
+    return f"{PREFIX}event:{source}:{event_id}"
+
+
+def task(task_id: str) -> str:
+    return f"{PREFIX}task:{task_id}"
+
+
+def dead(entry_id: str) -> str:
+    return f"{PREFIX}dl:{entry_id}"
+
+
+def field_versions(vendor: str, target: str) -> str:
+    return f"{PREFIX}fields:{vendor}:{target}"
+
+
+def target_lock(vendor: str, target: str) -> str:
+    return f"{PREFIX}lock:{vendor}:{target}"
+
+
+def rate(vendor: str) -> str:
+    return f"{PREFIX}rate:{vendor}"
+
+
+def circuit(vendor: str) -> str:
+    return f"{PREFIX}circuit:{vendor}"

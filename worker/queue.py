@@ -1,0 +1,234 @@
+"""The durable queue: events and their tasks stored atomically, then relayed to Celery.
+
+Ingest calls :func:`store_event` once per event: one Lua script (atomic, one AOF entry)
+stores the event, de-duplicates it on (source, id), writes each task's record and adds
+the task to ``sb:due`` (the outbox). Only then does the sender get its 2xx. A relay in
+each worker (:mod:`worker.relay`) moves due tasks into the Celery queue; retries and
+deferrals are put back into ``sb:due`` with a later time, so Celery never holds a
+countdown (a countdown longer than the Redis visibility timeout is redelivered early).
+
+Every delivery names ``(task_id, gen)``. ``gen`` grows each time a task is scheduled; a
+delivery whose gen is not the task's current one, or for a task already finished, is a
+duplicate and is dropped. While a task is queued or running it keeps a lease in
+``sb:due``; if the worker holding it dies, the lease expires and the relay publishes it
+again, so nothing is lost without waiting for Celery's visibility timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis as redis_lib
+
+from webhooks.sources.base import Event
+from worker import keys
+from worker.model import UpdateTask
+
+TERMINAL = frozenset({"applied", "stale", "dead"})
+
+_STORE_EVENT = """
+-- KEYS[1] event, KEYS[2] due, KEYS[3] waiting, KEYS[4] wake, KEYS[5..] task records
+-- ARGV[1] ttl, ARGV[2] now, ARGV[3] due score, ARGV[4] event json, ARGV[5] task ids json,
+-- ARGV[6..] task json, in the order of KEYS[5..]
+if ARGV[6] ~= 'replay' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if ARGV[6] == 'replay' then
+  local old = redis.call('HGET', KEYS[1], 'tasks')
+  local ids = cjson.decode(old or '[]')
+  for _, id in ipairs(cjson.decode(ARGV[5])) do table.insert(ids, id) end
+  redis.call('HSET', KEYS[1], 'tasks', cjson.encode(ids))
+else
+  redis.call('HSET', KEYS[1], 'event', ARGV[4], 'tasks', ARGV[5])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+local first = (ARGV[6] == 'replay') and 7 or 6
+for i = 5, #KEYS do
+  local id = string.sub(KEYS[i], string.len('sb:task:') + 1)
+  redis.call('HSET', KEYS[i], 'task', ARGV[first + i - 5], 'state', 'queued', 'gen', 1,
+             'attempts', '[]', 'queued_at', ARGV[2])
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
+  redis.call('ZADD', KEYS[2], ARGV[3], id)
+  redis.call('ZADD', KEYS[3], ARGV[2], id)
+end
+if #KEYS > 4 then
+  redis.call('DEL', KEYS[4])
+  redis.call('RPUSH', KEYS[4], '1')
+end
+return 1
+"""
+
+
+@dataclass
+class TaskRecord:
+    """A task and its delivery state, as stored at ``sb:task:<id>``."""
+
+    task: UpdateTask
+    state: str
+    gen: int
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    queued_at: float = 0.0
+    stale_fields: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL
+
+
+def event_json(event: Event) -> str:
+    return json.dumps(
+        {
+            "source": event.source,
+            "id": event.id,
+            "type": event.type,
+            "occurred_at": event.occurred_at,
+            "received_at": event.received_at,
+            "payload": event.payload,
+            "headers": dict(event.headers),
+        },
+        separators=(",", ":"),
+    )
+
+
+def event_from_json(text: str | bytes) -> Event:
+    data = json.loads(text)
+    return Event(
+        data["source"],
+        data["id"],
+        data["type"],
+        data["occurred_at"],
+        data["received_at"],
+        data["payload"],
+        data.get("headers", {}),
+    )
+
+
+class Queue:
+    """Thin, typed access to the durable queue's keys; one per Redis client."""
+
+    def __init__(self, client: redis_lib.Redis, event_ttl: int = 7 * 86400):
+        self.redis = client
+        self.event_ttl = event_ttl
+        self._store = client.register_script(_STORE_EVENT)
+
+    # -- ingest --------------------------------------------------------------------------
+    def store_event(
+        self,
+        event: Event,
+        tasks: Sequence[UpdateTask],
+        now: float | None = None,
+        replay: bool = False,
+    ) -> bool:
+        """Store ``event`` and queue ``tasks`` atomically; False if it was a duplicate."""
+        now = time.time() if now is None else now
+        task_keys = [keys.task(t.id) for t in tasks]
+        argv: list[Any] = [
+            self.event_ttl,
+            now,
+            now,
+            event_json(event),
+            json.dumps([t.id for t in tasks]),
+        ]
+        if replay:
+            argv.append("replay")
+        argv += [t.to_json() for t in tasks]
+        stored = self._store(
+            keys=[
+                keys.event(event.source, event.id),
+                keys.DUE,
+                keys.WAITING,
+                keys.WAKE,
+                *task_keys,
+            ],
+            args=argv,
+        )
+        return bool(stored)
+
+    # -- reading -------------------------------------------------------------------------
+    def load_task(self, task_id: str) -> TaskRecord | None:
+        data = self.redis.hgetall(keys.task(task_id))
+        if not data or b"task" not in data:
+            return None
+        return TaskRecord(
+            task=UpdateTask.from_json(data[b"task"]),
+            state=data[b"state"].decode(),
+            gen=int(data[b"gen"]),
+            attempts=json.loads(data.get(b"attempts", b"[]")),
+            queued_at=float(data.get(b"queued_at", 0)),
+            stale_fields=json.loads(data.get(b"stale_fields", b"[]")),
+        )
+
+    def load_event(self, source: str, event_id: str) -> tuple[Event, list[str]] | None:
+        data = self.redis.hgetall(keys.event(source, event_id))
+        if not data:
+            return None
+        return event_from_json(data[b"event"]), json.loads(data.get(b"tasks", b"[]"))
+
+    # -- state changes (worker) ---------------------------------------------------------
+    def lease(self, task_id: str, seconds: float, now: float | None = None) -> None:
+        """Keep the task in ``sb:due`` ``seconds`` ahead: republished if we die holding it."""
+        self.redis.zadd(keys.DUE, {task_id: (time.time() if now is None else now) + seconds})
+
+    def reschedule(
+        self,
+        record: TaskRecord,
+        due_at: float,
+        state: str = "retrying",
+        attempts: list[dict[str, Any]] | None = None,
+    ) -> int:
+        """Schedule the next delivery at ``due_at`` with a new gen; returns that gen."""
+        gen = record.gen + 1
+        mapping: dict[str, Any] = {"state": state, "gen": gen}
+        if attempts is not None:
+            mapping["attempts"] = json.dumps(attempts)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.task(record.task.id), mapping=mapping)
+        pipe.zadd(keys.DUE, {record.task.id: due_at})
+        pipe.execute()
+        return gen
+
+    def finish(
+        self,
+        record: TaskRecord,
+        state: str,
+        attempts: list[dict[str, Any]],
+        stale_fields: list[str] | None = None,
+    ) -> None:
+        """Mark the task terminal (applied / stale / dead) and drop its lease."""
+        mapping = {
+            "state": state,
+            "attempts": json.dumps(attempts),
+            "stale_fields": json.dumps(stale_fields or []),
+        }
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.task(record.task.id), mapping=mapping)
+        pipe.zrem(keys.DUE, record.task.id)
+        pipe.zrem(keys.WAITING, record.task.id)
+        pipe.execute()
+
+    def requeue(
+        self, task: UpdateTask, attempts: list[dict[str, Any]], now: float | None = None
+    ) -> int:
+        """Queue a finished (dead) task again, keeping its history; returns the new gen."""
+        now = time.time() if now is None else now
+        key = keys.task(task.id)
+        gen = int(self.redis.hget(key, "gen") or 0) + 1
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            key,
+            mapping={
+                "task": task.to_json(),
+                "state": "queued",
+                "gen": gen,
+                "attempts": json.dumps(attempts),
+                "queued_at": now,
+            },
+        )
+        pipe.expire(key, self.event_ttl)
+        pipe.zadd(keys.DUE, {task.id: now})
+        pipe.zadd(keys.WAITING, {task.id: now})
+        pipe.rpush(keys.WAKE, "1")
+        pipe.execute()
+        return gen

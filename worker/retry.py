@@ -1,0 +1,48 @@
+"""Retry policy in one place: backoff and the retry-or-dead-letter decision, pure functions.
+
+- ``compute_backoff(attempt, policy, rng)``: exponential with full jitter: a uniform
+  draw in ``[0, min(max_delay, base_delay * 2 ** (attempt - 1))]``.
+- ``decide(error, attempt, policy)``: a :class:`Retry` (with its delay; a vendor's
+  ``Retry-After`` is honoured as the floor of the wait) or a :class:`GiveUp` (the
+  dead-letter code). Permanent errors give up at once; retryable ones after
+  ``policy.max_attempts`` attempts with code ``exhausted``.
+Unit tests hit these without Celery or Redis; the worker only calls them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from worker.vendors.base import RetryPolicy
+from worker.vendors.errors import RateLimited, RetryableError, VendorError
+
+
+@dataclass(frozen=True)
+class Retry:
+    delay: float
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    code: str
+
+
+def compute_backoff(attempt: int, policy: RetryPolicy, rng: random.Random | None = None) -> float:
+    """Full-jitter exponential backoff for the ``attempt``-th failure (1-based)."""
+    ceiling = min(policy.max_delay, policy.base_delay * 2 ** max(0, attempt - 1))
+    return (rng or random).uniform(0, ceiling)
+
+
+def decide(
+    error: VendorError, attempt: int, policy: RetryPolicy, rng: random.Random | None = None
+) -> Retry | GiveUp:
+    """What to do after ``attempt`` attempts, the last of which raised ``error``."""
+    if not isinstance(error, RetryableError):
+        return GiveUp(error.code)
+    if attempt >= policy.max_attempts:
+        return GiveUp("exhausted")
+    delay = compute_backoff(attempt, policy, rng)
+    if isinstance(error, RateLimited) and error.retry_after is not None:
+        delay = max(delay, error.retry_after)
+    return Retry(delay)

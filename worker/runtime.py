@@ -1,0 +1,99 @@
+"""What a worker process needs, built once per process: config, Redis, connectors, helpers.
+
+Nothing is built at import time: :func:`get_runtime` builds it on first use (in the
+Celery worker process, after any fork), from the environment settings.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+
+import redis as redis_lib
+
+from config.loader import Config, load_config
+from config.settings import Settings
+from worker.deadletter import DeadLetters
+from worker.queue import Queue
+from worker.ratelimit import RateLimiter
+from worker.redact import Redactor
+from worker.vendors import connector_for
+from worker.vendors.base import Connector
+
+
+def lease_seconds(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    config: Config
+    redis: redis_lib.Redis
+    queue: Queue
+    dead_letters: DeadLetters
+    limiter: RateLimiter
+    redactor: Redactor
+    #: how long a running task's lease lasts (its vendor timeout is far below it)
+    run_lease: float = 120.0
+    #: how long a published task may wait in the Celery queue before it is published again
+    queue_lease: float = 3600.0
+    _connectors: dict[str, Connector] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def connector(self, vendor: str) -> Connector | None:
+        with self._lock:
+            if vendor not in self._connectors:
+                instance = self.config.vendors.get(vendor)
+                if instance is None:
+                    return None
+                self._connectors[vendor] = connector_for(instance)
+            return self._connectors[vendor]
+
+    def close(self) -> None:
+        for connector in self._connectors.values():
+            connector.close()
+        self._connectors.clear()
+
+
+def connect(url: str) -> redis_lib.Redis:
+    """A Redis client that fails fast (never hangs a request) and retries once on reconnect."""
+    return redis_lib.Redis.from_url(
+        url,
+        socket_connect_timeout=2,
+        socket_timeout=10,
+        health_check_interval=30,
+        retry_on_timeout=False,
+    )
+
+
+def build_runtime(settings: Settings, config: Config | None = None) -> Runtime:
+    from config.embedded_redis import resolve_redis_url
+
+    config = config or load_config(settings.config_path)
+    client = connect(resolve_redis_url(settings))
+    redactor = Redactor(config.secrets)
+    return Runtime(
+        settings=settings,
+        config=config,
+        redis=client,
+        queue=Queue(client, settings.event_ttl_seconds),
+        dead_letters=DeadLetters(client, redactor, settings.event_ttl_seconds),
+        limiter=RateLimiter(client),
+        redactor=redactor,
+        run_lease=lease_seconds("SWITCHBOARD_RUN_LEASE", 120),
+        queue_lease=lease_seconds("SWITCHBOARD_QUEUE_LEASE", 3600),
+    )
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None or _runtime.redis.connection_pool.pid != os.getpid():
+            _runtime = build_runtime(Settings.from_env())
+        return _runtime
