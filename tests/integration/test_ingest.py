@@ -1,0 +1,147 @@
+"""Ingest answers: every bad input gets a precise 4xx JSON error; Redis down is a 503."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from config.loader import load_config
+from tests.helpers import (
+    TEST_CONFIG,
+    RedisServer,
+    fixture_body,
+    hmac_headers,
+    make_settings,
+    stripe_headers,
+    with_changes,
+)
+from worker.queue import Queue
+
+
+def error_code(response) -> str:
+    assert response.is_json, response.data
+    return response.get_json()["error"]["code"]
+
+
+def test_wrong_secret_is_rejected(client):
+    body = fixture_body("stripe/payment_intent.succeeded.json")
+    response = client.post(
+        "/webhooks/stripe", data=body, headers=stripe_headers(body, secret="whsec_someone_else")
+    )
+    assert (response.status_code, error_code(response)) == (401, "invalid_signature")
+
+
+def test_tampered_body_is_rejected(client):
+    body = fixture_body("stripe/payment_intent.succeeded.json")
+    headers = stripe_headers(body)
+    response = client.post("/webhooks/stripe", data=body.replace(b"4900", b"9900"), headers=headers)
+    assert (response.status_code, error_code(response)) == (401, "invalid_signature")
+
+
+def test_missing_signature_is_rejected(client):
+    response = client.post(
+        "/webhooks/stripe", data=b"{}", headers={"Content-Type": "application/json"}
+    )
+    assert (response.status_code, error_code(response)) == (401, "missing_signature")
+
+
+@pytest.mark.parametrize("offset", [-301, 301])
+def test_stale_or_future_timestamp_is_rejected(client, offset):
+    body = fixture_body("stripe/payment_intent.succeeded.json")
+    headers = stripe_headers(body, timestamp=int(time.time()) + offset)
+    response = client.post("/webhooks/stripe", data=body, headers=headers)
+    assert (response.status_code, error_code(response)) == (401, "stale_timestamp")
+
+
+def test_body_over_the_limit_is_413(client):
+    body = b'{"pad": "' + b"x" * (70 * 1024) + b'"}'
+    response = client.post("/webhooks/stripe", data=body, headers=stripe_headers(body))
+    assert (response.status_code, error_code(response)) == (413, "payload_too_large")
+
+
+def test_signed_malformed_json_is_400(client):
+    body = b'{"id": "evt_1", "type": '
+    response = client.post("/webhooks/stripe", data=body, headers=stripe_headers(body))
+    assert (response.status_code, error_code(response)) == (400, "malformed_json")
+
+
+def test_event_without_id_is_400(client):
+    body = json.dumps({"type": "invoice.paid", "created": int(time.time())}).encode()
+    response = client.post("/webhooks/stripe", data=body, headers=stripe_headers(body))
+    assert (response.status_code, error_code(response)) == (400, "missing_event_id")
+
+
+def test_unknown_source_is_404(client):
+    response = client.post("/webhooks/nobody", data=b"{}")
+    assert (response.status_code, error_code(response)) == (404, "unknown_source")
+
+
+def test_wrong_method_is_a_json_405(client):
+    response = client.get("/webhooks/stripe")
+    assert (response.status_code, error_code(response)) == (405, "method_not_allowed")
+
+
+def test_hmac_source_accepts_a_signed_portal_event(client, redis):
+    body = fixture_body("hmac/portal.address_changed.json")
+    response = client.post("/webhooks/portal", data=body, headers=hmac_headers(body))
+    assert response.status_code == 202
+    assert response.get_json()["event_ids"] == ["portal-evt-000912"]
+    event, tasks = Queue(redis).load_event("portal", "portal-evt-000912")  # type: ignore[misc]
+    assert event.type == "address.changed"
+    assert event.occurred_at == 1795428931.0  # 2026-11-23T10:15:31Z
+    assert len(tasks) == 1
+
+
+def test_hmac_source_rejects_a_bad_signature(client):
+    body = fixture_body("hmac/portal.address_changed.json")
+    response = client.post(
+        "/webhooks/portal", data=body, headers=hmac_headers(body, secret="not-the-secret")
+    )
+    assert (response.status_code, error_code(response)) == (401, "invalid_signature")
+
+
+def test_signature_headers_are_not_stored_with_the_event(client, redis):
+    body = with_changes("stripe/charge.succeeded.json", id="evt_headers")
+    client.post("/webhooks/stripe", data=body, headers=stripe_headers(body))
+    event, _ = Queue(redis).load_event("stripe", "evt_headers")  # type: ignore[misc]
+    assert "stripe-signature" not in event.headers
+
+
+def test_redis_down_is_503_and_nothing_is_half_queued(tmp_path, sandbox):
+    from webhooks import create_app
+
+    server = RedisServer(tmp_path)
+    server.start()
+    app = create_app(make_settings(server.url), load_config(TEST_CONFIG))
+    client = app.test_client()
+    body = with_changes("stripe/payment_intent.succeeded.json", id="evt_redis_down")
+    server.stop("kill")
+    try:
+        response = client.post("/webhooks/stripe", data=body, headers=stripe_headers(body))
+        assert (response.status_code, error_code(response)) == (503, "queue_unavailable")
+        server.start()  # same port, same AOF
+        import redis as redis_lib
+
+        assert redis_lib.Redis.from_url(server.url).keys("sb:*") == []
+        retry = client.post("/webhooks/stripe", data=body, headers=stripe_headers(body))
+        assert retry.status_code == 202  # the sender's retry is accepted, not a duplicate
+    finally:
+        server.stop()
+
+
+def test_healthz_and_readyz(client, worker):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    detail = ready.get_json()["detail"]
+    assert detail["redis"] == "ok"
+    assert detail["seconds_since_heartbeat"] < 60
+
+
+def test_readyz_is_not_ready_without_a_worker_heartbeat(client, redis):
+    redis.delete("sb:heartbeats")
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert "heartbeat" in response.get_json()["detail"]["reason"]
