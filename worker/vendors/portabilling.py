@@ -338,14 +338,13 @@ class PortaBilling(Connector):
         data = json_body(response)
         excerpt = self.redact(response.text[:EXCERPT_CHARS])
         fault = fault_of(data)
-        if fault is not None and status >= 400:
-            code, text = fault
-            error = classify_fault(code)
-            message = self.redact(f"{self.name} {what}: {code}: {text}")
-            raise error(message, status=status, excerpt=excerpt)
-        error_cls = classify_status(status)
+        # C: faults come as HTTP 500; any other status is classified by the status alone
+        # (a 404 "method_not_found" from a wrong base_url is no missing customer).
+        error_cls = classify_fault(fault[0]) if fault and status == 500 else classify_status(status)
         if error_cls is not None:
-            raise error_cls(f"{self.name} {what} answered {status}", status=status, excerpt=excerpt)
+            said = f": {fault[0]}: {fault[1]}" if fault else ""
+            message = self.redact(f"{self.name} {what} answered {status}{said}")
+            raise error_cls(message, status=status, excerpt=excerpt)
         if not isinstance(data, dict):
             raise errors.Rejected(
                 f"{self.name} {what} answered {status} without a JSON object (check base_url)",
