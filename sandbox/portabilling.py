@@ -15,7 +15,8 @@ the vendor file: ``Server.Session.check_auth.auth_failed`` (no/expired session),
 ``Server.Session.auth_failed`` (bad login), ``Server.Customer.customer_not_found``,
 ``Server.Account.account_not_found``, ``Client.<Service>.validation_error`` (a wrong type or
 value; the faultstring names the field). Unknown fields are ignored (I). An unknown
-method answers 404. Injected failures (knobs) carry ``Server.Sandbox.injected_failure``.
+method answers 404. Injected failures (knobs) carry ``Server.Sandbox.injected_failure``;
+an injected 3xx carries a ``Location`` to the same URL over https.
 
 Records: ``self.records`` keys are ``customer:<i_customer>`` and ``account:<i_account>``,
 so ``GET /portabilling/_sim/records/customer:1001`` shows customer 1001 as
@@ -169,6 +170,9 @@ class PortaSimulator(Simulator):
                        faultcode: str = "Server.Sandbox.injected_failure") -> Response:
         response = jsonify({"faultcode": faultcode, "faultstring": message})
         response.status_code = status
+        if 300 <= status < 400:
+            # as the web server in front would redirect plain HTTP to HTTPS
+            response.headers["Location"] = request.url.replace("http://", "https://", 1)
         return response
 
     # -- request parsing and auth ------------------------------------------------------
