@@ -92,36 +92,90 @@ BILL_STATUS = one_of("O", "S", "C", "E")
 COUNTRY = matches(r"[A-Z]{2}")
 
 CUSTOMER_FIELDS: dict[str, Check] = {
-    "name": text(), "companyname": text(100), "baddr1": text(41),
-    "address_line_2": text(167), "city": text(31), "country": COUNTRY,
-    "cont1": text(120), "cont2": text(120), "bcc": text(99), "note": text(),
-    "api_token": matches(r"[0-9A-Fa-f-]{36}"), "balance": number, "credit_limit": number,
-    "credit_limit_until": DATETIME, "credit_exceed": flag, "discount_rate": number,
-    "bill_status": BILL_STATUS, "blocked": YES_NO, "bill_suspension_delayed": flag,
-    "balance_transfer_allowed": YES_NO, "callshop_enabled": YES_NO,
-    "bp_charge_cc": one_of("Y", "N", ""), "billing_lock": one_of("N", "C", "F"),
-    "send_invoices": text(), "send_statistics": text(), "deactivate_on": DATETIME,
-    "iso_4217": matches(r"[A-Z]{3}"), "i_customer_class": integer,
-    "i_billing_period": integer, "i_time_zone": integer, "i_parent": integer,
-    "i_rep": integer, "i_lang": text(),
+    "name": text(),
+    "companyname": text(100),
+    "baddr1": text(41),
+    "address_line_2": text(167),
+    "city": text(31),
+    "country": COUNTRY,
+    "cont1": text(120),
+    "cont2": text(120),
+    "bcc": text(99),
+    "note": text(),
+    "api_token": matches(r"[0-9A-Fa-f-]{36}"),
+    "balance": number,
+    "credit_limit": number,
+    "credit_limit_until": DATETIME,
+    "credit_exceed": flag,
+    "discount_rate": number,
+    "bill_status": BILL_STATUS,
+    "blocked": YES_NO,
+    "bill_suspension_delayed": flag,
+    "balance_transfer_allowed": YES_NO,
+    "callshop_enabled": YES_NO,
+    "bp_charge_cc": one_of("Y", "N", ""),
+    "billing_lock": one_of("N", "C", "F"),
+    "send_invoices": text(),
+    "send_statistics": text(),
+    "deactivate_on": DATETIME,
+    "iso_4217": matches(r"[A-Z]{3}"),
+    "i_customer_class": integer,
+    "i_billing_period": integer,
+    "i_time_zone": integer,
+    "i_parent": integer,
+    "i_rep": integer,
+    "i_lang": text(),
     # I: common CustomerInfo fields
-    **{name: text() for name in (
-        "email", "firstname", "lastname", "midinit", "phone1", "phone2", "faxnum", "state",
-        "zip", "baddr2", "baddr3", "baddr4", "baddr5", "refnum",
-    )},
+    **{
+        name: text()
+        for name in (
+            "email",
+            "firstname",
+            "lastname",
+            "midinit",
+            "phone1",
+            "phone2",
+            "faxnum",
+            "state",
+            "zip",
+            "baddr2",
+            "baddr3",
+            "baddr4",
+            "baddr5",
+            "refnum",
+        )
+    },
 }
 
 ACCOUNT_FIELDS: dict[str, Check] = {
-    "blocked": YES_NO, "bill_status": BILL_STATUS, "credit_limit": number, "email": text(),
-    "baddr1": text(41), "city": text(31), "zip": text(), "country": COUNTRY, "note": text(),
+    "blocked": YES_NO,
+    "bill_status": BILL_STATUS,
+    "credit_limit": number,
+    "email": text(),
+    "baddr1": text(41),
+    "city": text(31),
+    "zip": text(),
+    "country": COUNTRY,
+    "note": text(),
 }
 
 
 def _customer(i: int, name: str, city: str, country: str, **extra: Any) -> dict[str, Any]:
     record = {
-        "i_customer": i, "name": name, "companyname": name, "baddr1": "", "city": city,
-        "zip": "", "country": country, "email": "", "bill_status": "O", "blocked": "N",
-        "credit_limit": 0.0, "balance": 0.0, "credit_exceed": 0, "iso_4217": "GBP",
+        "i_customer": i,
+        "name": name,
+        "companyname": name,
+        "baddr1": "",
+        "city": city,
+        "zip": "",
+        "country": country,
+        "email": "",
+        "bill_status": "O",
+        "blocked": "N",
+        "credit_limit": 0.0,
+        "balance": 0.0,
+        "credit_exceed": 0,
+        "iso_4217": "GBP",
         "note": "",
     }
     record.update(extra)
@@ -130,9 +184,18 @@ def _customer(i: int, name: str, city: str, country: str, **extra: Any) -> dict[
 
 def _account(i: int, i_customer: int, id_: str, **extra: Any) -> dict[str, Any]:
     record = {
-        "i_account": i, "i_customer": i_customer, "id": id_, "bill_status": "O",
-        "blocked": "N", "credit_limit": 0.0, "email": "", "baddr1": "", "city": "",
-        "zip": "", "country": "GB", "note": "",
+        "i_account": i,
+        "i_customer": i_customer,
+        "id": id_,
+        "bill_status": "O",
+        "blocked": "N",
+        "credit_limit": 0.0,
+        "email": "",
+        "baddr1": "",
+        "city": "",
+        "zip": "",
+        "country": "GB",
+        "note": "",
     }
     record.update(extra)
     return record
@@ -148,10 +211,25 @@ class PortaSimulator(Simulator):
 
     def seed_records(self) -> dict[str, dict[str, Any]]:
         customers = [
-            _customer(1001, "Acme Ltd", "London", "GB", baddr1="1 Old Street",
-                      zip="EC1V 9HL", bill_status="S", email="billing@acme.example"),
-            _customer(1002, "Globex plc", "Leeds", "GB", baddr1="2 Park Row", zip="LS1 5HD",
-                      credit_limit=100.0),
+            _customer(
+                1001,
+                "Acme Ltd",
+                "London",
+                "GB",
+                baddr1="1 Old Street",
+                zip="EC1V 9HL",
+                bill_status="S",
+                email="billing@acme.example",
+            ),
+            _customer(
+                1002,
+                "Globex plc",
+                "Leeds",
+                "GB",
+                baddr1="2 Park Row",
+                zip="LS1 5HD",
+                credit_limit=100.0,
+            ),
             _customer(1003, "Initech GmbH", "Berlin", "DE", iso_4217="EUR"),
         ]
         accounts = [
@@ -166,8 +244,9 @@ class PortaSimulator(Simulator):
     def expire_credentials(self) -> None:
         self.sessions.clear()
 
-    def error_response(self, status: int, message: str,
-                       faultcode: str = "Server.Sandbox.injected_failure") -> Response:
+    def error_response(
+        self, status: int, message: str, faultcode: str = "Server.Sandbox.injected_failure"
+    ) -> Response:
         response = jsonify({"faultcode": faultcode, "faultstring": message})
         response.status_code = status
         if 300 <= status < 400:
@@ -229,11 +308,15 @@ class PortaSimulator(Simulator):
     def get_account_info(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"account_info": self.find("Account", "account", params.get("i_account"))}
 
-    def find(self, service: str, record: str, i: Any) -> dict[str, Any]:
+    def record_id(self, service: str, record: str, i: Any) -> int:
         if not integer(i):
             raise Fault(f"Client.{service}.validation_error", f"i_{record} must be an integer")
+        return int(i)
+
+    def find(self, service: str, record: str, i: Any) -> dict[str, Any]:
+        key = f"{record}:{self.record_id(service, record, i)}"
         with self.lock:
-            found = self.records.get(f"{record}:{int(i)}")
+            found = self.records.get(key)
             if found is None:
                 raise Fault(f"Server.{service}.{record}_not_found", f"{service} not found")
             return copy.deepcopy(found)
@@ -242,16 +325,17 @@ class PortaSimulator(Simulator):
         """Change the fields present in ``info`` (only those: C); all checked first."""
         if not isinstance(info, dict):
             raise Fault(f"Client.{service}.validation_error", f"{record}_info is required")
-        i = info.get(f"i_{record}")
-        self.find(service, record, i)  # validates the id and answers not_found
+        i = self.record_id(service, record, info.get(f"i_{record}"))
+        self.find(service, record, i)  # answers not_found
         changes = {k: v for k, v in info.items() if k in checks}
         for key, value in changes.items():
             if not checks[key](value):
-                raise Fault(f"Client.{service}.validation_error",
-                            f"Invalid value for {key}: {value!r}")
+                raise Fault(
+                    f"Client.{service}.validation_error", f"Invalid value for {key}: {value!r}"
+                )
         with self.lock:
-            self.records[f"{record}:{int(i)}"].update(changes)
-        return int(i)
+            self.records[f"{record}:{i}"].update(changes)
+        return i
 
     def register_routes(self, app: Flask) -> None:
         handlers: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any]]] = {

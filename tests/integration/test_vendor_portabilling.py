@@ -19,9 +19,12 @@ LOGIN, TOKEN, PASSWORD = "porta-api", "porta-demo-token", "porta-demo-password"
 
 def make(sandbox: Any, content_type: str = "form", timeout: float = 2, **auth: str) -> PortaBilling:
     instance = VendorInstance(
-        name="porta", kind=KIND, base_url=sandbox.base(KIND),
+        name="porta",
+        kind=KIND,
+        base_url=sandbox.base(KIND),
         auth=auth or {"login": LOGIN, "token": TOKEN},
-        options={"content_type": content_type}, timeout=timeout,
+        options={"content_type": content_type},
+        timeout=timeout,
     )
     return PortaBilling(instance)
 
@@ -55,7 +58,11 @@ def test_update_account_changes_the_record(porta, sandbox):
     result = porta.apply("update_account", 2001, {"blocked": "Y", "email": "ops@acme.example"})
     assert result == {"i_account": 2001}
     record = sandbox.record(KIND, "account:2001")
-    assert (record["blocked"], record["email"], record["i_customer"]) == ("Y", "ops@acme.example", 1001)
+    assert (record["blocked"], record["email"], record["i_customer"]) == (
+        "Y",
+        "ops@acme.example",
+        1001,
+    )
 
 
 def test_updates_read_back_through_the_vendor_api(porta):
@@ -71,7 +78,9 @@ def test_form_content_type_sends_json_strings_in_form_fields(sandbox):
     make(sandbox, "form").apply("update_customer", 1001, {"bill_status": "O"})
     entry = calls(sandbox, "update_customer")[0]
     assert set(entry["body"]) == {"auth_info", "params"}
-    assert json.loads(entry["body"]["params"]) == {"customer_info": {"i_customer": 1001, "bill_status": "O"}}
+    assert json.loads(entry["body"]["params"]) == {
+        "customer_info": {"i_customer": 1001, "bill_status": "O"}
+    }
 
 
 def test_json_content_type_sends_one_json_document(sandbox):
@@ -82,9 +91,15 @@ def test_json_content_type_sends_one_json_document(sandbox):
 
 
 def test_values_travel_in_wire_form(porta, sandbox):
-    porta.apply("update_customer", 1001, {
-        "credit_exceed": True, "country": "de", "credit_limit_until": "2025-06-01T12:00:00+02:00",
-    })
+    porta.apply(
+        "update_customer",
+        1001,
+        {
+            "credit_exceed": True,
+            "country": "de",
+            "credit_limit_until": "2025-06-01T12:00:00+02:00",
+        },
+    )
     record = sandbox.record(KIND, "customer:1001")
     assert record["credit_exceed"] == 1
     assert record["country"] == "DE"
@@ -102,16 +117,22 @@ def test_session_is_obtained_once_and_reused(porta, sandbox):
         porta.apply("update_customer", 1001, {"credit_limit": limit})
     porta.apply("update_account", 2001, {"blocked": "N"})
     assert len(calls(sandbox, "login")) == 1
-    used = {documents(e)["auth_info"]["session_id"] for e in sandbox.log(KIND)
-            if not e["path"].endswith("/login")}
+    used = {
+        documents(e)["auth_info"]["session_id"]
+        for e in sandbox.log(KIND)
+        if not e["path"].endswith("/login")
+    }
     assert len(used) == 1
 
 
 def test_concurrent_calls_share_one_login(sandbox):
     connector = make(sandbox)
-    threads = [threading.Thread(target=connector.apply,
-                                args=("update_customer", 1001, {"credit_limit": n}))
-               for n in range(5)]
+    threads = [
+        threading.Thread(
+            target=connector.apply, args=("update_customer", 1001, {"credit_limit": n})
+        )
+        for n in range(5)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -131,7 +152,9 @@ def test_expired_session_is_recovered_with_one_new_login(porta, sandbox):
 
 def test_wrong_credentials_are_auth_failed_after_one_login(sandbox):
     with pytest.raises(errors.AuthFailed):
-        make(sandbox, login=LOGIN, token="wrong-token").apply("update_customer", 1001, {"note": "x"})
+        make(sandbox, login=LOGIN, token="wrong-token").apply(
+            "update_customer", 1001, {"note": "x"}
+        )
     assert len(calls(sandbox, "login")) == 1
     assert calls(sandbox, "update_customer") == []
 
@@ -157,8 +180,15 @@ def test_vendor_validation_fault_is_rejected(porta, sandbox, fields):
     assert sandbox.record(KIND, "customer:1001")["bill_status"] == "S"
 
 
-@pytest.mark.parametrize("fields", [{"bill_status": "X"}, {"credit_limit": "abc"},
-                                    {"country": "United Kingdom"}, {"blocked": True}])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"bill_status": "X"},
+        {"credit_limit": "abc"},
+        {"country": "United Kingdom"},
+        {"blocked": True},
+    ],
+)
 def test_bad_rendered_value_is_invalid_fields_without_a_call(porta, sandbox, fields):
     with pytest.raises(errors.InvalidFields):
         porta.apply("update_customer", 1001, fields)
@@ -222,13 +252,20 @@ def test_no_error_text_carries_credentials_or_session(sandbox):
 
     collect(lambda: connector.apply("update_customer", 999999, {"note": "x"}))
     collect(lambda: connector.op_update_customer(1001, {"bill_status": "X"}))
-    for knobs in ({"fail_next": 1, "fail_status": 500}, {"fail_next": 1, "fail_status": 301},
-                  {"ratelimit_next": 1}):
+    for knobs in (
+        {"fail_next": 1, "fail_status": 500},
+        {"fail_next": 1, "fail_status": 301},
+        {"ratelimit_next": 1},
+    ):
         sandbox.knobs(KIND, **knobs)
         collect(lambda: connector.apply("update_customer", 1001, {"note": "x"}))
     sandbox.expire(KIND)
-    collect(lambda: make(sandbox, login=LOGIN, password="bad-pass").apply("update_customer", 1001, {}))
-    collect(lambda: make(sandbox, login=LOGIN, token="bad-token").apply("update_customer", 1001, {}))
+    collect(
+        lambda: make(sandbox, login=LOGIN, password="bad-pass").apply("update_customer", 1001, {})
+    )
+    collect(
+        lambda: make(sandbox, login=LOGIN, token="bad-token").apply("update_customer", 1001, {})
+    )
     assert len(caught) == 7
     secrets = [TOKEN, PASSWORD, LOGIN, session, "bad-pass", "bad-token"]
     for exc in caught:

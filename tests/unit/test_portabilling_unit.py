@@ -25,25 +25,36 @@ from worker.vendors.portabilling import (
 )
 
 
-@pytest.mark.parametrize(("code", "error"), [
-    ("Server.Customer.customer_not_found", errors.NotFound),
-    ("Server.Account.account_not_found", errors.NotFound),
-    ("Client.Customer.customer_not_found", errors.NotFound),
-    ("Server.Session.check_auth.auth_failed", errors.AuthExpired),
-    ("Server.Session.auth_failed", errors.AuthExpired),
-    ("Client.Customer.validation_error", errors.Rejected),
-    ("Server.Customer.internal_error", errors.Unavailable),
-    ("", errors.Unavailable),
-    (None, errors.Unavailable),
-])
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        ("Server.Customer.customer_not_found", errors.NotFound),
+        ("Server.Account.account_not_found", errors.NotFound),
+        ("Client.Customer.customer_not_found", errors.NotFound),
+        ("Server.Session.check_auth.auth_failed", errors.AuthExpired),
+        ("Server.Session.auth_failed", errors.AuthExpired),
+        ("Client.Customer.validation_error", errors.Rejected),
+        ("Server.Customer.internal_error", errors.Unavailable),
+        ("", errors.Unavailable),
+        (None, errors.Unavailable),
+    ],
+)
 def test_fault_codes_are_classified_by_substring(code, error):
     assert classify_fault(code) is error
 
 
-@pytest.mark.parametrize(("status", "error"), [
-    (200, None), (401, errors.AuthExpired), (404, errors.Rejected), (400, errors.Rejected),
-    (500, errors.Unavailable), (502, errors.Unavailable), (504, errors.Unavailable),
-])
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (200, None),
+        (401, errors.AuthExpired),
+        (404, errors.Rejected),
+        (400, errors.Rejected),
+        (500, errors.Unavailable),
+        (502, errors.Unavailable),
+        (504, errors.Unavailable),
+    ],
+)
 def test_statuses_without_a_fault_body(status, error):
     assert classify_status(status) is error
 
@@ -54,13 +65,16 @@ def test_fault_of_reads_only_fault_bodies():
     assert fault_of("<html>") is None
 
 
-@pytest.mark.parametrize(("given", "wire"), [
-    ("2025-06-01 10:00:00", "2025-06-01 10:00:00"),
-    ("2025-06-01T12:00:00+02:00", "2025-06-01 10:00:00"),
-    ("2025-06-01T10:00:00Z", "2025-06-01 10:00:00"),
-    ("2025-06-01", "2025-06-01 00:00:00"),
-    (datetime(2025, 6, 1, 10, tzinfo=UTC), "2025-06-01 10:00:00"),
-])
+@pytest.mark.parametrize(
+    ("given", "wire"),
+    [
+        ("2025-06-01 10:00:00", "2025-06-01 10:00:00"),
+        ("2025-06-01T12:00:00+02:00", "2025-06-01 10:00:00"),
+        ("2025-06-01T10:00:00Z", "2025-06-01 10:00:00"),
+        ("2025-06-01", "2025-06-01 00:00:00"),
+        (datetime(2025, 6, 1, 10, tzinfo=UTC), "2025-06-01 10:00:00"),
+    ],
+)
 def test_datetimes_go_out_as_utc_wire_text(given, wire):
     assert UpdateCustomer().load({"deactivate_on": given}) == {"deactivate_on": wire}
 
@@ -70,19 +84,33 @@ def test_booleans_go_out_as_one_or_zero():
     assert loaded == {"credit_exceed": 1, "bill_suspension_delayed": 0}
 
 
-@pytest.mark.parametrize("fields", [
-    {"bill_status": "D"}, {"blocked": "yes"}, {"city": "x" * 32}, {"country": "GBR"},
-    {"credit_limit": "abc"}, {"iso_4217": "gbp"}, {"deactivate_on": "tomorrow"},
-    {"i_customer": 5}, {"unknown": 1},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"bill_status": "D"},
+        {"blocked": "yes"},
+        {"city": "x" * 32},
+        {"country": "GBR"},
+        {"credit_limit": "abc"},
+        {"iso_4217": "gbp"},
+        {"deactivate_on": "tomorrow"},
+        {"i_customer": 5},
+        {"unknown": 1},
+    ],
+)
 def test_schema_refuses_bad_values_and_unknown_fields(fields):
     with pytest.raises(ValidationError):
         UpdateCustomer().load(fields)
 
 
-@pytest.mark.parametrize("auth", [
-    {"login": "a"}, {"login": "a", "token": "t", "password": "p"}, {"token": "t"},
-])
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {"login": "a"},
+        {"login": "a", "token": "t", "password": "p"},
+        {"token": "t"},
+    ],
+)
 def test_auth_needs_login_and_exactly_one_secret(auth):
     with pytest.raises(ValidationError):
         PortaAuth().load(auth)
@@ -100,8 +128,12 @@ SESSION = "sess-0123456789abcdef"
 
 
 def connector(handler, **auth: str) -> PortaBilling:
-    instance = VendorInstance(name="porta", kind="portabilling", base_url="https://porta.test",
-                              auth=auth or {"login": "api-user", "token": "tok-secret-value"})
+    instance = VendorInstance(
+        name="porta",
+        kind="portabilling",
+        base_url="https://porta.test",
+        auth=auth or {"login": "api-user", "token": "tok-secret-value"},
+    )
     return PortaBilling(instance, transport=httpx.MockTransport(handler))
 
 
@@ -114,9 +146,13 @@ def test_echoed_secrets_are_redacted_from_message_and_excerpt():
     def echo(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/login"):
             return httpx.Response(200, json={"session_id": SESSION})
-        return httpx.Response(500, json={"faultcode": "Client.Customer.validation_error",
-                                         "faultstring": f"bad request {request.content.decode()}"
-                                                        " from api-user"})
+        return httpx.Response(
+            500,
+            json={
+                "faultcode": "Client.Customer.validation_error",
+                "faultstring": f"bad request {request.content.decode()} from api-user",
+            },
+        )
 
     with pytest.raises(errors.Rejected) as caught:
         connector(echo).apply("update_customer", 1001, {"bill_status": "O"})
@@ -132,8 +168,13 @@ def test_second_auth_fault_after_a_new_login_is_auth_failed():
         if request.url.path.endswith("/login"):
             logins.append(documents(request)["params"])
             return httpx.Response(200, json={"session_id": f"{SESSION}-{len(logins)}"})
-        return httpx.Response(500, json={"faultcode": "Server.Session.check_auth.auth_failed",
-                                         "faultstring": "Authentication failed"})
+        return httpx.Response(
+            500,
+            json={
+                "faultcode": "Server.Session.check_auth.auth_failed",
+                "faultstring": "Authentication failed",
+            },
+        )
 
     with pytest.raises(errors.AuthFailed):
         connector(refuse).apply("update_customer", 1001, {"bill_status": "O"})
@@ -160,8 +201,10 @@ def test_non_json_success_is_rejected():
 
 def test_404_with_a_not_found_fault_is_not_a_missing_record():
     def wrong_path(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(404, json={"faultcode": "Client.Generic.method_not_found",
-                                         "faultstring": "no such method"})
+        return httpx.Response(
+            404,
+            json={"faultcode": "Client.Generic.method_not_found", "faultstring": "no such method"},
+        )
 
     with pytest.raises(errors.Rejected):
         connector(wrong_path).apply("update_customer", 1001, {"bill_status": "O"})

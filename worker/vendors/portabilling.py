@@ -200,9 +200,7 @@ class PortaAuth(Schema):
 
 
 class PortaOptions(Schema):
-    content_type = fields.String(
-        load_default="form", validate=validate.OneOf(("form", "json"))
-    )
+    content_type = fields.String(load_default="form", validate=validate.OneOf(("form", "json")))
 
 
 # -- fault classification: pure, so unit tests need no server --------------------------
