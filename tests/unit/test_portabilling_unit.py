@@ -201,6 +201,8 @@ def test_non_json_success_is_rejected():
 
 def test_404_with_a_not_found_fault_is_not_a_missing_record():
     def wrong_path(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/login"):
+            return httpx.Response(200, json={"session_id": SESSION})
         return httpx.Response(
             404,
             json={"faultcode": "Client.Generic.method_not_found", "faultstring": "no such method"},
@@ -208,3 +210,12 @@ def test_404_with_a_not_found_fault_is_not_a_missing_record():
 
     with pytest.raises(errors.Rejected):
         connector(wrong_path).apply("update_customer", 1001, {"bill_status": "O"})
+
+
+@pytest.mark.parametrize("code", ["Server.Session.user_not_found", "Client.Session.bad_login"])
+def test_any_refused_login_is_auth_failed(code):
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, json={"faultcode": code, "faultstring": "no"})
+
+    with pytest.raises(errors.AuthFailed):
+        connector(refuse).apply("update_customer", 1001, {"bill_status": "O"})

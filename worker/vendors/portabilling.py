@@ -287,8 +287,10 @@ class PortaBilling(Connector):
         params[secret] = auth[secret]
         try:
             answer = self._post("Session", "login", None, params)
-        except errors.AuthExpired as exc:
-            # the credentials themselves were refused: logging in again cannot help
+        except (errors.AuthExpired, errors.PermanentError) as exc:
+            # any refusal of the login itself (bad token, unknown user -- whatever its
+            # fault code says) is about the credentials, not the task's target, and
+            # logging in again cannot help
             raise errors.AuthFailed(
                 f"{self.name}: login refused", status=exc.status, excerpt=exc.excerpt
             ) from exc
@@ -334,7 +336,7 @@ class PortaBilling(Connector):
         """The JSON answer of a 2xx, or the classified error of anything else."""
         status = response.status_code
         data = json_body(response)
-        excerpt = self.redact(response.text[:EXCERPT_CHARS])
+        excerpt = self.redact(response.text)[:EXCERPT_CHARS]  # cut after: no half secrets
         fault = fault_of(data)
         # C: faults come as HTTP 500; any other status is classified by the status alone
         # (a 404 "method_not_found" from a wrong base_url is no missing customer).
