@@ -15,8 +15,9 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from sandbox.base import Simulator
 from sandbox.perfexcrm import PerfexSimulator
+from sandbox.portabilling import PortaSimulator
 
-SIMULATORS: dict[str, type[Simulator]] = {s.kind: s for s in (PerfexSimulator,)}
+SIMULATORS: dict[str, type[Simulator]] = {s.kind: s for s in (PerfexSimulator, PortaSimulator)}
 
 
 def build(kinds: list[str] | None = None) -> tuple[Any, dict[str, Simulator]]:

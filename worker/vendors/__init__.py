@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from worker.vendors.base import Connector, VendorInstance
 from worker.vendors.perfexcrm import PerfexCRM
+from worker.vendors.portabilling import PortaBilling
 
-CONNECTORS: dict[str, type[Connector]] = {c.kind: c for c in (PerfexCRM,)}
+CONNECTORS: dict[str, type[Connector]] = {c.kind: c for c in (PerfexCRM, PortaBilling)}
 
 
 def connector_for(instance: VendorInstance) -> Connector:
