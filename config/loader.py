@@ -28,7 +28,8 @@ from webhooks.templating import ENV, is_template
 from worker.vendors import CONNECTORS
 from worker.vendors.base import RetryPolicy, VendorInstance
 
-VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ${NAME} or ${NAME:-default} (the default is used when NAME is unset or empty)
+VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,9 @@ class _Loader:
             return value
 
         def substitute(match: re.Match[str]) -> str:
-            name = match.group(1)
+            name, default = match.group(1), match.group(2)
+            if default is not None and not self.env.get(name):
+                return default
             if name not in self.env:
                 self.problem(path, f"environment variable {name} is not set")
                 return match.group(0)  # keep "${NAME}" so no second, misleading error follows

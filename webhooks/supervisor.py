@@ -1,0 +1,168 @@
+"""``switchboard up``: Redis (embedded unless REDIS_URL), sandbox, web and worker as children.
+
+Each part is a child process with the same environment; Ctrl-C (or SIGTERM) stops them
+in reverse order, each given time to finish in-flight work.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from config import embedded_redis
+from config.loader import Config
+from config.settings import Settings
+
+SANDBOX_PORT = int(os.environ.get("SWITCHBOARD_SANDBOX_PORT") or 8100)
+
+
+def sandbox_wanted(config: Config, port: int = SANDBOX_PORT) -> bool:
+    """True when a vendor's base URL points at the local sandbox port."""
+    for vendor in config.vendors.values():
+        url = urlsplit(vendor.base_url)
+        if url.hostname in ("127.0.0.1", "localhost") and url.port == port:
+            return True
+    return False
+
+
+def web_command(port: int, workers: int = 2) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "8",
+        "--graceful-timeout",
+        "20",
+        "--access-logfile",
+        "-",
+        "webhooks.wsgi:app",
+    ]
+
+
+def worker_command(concurrency: int = 8, name: str = "worker") -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker",
+        "worker",
+        "--pool",
+        "threads",
+        "-c",
+        str(concurrency),
+        "-n",
+        f"{name}@%h",
+        "--without-mingle",
+        "--without-gossip",
+        "-l",
+        "warning",
+    ]
+
+
+def sandbox_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "webhooks.cli", "sandbox", "--port", str(port)]
+
+
+@dataclass
+class Supervisor:
+    settings: Settings
+    config: Config
+    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        # own session: a terminal Ctrl-C reaches only us, and we stop children gracefully
+        self.children.append((name, subprocess.Popen(command, env=env, start_new_session=True)))
+
+    def run(self) -> int:
+        started = time.monotonic()
+        env = dict(os.environ)
+        env["SWITCHBOARD_CONFIG"] = str(Path(self.settings.config_path).resolve())
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
+        redis_url = self.settings.redis_url
+        if not redis_url:
+            process, redis_url = embedded_redis.start(self.settings.var_dir)
+            self.children.append(("redis", process))
+        env["REDIS_URL"] = redis_url
+        token = self.settings.ops_token or secrets.token_urlsafe(18)
+        env["SWITCHBOARD_OPS_TOKEN"] = token
+        if sandbox_wanted(self.config):
+            self.start("sandbox", sandbox_command(SANDBOX_PORT), env)
+        self.start("worker", worker_command(), env)
+        self.start("web", web_command(self.settings.port), env)
+        base = f"http://127.0.0.1:{self.settings.port}"
+        ready = self.wait_ready(base)
+        took = time.monotonic() - started
+        self.banner(base, redis_url, token, took, ready)
+        return self.supervise()
+
+    def wait_ready(self, base: str, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for _, p in self.children):
+                return False
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        return False
+
+    def banner(self, base: str, redis_url: str, token: str, took: float, ready: bool) -> None:
+        lines = [
+            f"Switchboard is {'ready' if ready else 'NOT ready'} ({took:.1f} s)",
+            f"  webhooks  {base}/webhooks/<source>",
+            f"  health    {base}/readyz",
+            f"  metrics   {base}/metrics",
+            f"  ops page  {base}/ops/   (token: {token})",
+            f"  redis     {redis_url}",
+        ]
+        if sandbox_wanted(self.config):
+            lines.append(f"  sandbox   http://127.0.0.1:{SANDBOX_PORT}/")
+        lines.append("Ctrl-C stops everything.")
+        print("\n".join(lines), flush=True)
+
+    def supervise(self) -> int:
+        stop = {"now": False}
+
+        def _stop(*_: object) -> None:
+            stop["now"] = True
+
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+        code = 0
+        while not stop["now"]:
+            for name, process in self.children:
+                if process.poll() is not None:
+                    print(f"{name} exited with {process.returncode}; stopping", flush=True)
+                    stop["now"], code = True, 1
+            time.sleep(0.2)
+        self.shutdown()
+        return code
+
+    def shutdown(self) -> None:
+        for _, process in reversed(self.children):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=25)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        print("stopped", flush=True)
