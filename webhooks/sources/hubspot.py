@@ -76,7 +76,10 @@ class HubSpotSchema(Schema):
 def signed_uri(url: str, public_url: str | None) -> str:
     """The URI as HubSpot signed it, from the URL we saw and the optional public base."""
     if public_url:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # e.g. "http://[::1/x": an unbalanced IPv6 host
+            raise InvalidSignature("the request URL cannot be parsed") from exc
         path = parts.path or "/"
         url = public_url + path + (f"?{parts.query}" if parts.query else "")
     url = url.split("#", 1)[0]
