@@ -16,15 +16,6 @@ from standardwebhooks import Webhook
 
 from config.errors import ConfigError
 from config.loader import load_config
-from webhooks.errors import (
-    ApiError,
-    InvalidSignature,
-    MalformedPayload,
-    MissingSignature,
-    StaleTimestamp,
-)
-from webhooks.sources import SOURCE_KINDS
-from webhooks.sources.hubspot import signed_uri
 from tests.unit.sources_support import (
     HMAC_OLD_SECRET,
     HMAC_SECRET,
@@ -46,6 +37,15 @@ from tests.unit.sources_support import (
     stripe_headers,
     sw_headers,
 )
+from webhooks.errors import (
+    ApiError,
+    InvalidSignature,
+    MalformedPayload,
+    MissingSignature,
+    StaleTimestamp,
+)
+from webhooks.sources import SOURCE_KINDS
+from webhooks.sources.hubspot import signed_uri
 
 
 def rejected(source, req, error: type[ApiError], code: str) -> ApiError:
@@ -140,8 +140,12 @@ def test_stripe_ignores_v0(stripe_source):
     signed = stripe_headers(body)["Stripe-Signature"]
     t, v1 = signed.split(",")
     v0_only = f"{t},v0={v1[3:]}"
-    rejected(stripe_source, request(body, {"Stripe-Signature": v0_only}),
-             InvalidSignature, "invalid_signature")
+    rejected(
+        stripe_source,
+        request(body, {"Stripe-Signature": v0_only}),
+        InvalidSignature,
+        "invalid_signature",
+    )
     stripe_source.verify(request(body, {"Stripe-Signature": f"{t},v0=00ff,{v1}"}))
 
 
@@ -224,7 +228,9 @@ def test_standard_webhooks_rejects_a_missing_header(sw_source, missing):
     assert missing in error.message
 
 
-@pytest.mark.parametrize("offset", [-301, -86400, 301, 86400], ids=["stale", "old", "future", "far"])
+@pytest.mark.parametrize(
+    "offset", [-301, -86400, 301, 86400], ids=["stale", "old", "future", "far"]
+)
 def test_standard_webhooks_rejects_timestamps_outside_five_minutes(sw_source, offset):
     body = fixture("standard-webhooks/payment.received.json")
     req = request(body, sw_headers(body, at=int(time.time()) + offset))
@@ -248,7 +254,8 @@ def test_standard_webhooks_accepts_any_listed_signature_and_skips_other_versions
 
 
 @pytest.mark.parametrize(
-    "signature", ["v1abc", "v1,%%%not-base64", "v1,a,b", "v1,", "   ", "v1"],
+    "signature",
+    ["v1abc", "v1,%%%not-base64", "v1,a,b", "v1,", "   ", "v1"],
 )
 def test_standard_webhooks_malformed_signature_is_401_not_500(sw_source, signature):
     body = fixture("standard-webhooks/payment.received.json")
@@ -342,8 +349,13 @@ def test_hubspot_accepts_what_hubspot_signs_and_splits_the_batch(hubspot_source)
     hubspot_source.verify(req)
     # HubSpot's own validator agrees on the same request
     assert Signature.is_valid(
-        req.headers["X-HubSpot-Signature-v3"], HUBSPOT_SECRET, body.decode(), HUBSPOT_URL,
-        "POST", "v3", req.headers["X-HubSpot-Request-Timestamp"],
+        req.headers["X-HubSpot-Signature-v3"],
+        HUBSPOT_SECRET,
+        body.decode(),
+        HUBSPOT_URL,
+        "POST",
+        "v3",
+        req.headers["X-HubSpot-Request-Timestamp"],
     )
     events = hubspot_source.parse(req)
     assert [e.id for e in events] == ["1834560123", "1834560124", "1834560125"]
@@ -384,7 +396,9 @@ def test_hubspot_rejects_a_missing_header(hubspot_source, missing):
     rejected(hubspot_source, req, MissingSignature, "missing_signature")
 
 
-@pytest.mark.parametrize("offset", [-301, -86400, 301, 86400], ids=["stale", "old", "future", "far"])
+@pytest.mark.parametrize(
+    "offset", [-301, -86400, 301, 86400], ids=["stale", "old", "future", "far"]
+)
 def test_hubspot_rejects_timestamps_outside_five_minutes(hubspot_source, offset):
     body = fixture(HUBSPOT_BATCH)
     req = hubspot_request(body, at_ms=int((time.time() + offset) * 1000))
@@ -411,16 +425,16 @@ def test_hubspot_behind_a_proxy_needs_public_url():
     seen = "http://10.0.0.7:8000/webhooks/hubspot?portal=62515"
     plain = make_source("hubspot", secret=HUBSPOT_SECRET)
     rejected(plain, request(body, headers, url=seen), InvalidSignature, "invalid_signature")
-    proxied = make_source("hubspot", secret=HUBSPOT_SECRET,
-                          public_url="https://hooks.example.com/")
+    proxied = make_source("hubspot", secret=HUBSPOT_SECRET, public_url="https://hooks.example.com/")
     proxied.verify(request(body, headers, url=seen))
 
 
 def test_hubspot_public_url_keeps_a_prefix_the_proxy_strips():
     body = fixture(HUBSPOT_BATCH)
     headers = hubspot_headers(body, uri="https://example.com/switchboard/webhooks/hubspot")
-    source = make_source("hubspot", secret=HUBSPOT_SECRET,
-                         public_url="https://example.com/switchboard")
+    source = make_source(
+        "hubspot", secret=HUBSPOT_SECRET, public_url="https://example.com/switchboard"
+    )
     source.verify(request(body, headers, url="http://web:8000/webhooks/hubspot"))
 
 
@@ -434,8 +448,14 @@ def test_hubspot_decodes_the_escapes_hubspot_decodes_before_signing(hubspot_sour
 
 
 @pytest.mark.parametrize(
-    "public_url", ["hooks.example.com", "ftp://hooks.example.com", "https://h.example.com/?a=1",
-                   "https://h.example.com/#x", "https://"],
+    "public_url",
+    [
+        "hooks.example.com",
+        "ftp://hooks.example.com",
+        "https://h.example.com/?a=1",
+        "https://h.example.com/#x",
+        "https://",
+    ],
 )
 def test_hubspot_public_url_is_checked_by_the_schema(public_url):
     with pytest.raises(ValidationError) as caught:
@@ -521,8 +541,9 @@ def test_hmac_accepts_upper_case_hex(hmac_source):
 
 
 def test_hmac_header_name_is_configurable_github_style():
-    source = make_source("hmac", secret=HMAC_SECRET,
-                         **{**HMAC_SETTINGS, "header": "X-Hub-Signature-256"})
+    source = make_source(
+        "hmac", secret=HMAC_SECRET, **{**HMAC_SETTINGS, "header": "X-Hub-Signature-256"}
+    )
     body = fixture(HMAC_FIXTURE)
     headers = hmac_headers(body, header="X-Hub-Signature-256", prefix="sha256=")
     source.verify(request(body, headers))
@@ -543,8 +564,9 @@ def test_hmac_rejects_a_tampered_body(hmac_source):
 
 @pytest.mark.parametrize("headers", [{}, {"X-Signature": ""}, {"X-Signature": "  "}])
 def test_hmac_rejects_a_missing_header(hmac_source, headers):
-    rejected(hmac_source, request(fixture(HMAC_FIXTURE), headers),
-             MissingSignature, "missing_signature")
+    rejected(
+        hmac_source, request(fixture(HMAC_FIXTURE), headers), MissingSignature, "missing_signature"
+    )
 
 
 def test_hmac_accepts_the_old_secret_while_rotating():
@@ -581,15 +603,22 @@ def test_hmac_occurred_at_defaults_to_receipt_time():
 
 
 def test_hmac_template_failing_on_the_body_is_a_400_not_a_500():
-    source = make_source("hmac", secret=HMAC_SECRET,
-                         **{**HMAC_SETTINGS, "occurred_at": "{{ payload.at / 1000 }}"})
+    source = make_source(
+        "hmac", secret=HMAC_SECRET, **{**HMAC_SETTINGS, "occurred_at": "{{ payload.at / 1000 }}"}
+    )
     body = fixture(HMAC_FIXTURE)  # "at" is a string: str / int is a TypeError
     with pytest.raises(MalformedPayload):
         source.parse(request(body, hmac_headers(body)))
 
 
-@pytest.mark.parametrize("settings", [{"id": "{{ payload.", "type": "x"}, {"type": "x"},
-                                      {"id": "x", "type": "x", "header": "Bad Header"}])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"id": "{{ payload.", "type": "x"},
+        {"type": "x"},
+        {"id": "x", "type": "x", "header": "Bad Header"},
+    ],
+)
 def test_hmac_config_errors_are_schema_errors(settings):
     with pytest.raises(ValidationError):
         SOURCE_KINDS["hmac"].schema().load({"secret": "s", **settings})

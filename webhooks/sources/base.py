@@ -70,8 +70,16 @@ class Source:
 
 #: headers never stored with an event (signatures are not secrets, but nothing needs them)
 DROPPED_HEADERS = frozenset(
-    {"authorization", "cookie", "stripe-signature", "webhook-signature",
-     "x-hubspot-signature-v3", "x-hubspot-signature", "x-signature", "x-hub-signature-256"}
+    {
+        "authorization",
+        "cookie",
+        "stripe-signature",
+        "webhook-signature",
+        "x-hubspot-signature-v3",
+        "x-hubspot-signature",
+        "x-signature",
+        "x-hub-signature-256",
+    }
 )
 
 

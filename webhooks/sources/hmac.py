@@ -79,8 +79,9 @@ class HmacSource(Source):
         event_id = self._render(self._id, scope, "id")
         # no id, no de-duplication, and with no timestamp in this scheme a replay would pass
         if not _is_scalar(event_id) or str(event_id).strip() == "":
-            raise MalformedPayload("event has no id (a string or an integer)",
-                                   code="missing_event_id")
+            raise MalformedPayload(
+                "event has no id (a string or an integer)", code="missing_event_id"
+            )
         event_type = self._render(self._type, scope, "type")
         if not _is_scalar(event_type) or str(event_type).strip() == "":
             raise MalformedPayload("event has no type (a string)")
@@ -91,8 +92,15 @@ class HmacSource(Source):
             except ValueError as exc:
                 raise MalformedPayload("occurred_at is not a time") from exc
         return [
-            Event(self.name, str(event_id), str(event_type), occurred_at, request.received_at,
-                  payload, headers)
+            Event(
+                self.name,
+                str(event_id),
+                str(event_type),
+                occurred_at,
+                request.received_at,
+                payload,
+                headers,
+            )
         ]
 
     @staticmethod
