@@ -87,11 +87,14 @@ class StandardWebhooksSource(Source):
         self._webhooks = [Webhook(decode_secret(s)) for s in settings["secret"]]
 
     def verify(self, request: InboundRequest) -> None:
-        values = {name: header(request.headers, name) for name in (ID, TIMESTAMP, SIGNATURE)}
+        values = {
+            name: (header(request.headers, name) or "").strip()
+            for name in (ID, TIMESTAMP, SIGNATURE)
+        }
         missing = [name for name, value in values.items() if not value]
         if missing:
             raise MissingSignature(f"header(s) missing: {', '.join(missing)}")
-        timestamp = unix_digits(values[TIMESTAMP] or "")
+        timestamp = unix_digits(values[TIMESTAMP])
         if timestamp is None:
             raise InvalidSignature(f"{TIMESTAMP} is not a unix time in seconds")
         check_window(timestamp, request.received_at, TOLERANCE)
@@ -100,7 +103,7 @@ class StandardWebhooksSource(Source):
         except UnicodeDecodeError as exc:
             # the package signs text; JSON on the wire is UTF-8 (RFC 8259) anyway
             raise MalformedPayload("body is not UTF-8", code="malformed_json") from exc
-        headers = {name: value or "" for name, value in values.items()}
+        headers = dict(values)
         headers[TIMESTAMP] = str(timestamp)  # as the package re-renders it when signing
         for webhook in self._webhooks:
             if self._matches(webhook, body, headers):
