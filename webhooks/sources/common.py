@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
+import math
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import ValidationError, fields
@@ -33,25 +36,57 @@ def any_digest_matches(expected: list[bytes], given: list[bytes]) -> bool:
     return matched
 
 
+#: a unix time in a header: ASCII digits only (str.isdigit() also accepts "²" and "١",
+#: which float() then rejects or misreads)
+_DIGITS = re.compile(r"[0-9]{1,20}")
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """Case-insensitive header lookup on any mapping (werkzeug Headers or a plain dict)."""
+    value = headers.get(name)
+    if value is None:
+        wanted = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == wanted), None)
+    return value
+
+
+def unix_digits(value: str) -> int | None:
+    """The integer in a timestamp header made of ASCII digits only, else None."""
+    text = value.strip()
+    return int(text) if _DIGITS.fullmatch(text) else None
+
+
 def check_window(timestamp: float, now: float, tolerance: float) -> None:
     """Reject timestamps too old (replays) or too far in the future."""
-    if abs(now - timestamp) > tolerance:
+    # not finite -> reject: NaN compares False with everything and would slip through
+    if not math.isfinite(timestamp) or abs(now - timestamp) > tolerance:
         raise StaleTimestamp(f"timestamp outside the {int(tolerance)} s tolerance")
 
 
 def parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    # RecursionError: a body of 100k "[" is within the size limit and must be a 400, not a 500
+    except (ValueError, RecursionError) as exc:
         raise MalformedPayload("body is not valid JSON", code="malformed_json") from exc
 
 
 def to_epoch(value: Any) -> float:
-    """Unix seconds from seconds, milliseconds (>1e11), a numeric string or ISO-8601."""
+    """Unix seconds from seconds, milliseconds (>1e11), a numeric string or ISO-8601.
+
+    Raises ValueError for anything else, including NaN, infinities and numbers too big
+    for a float (a JSON body may hold any of them).
+    """
     if isinstance(value, bool):
         raise ValueError("a boolean is not a time")
     if isinstance(value, int | float):
-        return value / 1000 if value > 1e11 else float(value)
+        try:
+            seconds = value / 1000 if value > 1e11 else float(value)
+        except OverflowError as exc:
+            raise ValueError("time out of range") from exc
+        if not math.isfinite(seconds):
+            raise ValueError("time is not finite")
+        return seconds
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -61,5 +96,8 @@ def to_epoch(value: Any) -> float:
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=dt.UTC)
-        return moment.timestamp()
+        try:
+            return moment.timestamp()
+        except (OverflowError, OSError) as exc:  # e.g. year 9999 with a negative offset
+            raise ValueError("time out of range") from exc
     raise ValueError(f"not a time: {value!r}")

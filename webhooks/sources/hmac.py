@@ -13,11 +13,11 @@ import hmac as hmac_lib
 from typing import Any
 
 from jinja2 import TemplateError
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from webhooks.errors import InvalidSignature, MalformedPayload, MissingSignature
 from webhooks.sources.base import Event, InboundRequest, Source, kept_headers
-from webhooks.sources.common import Secrets, any_digest_matches, parse_json, to_epoch
+from webhooks.sources.common import Secrets, any_digest_matches, header, parse_json, to_epoch
 from webhooks.templating import ENV
 
 
@@ -37,7 +37,10 @@ class TemplateString(fields.String):
 
 class HmacSchema(Schema):
     secret = Secrets(required=True)
-    header = fields.String(load_default="X-Signature")
+    header = fields.String(
+        load_default="X-Signature",
+        validate=validate.Regexp(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", error="not a header name"),
+    )
     id = TemplateString(required=True)
     type = TemplateString(required=True)
     occurred_at = TemplateString(load_default=None)
@@ -55,27 +58,33 @@ class HmacSource(Source):
         self._occurred = ENV.from_string(occurred) if occurred else None
 
     def verify(self, request: InboundRequest) -> None:
-        given = request.headers.get(self.settings["header"])
-        if not given:
-            raise MissingSignature(f"{self.settings['header']} header is missing")
-        signature = given.strip()
-        if signature.lower().startswith("sha256="):
+        name = self.settings["header"]
+        given = header(request.headers, name)
+        if not given or not given.strip():
+            raise MissingSignature(f"{name} header is missing")
+        signature = given.strip().lower()
+        if signature.startswith("sha256="):
             signature = signature[len("sha256=") :]
         expected = [
             hmac_lib.new(secret.encode(), request.body, hashlib.sha256).hexdigest().encode()
             for secret in self.settings["secret"]
         ]
-        if not any_digest_matches(expected, [signature.lower().encode()]):
+        if not any_digest_matches(expected, [signature.encode()]):
             raise InvalidSignature("signature does not match")
 
     def parse(self, request: InboundRequest) -> list[Event]:
         payload = parse_json(request.body)
-        headers = kept_headers(request.headers)
+        headers = kept_headers(request.headers, frozenset({self.settings["header"].lower()}))
         scope = {"payload": payload, "headers": headers}
         event_id = self._render(self._id, scope, "id")
+        # no id, no de-duplication, and with no timestamp in this scheme a replay would pass
+        if not _is_scalar(event_id) or str(event_id).strip() == "":
+            raise MalformedPayload(
+                "event has no id (a string or an integer)", code="missing_event_id"
+            )
         event_type = self._render(self._type, scope, "type")
-        if event_id in (None, ""):
-            raise MalformedPayload("event has no id", code="missing_event_id")
+        if not _is_scalar(event_type) or str(event_type).strip() == "":
+            raise MalformedPayload("event has no type (a string)")
         occurred_at = request.received_at
         if self._occurred is not None:
             try:
@@ -98,8 +107,15 @@ class HmacSource(Source):
     def _render(template: Any, scope: dict[str, Any], what: str) -> Any:
         try:
             return template.render(scope)
-        except TemplateError as exc:
+        # any failure, not only TemplateError: the body is the sender's, and a template such
+        # as "{{ payload.at / 1000 }}" raises TypeError on a string; that is a 400, not a 500
+        except Exception as exc:
             raise MalformedPayload(
                 f"cannot read the event {what} from the body",
                 code="missing_event_id" if what == "id" else None,
             ) from exc
+
+
+def _is_scalar(value: Any) -> bool:
+    """An id or type is text or an integer: None, booleans, lists and objects are not."""
+    return isinstance(value, str | int) and not isinstance(value, bool)

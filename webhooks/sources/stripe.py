@@ -1,8 +1,9 @@
 """Stripe: ``Stripe-Signature: t=<unix>,v1=<hex>[,v1=...]``, HMAC-SHA256 over ``t.body``.
 
-The endpoint secret (``whsec_...``) is the UTF-8 key as is. Any one ``v1`` matching any
-configured secret passes (rotation on either side); ``v0`` is test-mode and ignored.
-Event id ``id``, type ``type``, time ``created``.
+The endpoint secret (``whsec_...``) is the UTF-8 key as is (not base64-decoded). Any one
+``v1`` matching any configured secret passes (rotation on either side); ``v0`` is
+test-mode and ignored. ``t`` must lie within ``tolerance`` seconds of receipt, in either
+direction (``stale_timestamp``). Event id ``id``, type ``type``, time ``created``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ from marshmallow import Schema, fields, validate
 
 from webhooks.errors import InvalidSignature, MalformedPayload, MissingSignature
 from webhooks.sources.base import Event, InboundRequest, Source, kept_headers
-from webhooks.sources.common import Secrets, any_digest_matches, check_window, parse_json, to_epoch
+from webhooks.sources.common import (
+    Secrets,
+    any_digest_matches,
+    check_window,
+    header,
+    parse_json,
+    to_epoch,
+    unix_digits,
+)
+
+HEADER = "Stripe-Signature"
 
 
 class StripeSchema(Schema):
@@ -27,32 +38,19 @@ class StripeSource(Source):
     schema = StripeSchema
 
     def verify(self, request: InboundRequest) -> None:
-        header = request.headers.get("Stripe-Signature")
-        if not header:
-            raise MissingSignature("Stripe-Signature header is missing")
-        timestamp, signatures = self._parse_header(header)
-        check_window(timestamp, request.received_at, self.settings["tolerance"])
-        signed = str(int(timestamp)).encode() + b"." + request.body
+        value = header(request.headers, HEADER)
+        if not value:
+            raise MissingSignature(f"{HEADER} header is missing")
+        timestamp, signatures = parse_signature_header(value)
+        check_window(int(timestamp), request.received_at, self.settings["tolerance"])
+        # sign the t value exactly as sent: that is the text the sender signed
+        signed = timestamp.encode() + b"." + request.body
         expected = [
             hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest().encode()
             for secret in self.settings["secret"]
         ]
         if not any_digest_matches(expected, signatures):
             raise InvalidSignature("no v1 signature matches")
-
-    @staticmethod
-    def _parse_header(header: str) -> tuple[float, list[bytes]]:
-        timestamp = None
-        signatures = []
-        for item in header.split(","):
-            key, _, value = item.strip().partition("=")
-            if key == "t" and value.isdigit():
-                timestamp = float(value)
-            elif key == "v1" and value:
-                signatures.append(value.encode())
-        if timestamp is None or not signatures:
-            raise InvalidSignature("Stripe-Signature needs t= and at least one v1=")
-        return timestamp, signatures
 
     def parse(self, request: InboundRequest) -> list[Event]:
         payload = parse_json(request.body)
@@ -78,3 +76,22 @@ class StripeSource(Source):
                 kept_headers(request.headers),
             )
         ]
+
+
+def parse_signature_header(value: str) -> tuple[str, list[bytes]]:
+    """``t=..,v1=..,v1=..,v0=..`` -> (t as sent, every v1 in lower-case hex).
+
+    Malformed (no digits-only ``t``, no ``v1``) is ``invalid_signature``: the header is
+    there, so "missing" would mislead whoever debugs the sender.
+    """
+    timestamp: str | None = None
+    signatures: list[bytes] = []
+    for item in value.split(","):
+        key, _, text = item.strip().partition("=")
+        if key == "t" and unix_digits(text) is not None:
+            timestamp = text.strip()
+        elif key == "v1" and text:
+            signatures.append(text.strip().lower().encode())
+    if timestamp is None or not signatures:
+        raise InvalidSignature(f"{HEADER} needs t=<unix seconds> and at least one v1=")
+    return timestamp, signatures
