@@ -14,9 +14,13 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from sandbox.base import Simulator
+from sandbox.halopsa import HaloSimulator
 from sandbox.perfexcrm import PerfexSimulator
+from sandbox.soliditech import SoliditechSimulator
 
-SIMULATORS: dict[str, type[Simulator]] = {s.kind: s for s in (PerfexSimulator,)}
+SIMULATORS: dict[str, type[Simulator]] = {
+    s.kind: s for s in (PerfexSimulator, HaloSimulator, SoliditechSimulator)
+}
 
 
 def build(kinds: list[str] | None = None) -> tuple[Any, dict[str, Simulator]]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from worker.vendors.base import Connector, VendorInstance
+from worker.vendors.halopsa import HaloPSA
 from worker.vendors.perfexcrm import PerfexCRM
+from worker.vendors.soliditech import Soliditech
 
-CONNECTORS: dict[str, type[Connector]] = {c.kind: c for c in (PerfexCRM,)}
+CONNECTORS: dict[str, type[Connector]] = {c.kind: c for c in (PerfexCRM, HaloPSA, Soliditech)}
 
 
 def connector_for(instance: VendorInstance) -> Connector:
