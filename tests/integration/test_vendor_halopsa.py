@@ -7,6 +7,8 @@ import time
 import httpx
 import pytest
 
+from config.errors import ConfigError
+from config.loader import load_config
 from worker.vendors import CONNECTORS, errors
 from worker.vendors.base import VendorInstance
 from worker.vendors.halopsa import HaloPSA
@@ -218,3 +220,40 @@ def test_redirect_is_rejected_naming_the_location(halo, sandbox):
         halo.apply("update_client", 42, {"name": "X"})
     assert "/auth/Account/Login" in str(caught.value)
     assert sandbox.record("halopsa", 42)["name"] == "warm the token"
+
+
+CONFIG = """
+sources:
+  portal: {kind: hmac, secret: "portal-secret", header: X-Signature,
+           id: "{{ payload.event_id }}", type: "{{ payload.event }}",
+           occurred_at: "{{ payload.at }}"}
+vendors:
+  halo: {kind: halopsa, base_url: "http://127.0.0.1:8100/halopsa",
+         auth: {client_id: halo-demo-client, client_secret: "${HALO_SECRET}", tenant: acme}}
+rules:
+  - name: close
+    source: portal
+    events: [closed]
+    actions:
+      - {vendor: halo, op: update_client, target: "{{ payload.client }}", fields: FIELDS}
+"""
+
+
+def load(tmp_path, fields: str):
+    path = tmp_path / "switchboard.yaml"
+    path.write_text(CONFIG.replace("FIELDS", fields))
+    return load_config(path, env={"HALO_SECRET": SECRET})
+
+
+def test_config_applies_auth_defaults_and_remembers_the_secret(tmp_path):
+    config = load(tmp_path, '{inactive: true, colour: "#E83C4A"}')
+    auth = config.vendors["halo"].auth
+    assert (auth["tenant"], auth["scope"]) == ("acme", "all")
+    assert SECRET in config.secrets
+
+
+def test_config_check_rejects_a_bad_colour_and_unknown_field(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, "{colour: red, nickname: x}")
+    text = str(caught.value)
+    assert "fields.colour" in text and "fields.nickname" in text

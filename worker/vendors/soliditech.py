@@ -106,7 +106,7 @@ class SoliditechOptions(Schema):
     path = fields.String(
         load_default="/api/customers/{account_id}",
         validate=validate.Regexp(
-            r"^/.*\{account_id\}", error="must start with / and contain {account_id}"
+            r"^/.*\{account_id\}", error="must start with / and contain {{account_id}}"
         ),
     )
     auth_header = fields.String(
