@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -81,6 +82,14 @@ def test_token_is_fetched_once_for_many_calls(halo, sandbox):
     assert token_calls[0]["body"]["scope"] == "all"
     assert token_calls[0]["query"] == {}  # no tenant configured: none sent
     assert len(calls(sandbox, "/api/Client")) == 3
+
+
+def test_concurrent_calls_share_one_token_fetch(halo, sandbox):
+    sandbox.knobs("halopsa", latency_ms=100)  # keeps the token request in flight a while
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        list(pool.map(lambda n: halo.apply("update_client", 42, {"notes": str(n)}), range(5)))
+    assert len(calls(sandbox, "/auth/token")) == 1
+    assert len(calls(sandbox, "/api/Client")) == 5
 
 
 def test_tenant_travels_on_the_token_url(sandbox):
