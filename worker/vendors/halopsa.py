@@ -127,9 +127,15 @@ class HaloPSA(Connector):
         data = json_body(response)
         if not 200 <= response.status_code < 300:
             code = data.get("error") if isinstance(data, dict) else None
+            # 400/401 is the OAuth refusal; another 4xx (404: wrong base_url) is named as such
+            what = (
+                "refused the client credentials"
+                if response.status_code in (400, 401)
+                else ("answered")
+            )
             raise self.scrubbed(
                 errors.AuthFailed(
-                    f"{self.name}: token endpoint refused the client credentials "
+                    f"{self.name}: token endpoint {what} "
                     f"({response.status_code} {code or 'no error code'})",
                     status=response.status_code,
                     excerpt=response.text[:EXCERPT_CHARS],
