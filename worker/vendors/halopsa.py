@@ -128,11 +128,8 @@ class HaloPSA(Connector):
         if not 200 <= response.status_code < 300:
             code = data.get("error") if isinstance(data, dict) else None
             # 400/401 is the OAuth refusal; another 4xx (404: wrong base_url) is named as such
-            what = (
-                "refused the client credentials"
-                if response.status_code in (400, 401)
-                else ("answered")
-            )
+            refused = response.status_code in (400, 401)
+            what = "refused the client credentials" if refused else "answered"
             raise self.scrubbed(
                 errors.AuthFailed(
                     f"{self.name}: token endpoint {what} "
