@@ -14,10 +14,14 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from sandbox.base import Simulator
+from sandbox.halopsa import HaloSimulator
 from sandbox.perfexcrm import PerfexSimulator
 from sandbox.portabilling import PortaSimulator
+from sandbox.soliditech import SoliditechSimulator
 
-SIMULATORS: dict[str, type[Simulator]] = {s.kind: s for s in (PerfexSimulator, PortaSimulator)}
+SIMULATORS: dict[str, type[Simulator]] = {
+    s.kind: s for s in (PortaSimulator, PerfexSimulator, SoliditechSimulator, HaloSimulator)
+}
 
 
 def build(kinds: list[str] | None = None) -> tuple[Any, dict[str, Simulator]]:
