@@ -10,6 +10,7 @@ appended if the replay fails. Messages and excerpts are redacted before they are
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 from collections.abc import Iterator
@@ -188,5 +189,5 @@ class DeadLetters:
         record = {"at": time.time(), "action": action, "id": entry_id, "who": who, **detail}
         self.redis.lpush(keys.AUDIT, json.dumps(record))
 
-    def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+    def audit_log(self, limit: int = 100) -> builtins.list[dict[str, Any]]:
         return [json.loads(r) for r in self.redis.lrange(keys.AUDIT, 0, limit - 1)]
