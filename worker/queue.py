@@ -102,6 +102,10 @@ class TaskRecord:
         return self.state in TERMINAL
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def event_json(event: Event) -> str:
     return json.dumps(
         {
@@ -179,7 +183,7 @@ class Queue:
             return None
         return TaskRecord(
             task=UpdateTask.from_json(data[b"task"]),
-            state=data[b"state"].decode(),
+            state=_text(data[b"state"]),
             gen=int(data[b"gen"]),
             attempts=json.loads(data.get(b"attempts", b"[]")),
             queued_at=float(data.get(b"queued_at", 0)),
