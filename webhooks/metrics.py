@@ -3,7 +3,8 @@
 Everything is read from Redis at scrape time by :class:`RedisCollector`, so any web
 process answers for all web and worker processes on any host (why Redis and not
 prometheus-client's multiprocess mode: see :mod:`worker.metrics`). Ingest is counted by
-an ``after_request`` hook, not by the view: one pipelined ``HINCRBY`` write per request.
+an ``after_request`` hook, not by the view, into the per-process buffer of
+:mod:`worker.metrics` (flushed to Redis once a second).
 
 Families (all prefixed ``switchboard_``)::
 
@@ -67,6 +68,7 @@ def init_app(app: Flask) -> None:
 
     @app.get("/metrics")
     def metrics() -> Response:
+        wm.BUFFER.flush()  # this process's own latest counts (others lag <= 1 s)
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
     @app.before_request
@@ -91,12 +93,11 @@ def observe_ingest(state: AppState, response: Response) -> None:
     took_ms = round((time.perf_counter() - g.get("sb_started", time.perf_counter())) * 1000, 2)
     body = response.get_json(silent=True) if response.is_json else None
     body = body if isinstance(body, dict) else {}
-    pipe = state.redis.pipeline(transaction=False)
-    pipe.hincrby(wm.WEBHOOKS, wm.field("received", label, ""), 1)
+    client = state.redis
+    wm.BUFFER.incr(client, wm.WEBHOOKS, wm.field("received", label, ""))
     if response.status_code >= 400:
         reason = str((body.get("error") or {}).get("code") or f"http_{response.status_code}")
-        pipe.hincrby(wm.WEBHOOKS, wm.field("rejected", label, reason), 1)
-        pipe.execute()
+        wm.BUFFER.incr(client, wm.WEBHOOKS, wm.field("rejected", label, reason))
         log_event(
             log,
             "webhook rejected",
@@ -118,9 +119,8 @@ def observe_ingest(state: AppState, response: Response) -> None:
             outcome = "accepted"
         else:
             outcome = "ignored"
-        pipe.hincrby(wm.WEBHOOKS, wm.field(outcome, label, ""), 1)
+        wm.BUFFER.incr(client, wm.WEBHOOKS, wm.field(outcome, label, ""))
         lines.append((event, tasks, outcome))
-    pipe.execute()
     for event, tasks, outcome in lines:
         log_event(
             log,
