@@ -113,6 +113,8 @@ class Procs:
         args = embedded_redis.server_args(directory, port, fsync="everysec")
         self.children.append(subprocess.Popen(args, stdout=subprocess.DEVNULL))
         self.redis_url = f"redis://127.0.0.1:{port}/0"
+        # this process's Celery app (bench.noop) must use it too, not an embedded Redis
+        os.environ["REDIS_URL"] = self.redis_url
         embedded_redis.wait_ready(self.redis_url)
         return redis_lib.Redis.from_url(self.redis_url)
 
