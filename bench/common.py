@@ -129,8 +129,13 @@ class Procs:
         wait_http(url + "/healthz")
         return url
 
-    def workers(self, environ: dict[str, str], count: int = 2, concurrency: int = 8,
-                include: str | None = None) -> list[subprocess.Popen[bytes]]:  # fmt: skip
+    def workers(
+        self,
+        environ: dict[str, str],
+        count: int = 2,
+        concurrency: int = 8,
+        include: str | None = None,
+    ) -> list[subprocess.Popen[bytes]]:
         from webhooks.supervisor import worker_command
 
         out = []
@@ -218,8 +223,12 @@ def _fmt(value: Any) -> str:
 
 def write(name: str, data: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    data = {"benchmark": name, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": machine(), **data}  # fmt: skip
+    data = {
+        "benchmark": name,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        **data,
+    }
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path

@@ -55,9 +55,18 @@ def fill(client: redis_lib.Redis, count: int, hold_until: float) -> float:
     for i in range(count):
         eid = f"bench-{base}-{i}"
         target = str(1000 + i % TARGETS)
-        task = UpdateTask("stripe", eid, "payment_intent.succeeded", "payment-activates-crm",
-                          0, "perfex", "update_customer", target,
-                          {"active": True, "vat": f"paid {i}"}, base + i / 1000)  # fmt: skip
+        task = UpdateTask(
+            "stripe",
+            eid,
+            "payment_intent.succeeded",
+            "payment-activates-crm",
+            0,
+            "perfex",
+            "update_customer",
+            target,
+            {"active": True, "vat": f"paid {i}"},
+            base + i / 1000,
+        )
         event = Event("stripe", eid, task.event_type, task.occurred_at, base, {"i": i}, {})
         queue.store_event(event, [task], now=hold_until)
     return time.perf_counter() - started
@@ -69,8 +78,15 @@ def release(client: redis_lib.Redis) -> None:
     client.rpush("sb:wake", "1")
 
 
-def drain(procs: Procs, environ: dict[str, str], client: redis_lib.Redis, count: int,
-          workers: int, concurrency: int, timeout: float) -> dict[str, Any]:  # fmt: skip
+def drain(
+    procs: Procs,
+    environ: dict[str, str],
+    client: redis_lib.Redis,
+    count: int,
+    workers: int,
+    concurrency: int,
+    timeout: float,
+) -> dict[str, Any]:
     """Fill a held backlog of ``count`` tasks, start workers, release, time the drain."""
     filled = fill(client, count, time.time() + 10 * 86400)
     memory = client.info("memory")["used_memory"]
@@ -100,8 +116,15 @@ def drain(procs: Procs, environ: dict[str, str], client: redis_lib.Redis, count:
     }
 
 
-def noop_drain(procs: Procs, environ: dict[str, str], client: redis_lib.Redis, count: int,
-               latency_ms: float, workers: int, concurrency: int) -> dict[str, Any]:  # fmt: skip
+def noop_drain(
+    procs: Procs,
+    environ: dict[str, str],
+    client: redis_lib.Redis,
+    count: int,
+    latency_ms: float,
+    workers: int,
+    concurrency: int,
+) -> dict[str, Any]:
     from bench.noop import noop
 
     client.delete("bench:first", "bench:last", "bench:done")
@@ -117,22 +140,54 @@ def noop_drain(procs: Procs, environ: dict[str, str], client: redis_lib.Redis, c
     took = float(client.get("bench:last") or 0) - float(client.get("bench:first") or 0)
     procs.stop(started_workers)
     client.delete("sb:heartbeats")
-    return {"tasks": count, "done": done, "seconds": round(took, 3), "rate": done / took,
-            "ms_per_task": took / max(done, 1) * 1000}  # fmt: skip
+    return {
+        "tasks": count,
+        "done": done,
+        "seconds": round(took, 3),
+        "rate": done / took,
+        "ms_per_task": took / max(done, 1) * 1000,
+    }
 
 
-def steady(procs: Procs, environ: dict[str, str], client: redis_lib.Redis, rate: float,
-           seconds: float, workers: int, concurrency: int) -> dict[str, Any]:  # fmt: skip
+def steady(
+    procs: Procs,
+    environ: dict[str, str],
+    client: redis_lib.Redis,
+    rate: float,
+    seconds: float,
+    workers: int,
+    concurrency: int,
+) -> dict[str, Any]:
     started_workers = procs.workers(environ, workers, concurrency)
     wait_workers(client, workers)
     port = embedded_redis.free_port()
     url = procs.gunicorn("webhooks.wsgi:app", port, environ)
     out = subprocess.run(
-        [PY, "-m", "bench.loadgen", f"{url}/webhooks/stripe", "--mode", "open", "--rate",
-         str(rate), "--seconds", str(seconds), "--connections", "16", "--send-times",
-         "--prefix", f"steady-{time.time()}", "--targets", str(TARGETS)],
-        cwd=ROOT, capture_output=True, text=True, env=environ, check=True,
-    )  # fmt: skip
+        [
+            PY,
+            "-m",
+            "bench.loadgen",
+            f"{url}/webhooks/stripe",
+            "--mode",
+            "open",
+            "--rate",
+            str(rate),
+            "--seconds",
+            str(seconds),
+            "--connections",
+            "16",
+            "--send-times",
+            "--prefix",
+            f"steady-{time.time()}",
+            "--targets",
+            str(TARGETS),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=environ,
+        check=True,
+    )
     load = json.loads(out.stdout)
     deadline = time.monotonic() + 120
     while client.zcard("sb:waiting") and time.monotonic() < deadline:
@@ -150,9 +205,15 @@ def steady(procs: Procs, environ: dict[str, str], client: redis_lib.Redis, rate:
         latencies.append((last["at"] + last["duration"] - sent_at) * 1000)
     procs.stop(started_workers + [procs.children[-1]])
     client.delete("sb:heartbeats")
-    return {"rate": rate, "seconds": seconds, "events": len(latencies),
-            "ingest_p99_ms": load["p99_ms"], "p50_ms": percentile(latencies, 50),
-            "p99_ms": percentile(latencies, 99), "max_ms": max(latencies)}  # fmt: skip
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "events": len(latencies),
+        "ingest_p99_ms": load["p99_ms"],
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "max_ms": max(latencies),
+    }
 
 
 def setup(procs: Procs, latency_ms: float) -> tuple[dict[str, str], redis_lib.Redis]:
@@ -173,28 +234,48 @@ def main(argv: list[str]) -> dict[str, Any]:
     args = parser.parse_args(argv)
     with Procs() as procs:
         environ, client = setup(procs, args.latency_ms)
-        noop = noop_drain(procs, environ, client, args.tasks, args.latency_ms,
-                          args.workers, args.concurrency)  # fmt: skip
+        noop = noop_drain(
+            procs, environ, client, args.tasks, args.latency_ms, args.workers, args.concurrency
+        )
         real = drain(procs, environ, client, args.tasks, args.workers, args.concurrency, 900)
-        held = steady(procs, environ, client, args.steady_rate, args.steady_seconds,
-                      args.workers, args.concurrency)  # fmt: skip
+        held = steady(
+            procs,
+            environ,
+            client,
+            args.steady_rate,
+            args.steady_seconds,
+            args.workers,
+            args.concurrency,
+        )
     ratio = real["rate"] / noop["rate"]
-    summary = {"rate_ratio": round(ratio, 3), "target_rate_ratio": 0.8, "met": ratio >= 0.8,
-               "steady_p50_ms": round(held["p50_ms"], 1),
-               "steady_p99_ms": round(held["p99_ms"], 1)}  # fmt: skip
-    print(table(
-        f"End to end ({args.tasks:,} tasks, simulator latency {args.latency_ms:.0f} ms, "
-        f"{args.workers} workers x {args.concurrency} threads)",
-        ["drain", "tasks", "seconds", "tasks/s", "ms/task"],
-        [["celery no-op", noop["done"], noop["seconds"], noop["rate"], noop["ms_per_task"]],
-         ["switchboard", real["done"], real["seconds"], real["rate"], real["ms_per_task"]]],
-    ))  # fmt: skip
+    summary = {
+        "rate_ratio": round(ratio, 3),
+        "target_rate_ratio": 0.8,
+        "met": ratio >= 0.8,
+        "steady_p50_ms": round(held["p50_ms"], 1),
+        "steady_p99_ms": round(held["p99_ms"], 1),
+    }
+    print(
+        table(
+            f"End to end ({args.tasks:,} tasks, simulator latency {args.latency_ms:.0f} ms, "
+            f"{args.workers} workers x {args.concurrency} threads)",
+            ["drain", "tasks", "seconds", "tasks/s", "ms/task"],
+            [
+                ["celery no-op", noop["done"], noop["seconds"], noop["rate"], noop["ms_per_task"]],
+                ["switchboard", real["done"], real["seconds"], real["rate"], real["ms_per_task"]],
+            ],
+        )
+    )
     print(f"ratio {ratio:.3f} (target >= 0.8); met: {summary['met']}")
-    print(f"steady {args.steady_rate:.0f} events/s for {args.steady_seconds:.0f} s: "
-          f"webhook-to-vendor p50 {held['p50_ms']:.1f} ms, p99 {held['p99_ms']:.1f} ms "
-          f"({held['events']} events; ingest p99 {held['ingest_p99_ms']:.1f} ms)")  # fmt: skip
-    path = write("e2e", {"args": vars(args), "summary": summary, "noop": noop,
-                         "switchboard": real, "steady": held})  # fmt: skip
+    print(
+        f"steady {args.steady_rate:.0f} events/s for {args.steady_seconds:.0f} s: "
+        f"webhook-to-vendor p50 {held['p50_ms']:.1f} ms, p99 {held['p99_ms']:.1f} ms "
+        f"({held['events']} events; ingest p99 {held['ingest_p99_ms']:.1f} ms)"
+    )
+    path = write(
+        "e2e",
+        {"args": vars(args), "summary": summary, "noop": noop, "switchboard": real, "steady": held},
+    )
     print(f"wrote {path.relative_to(ROOT)}")
     return summary
 

@@ -24,19 +24,41 @@ from config import embedded_redis
 
 def load(url: str, *args: str) -> dict[str, Any]:
     out = subprocess.run(
-        [PY, "-m", "bench.loadgen", url, *args], cwd=ROOT, capture_output=True, text=True,
-        env=env("redis://unused"), check=True,
-    )  # fmt: skip
+        [PY, "-m", "bench.loadgen", url, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env("redis://unused"),
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
 def measure(url: str, name: str, seconds: float, rate: float, connections: int) -> dict[str, Any]:
     path = f"{url}/webhooks/stripe"
     load(path, "--seconds", "2", "--prefix", f"warm-{name}-{time.time()}")  # warm up
-    closed = load(path, "--seconds", str(seconds), "--connections", str(connections),
-                  "--prefix", f"closed-{name}-{time.time()}")  # fmt: skip
-    opened = load(path, "--mode", "open", "--rate", str(rate), "--seconds", str(seconds),
-                  "--connections", "64", "--prefix", f"open-{name}-{time.time()}")  # fmt: skip
+    closed = load(
+        path,
+        "--seconds",
+        str(seconds),
+        "--connections",
+        str(connections),
+        "--prefix",
+        f"closed-{name}-{time.time()}",
+    )
+    opened = load(
+        path,
+        "--mode",
+        "open",
+        "--rate",
+        str(rate),
+        "--seconds",
+        str(seconds),
+        "--connections",
+        "64",
+        "--prefix",
+        f"open-{name}-{time.time()}",
+    )
     return {"closed": closed, "open": opened}
 
 
@@ -71,17 +93,41 @@ def main(argv: list[str]) -> dict[str, Any]:
     rows = []
     for name in ("bare", "switchboard"):
         c, o = results[name]["closed"], results[name]["open"]
-        rows.append([name, c["rate"], c["p50_ms"], c["p99_ms"], c["errors"],
-                     o["rate"], o["p50_ms"], o["p99_ms"], o["errors"]])  # fmt: skip
-    print(table(
-        f"Ingest (gunicorn {args.web_workers}x8 gthread; closed loop {args.connections} conns, "
-        f"open loop {args.rate:.0f} req/s; {args.seconds:.0f} s each)",
-        ["endpoint", "req/s", "p50 ms", "p99 ms", "err", f"@{args.rate:.0f}/s", "p50 ms",
-         "p99 ms", "err"],
-        rows,
-    ))  # fmt: skip
-    print(f"ratio {ratio:.3f} (target >= 0.75); p99 at {args.rate:.0f}/s "
-          f"{real['open']['p99_ms']:.1f} ms (target < 25); met: {summary['met']}")  # fmt: skip
+        rows.append(
+            [
+                name,
+                c["rate"],
+                c["p50_ms"],
+                c["p99_ms"],
+                c["errors"],
+                o["rate"],
+                o["p50_ms"],
+                o["p99_ms"],
+                o["errors"],
+            ]
+        )
+    print(
+        table(
+            f"Ingest (gunicorn {args.web_workers}x8 gthread; closed loop {args.connections} conns, "
+            f"open loop {args.rate:.0f} req/s; {args.seconds:.0f} s each)",
+            [
+                "endpoint",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "err",
+                f"@{args.rate:.0f}/s",
+                "p50 ms",
+                "p99 ms",
+                "err",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"ratio {ratio:.3f} (target >= 0.75); p99 at {args.rate:.0f}/s "
+        f"{real['open']['p99_ms']:.1f} ms (target < 25); met: {summary['met']}"
+    )
     for r in results.values():
         for phase in r.values():
             phase.pop("sent", None)

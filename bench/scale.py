@@ -38,11 +38,28 @@ def memory_per_dead_letter(client: redis_lib.Redis, count: int = 1000) -> float:
     letters = DeadLetters(client, Redactor(()), 7 * 86400)
     before = client.info("memory")["used_memory"]
     for i in range(count):
-        task = UpdateTask("stripe", f"evt-{i}", "payment_intent.succeeded", "rule", 0, "perfex",
-                          "update_customer", str(1000 + i), {"vat": f"paid {i}"}, time.time())  # fmt: skip
-        attempts = [{"at": time.time(), "duration": 0.02, "outcome": "unavailable",
-                     "status": 503, "message": "perfex answered 503",
-                     "excerpt": '{"status":false,"message":"Service unavailable"}'}] * 3  # fmt: skip
+        task = UpdateTask(
+            "stripe",
+            f"evt-{i}",
+            "payment_intent.succeeded",
+            "rule",
+            0,
+            "perfex",
+            "update_customer",
+            str(1000 + i),
+            {"vat": f"paid {i}"},
+            time.time(),
+        )
+        attempts = [
+            {
+                "at": time.time(),
+                "duration": 0.02,
+                "outcome": "unavailable",
+                "status": 503,
+                "message": "perfex answered 503",
+                "excerpt": '{"status":false,"message":"Service unavailable"}',
+            }
+        ] * 3
         letters.put(task, "exhausted", "perfex answered 503", attempts)
     return (client.info("memory")["used_memory"] - before) / count
 
@@ -62,22 +79,49 @@ def main(argv: list[str]) -> dict[str, Any]:
         per_dead = memory_per_dead_letter(client)
         for size in sizes:
             client.flushdb()
-            runs.append(drain(procs, environ, client, size, args.workers, args.concurrency,
-                              timeout=max(120, size / 20)))  # fmt: skip
+            runs.append(
+                drain(
+                    procs,
+                    environ,
+                    client,
+                    size,
+                    args.workers,
+                    args.concurrency,
+                    timeout=max(120, size / 20),
+                )
+            )
     base = runs[0]["ms_per_task"]
     spread = max(abs(r["ms_per_task"] - base) / base for r in runs)
-    summary = {"flat_within": round(spread, 3), "target": 0.10, "met": spread <= 0.10,
-               "bytes_per_queued_task": round(per_task), "bytes_per_dead_letter": round(per_dead)}  # fmt: skip
-    print(table(
-        f"Scale (simulator latency {args.latency_ms:.0f} ms, {args.workers} workers x "
-        f"{args.concurrency} threads)",
-        ["backlog", "done", "seconds", "tasks/s", "ms/task", "vs first"],
-        [[r["tasks"], r["done"], r["seconds"], r["rate"], r["ms_per_task"],
-          f"{(r['ms_per_task'] / base - 1) * 100:+.1f}%"] for r in runs],
-    ))  # fmt: skip
+    summary = {
+        "flat_within": round(spread, 3),
+        "target": 0.10,
+        "met": spread <= 0.10,
+        "bytes_per_queued_task": round(per_task),
+        "bytes_per_dead_letter": round(per_dead),
+    }
+    print(
+        table(
+            f"Scale (simulator latency {args.latency_ms:.0f} ms, {args.workers} workers x "
+            f"{args.concurrency} threads)",
+            ["backlog", "done", "seconds", "tasks/s", "ms/task", "vs first"],
+            [
+                [
+                    r["tasks"],
+                    r["done"],
+                    r["seconds"],
+                    r["rate"],
+                    r["ms_per_task"],
+                    f"{(r['ms_per_task'] / base - 1) * 100:+.1f}%",
+                ]
+                for r in runs
+            ],
+        )
+    )
     print(f"time per task spread {spread * 100:.1f}% (target <= 10%); met: {summary['met']}")
-    print(f"Redis memory: {per_task:,.0f} B per queued task (event + task record + queue "
-          f"entries), {per_dead:,.0f} B per dead letter")  # fmt: skip
+    print(
+        f"Redis memory: {per_task:,.0f} B per queued task (event + task record + queue "
+        f"entries), {per_dead:,.0f} B per dead letter"
+    )
     path = write("scale", {"args": vars(args), "summary": summary, "runs": runs})
     print(f"wrote {path.relative_to(ROOT)}")
     return summary

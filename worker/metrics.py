@@ -74,19 +74,21 @@ FLUSH_EVERY = 1.0
 
 
 class Buffer:
-    """Counter increments of this process, flushed to Redis in one pipeline per second."""
+    """Counter increments of this process, flushed to Redis in one pipeline per second.
+
+    Kept per Redis client (an app or runtime each has one), so counts always go to the
+    Redis they were made against.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: dict[tuple[str, str], int] = {}
-        self._sums: dict[tuple[str, str], float] = {}
-        self._client: redis_lib.Redis | None = None
+        self._pending: dict[int, _Pending] = {}
         self._pid = 0
 
     def incr(self, client: redis_lib.Redis, key: str, name: str, amount: int = 1) -> None:
         with self._lock:
-            self._started(client)
-            self._counts[(key, name)] = self._counts.get((key, name), 0) + amount
+            counts = self._for(client).counts
+            counts[(key, name)] = counts.get((key, name), 0) + amount
 
     def observe(
         self,
@@ -97,46 +99,56 @@ class Buffer:
         value: float,
     ) -> None:
         with self._lock:
-            self._started(client)
+            pending = self._for(client)
             for name in (field(*labels, bucket_index(buckets, value)), field(*labels, "count")):
-                self._counts[(key, name)] = self._counts.get((key, name), 0) + 1
+                pending.counts[(key, name)] = pending.counts.get((key, name), 0) + 1
             sum_key = (key, field(*labels, "sum"))
-            self._sums[sum_key] = self._sums.get(sum_key, 0.0) + value
+            pending.sums[sum_key] = pending.sums.get(sum_key, 0.0) + value
 
-    def _started(self, client: redis_lib.Redis) -> None:
-        self._client = client
+    def _for(self, client: redis_lib.Redis) -> _Pending:
         if self._pid != os.getpid():  # first use in this process (or after a fork)
             self._pid = os.getpid()
-            self._counts.clear()
-            self._sums.clear()
+            self._pending.clear()
             threading.Thread(target=self._run, name="metrics-flush", daemon=True).start()
+        pending = self._pending.get(id(client))
+        if pending is None:
+            pending = self._pending[id(client)] = _Pending(client)
+        return pending
 
     def flush(self) -> None:
         with self._lock:
-            counts, sums, client = self._counts, self._sums, self._client
-            self._counts, self._sums = {}, {}
-        if client is None or not (counts or sums):
-            return
-        pipe = client.pipeline(transaction=False)
-        for (key, name), amount in counts.items():
-            pipe.hincrby(key, name, amount)
-        for (key, name), value in sums.items():
-            pipe.hincrbyfloat(key, name, value)
-        try:
-            pipe.execute()
-        except redis_lib.RedisError as exc:  # put them back: counted on the next flush
-            log.warning("metrics flush failed (%s); will retry", type(exc).__name__)
-            with self._lock:
-                for k, amount in counts.items():
-                    self._counts[k] = self._counts.get(k, 0) + amount
-                for k, value in sums.items():
-                    self._sums[k] = self._sums.get(k, 0.0) + value
+            batches, self._pending = list(self._pending.values()), {}
+        for batch in batches:
+            if not (batch.counts or batch.sums):
+                continue
+            pipe = batch.client.pipeline(transaction=False)
+            for (key, name), amount in batch.counts.items():
+                pipe.hincrby(key, name, amount)
+            for (key, name), value in batch.sums.items():
+                pipe.hincrbyfloat(key, name, value)
+            try:
+                pipe.execute()
+            except redis_lib.RedisError as exc:  # put them back: counted on a later flush
+                log.warning("metrics flush failed (%s); will retry", type(exc).__name__)
+                with self._lock:
+                    pending = self._for(batch.client)
+                    for k, amount in batch.counts.items():
+                        pending.counts[k] = pending.counts.get(k, 0) + amount
+                    for k, value in batch.sums.items():
+                        pending.sums[k] = pending.sums.get(k, 0.0) + value
 
     def _run(self) -> None:
         pid = os.getpid()
         while self._pid == pid:
             time.sleep(FLUSH_EVERY)
             self.flush()
+
+
+class _Pending:
+    def __init__(self, client: redis_lib.Redis):
+        self.client = client
+        self.counts: dict[tuple[str, str], int] = {}
+        self.sums: dict[tuple[str, str], float] = {}
 
 
 BUFFER = Buffer()

@@ -7,12 +7,20 @@ import logging
 import subprocess
 import sys
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.logs import JsonFormatter, configure_logging
 from tests.helpers import ROOT, stripe_headers, wait_for, with_changes, worker_env
 from worker import metrics as wm
 from worker.queue import Queue
+
+
+@pytest.fixture(autouse=True)
+def _no_counts_from_earlier_tests():
+    """Counters are buffered per process: flush what earlier tests left, before the
+    ``redis`` fixture clears the sb:* keys."""
+    wm.BUFFER.flush()
 
 
 def scrape(client) -> dict[tuple[str, tuple], float]:
