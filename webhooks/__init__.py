@@ -19,7 +19,7 @@ def create_app(
 
     from config.loader import load_config
     from config.settings import Settings
-    from webhooks import health, http_errors, ingest
+    from webhooks import health, http_errors, ingest, metrics
     from webhooks.state import AppState
 
     settings = settings or Settings.from_env()
@@ -31,4 +31,5 @@ def create_app(
     http_errors.register(app)
     app.register_blueprint(ingest.bp)
     app.register_blueprint(health.bp)
+    metrics.init_app(app)
     return app

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, cast
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from webhooks.errors import NotFound
 from webhooks.sources.base import InboundRequest
@@ -40,8 +40,10 @@ def receive(source: str) -> tuple[Response, int]:
     duplicates: list[str] = []
     tasks = 0
     queue = state.queue
+    g.sb_events = seen = []  # (event, tasks): counted and logged by webhooks.metrics
     for event in events:
         event_tasks = state.rules.tasks_for(event)
+        seen.append((event, event_tasks))
         if queue.store_event(event, event_tasks):
             accepted.append(event.id)
             tasks += len(event_tasks)

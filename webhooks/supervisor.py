@@ -40,7 +40,7 @@ def web_command(port: int, workers: int = 2) -> list[str]:
         "-m",
         "gunicorn",
         "--bind",
-        f"127.0.0.1:{port}",
+        f"{os.environ.get('SWITCHBOARD_HOST') or '127.0.0.1'}:{port}",  # 0.0.0.0 in a container
         "--workers",
         str(workers),
         "--worker-class",

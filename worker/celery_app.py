@@ -6,6 +6,7 @@ Only worker processes import this module (``worker/__init__`` loads it lazily fo
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery, bootsteps
@@ -58,6 +59,11 @@ def broker_url() -> str:
 
 
 app.conf.broker_url = broker_url()
+if app.conf.broker_url.startswith("sentinel://"):
+    # Redis Sentinel: kombu asks the sentinels for this master (worker.runtime.connect too)
+    app.conf.broker_transport_options["master_name"] = (
+        os.environ.get("SWITCHBOARD_SENTINEL_MASTER") or "mymaster"
+    )
 
 
 class RelayStep(bootsteps.StartStopStep):

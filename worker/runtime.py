@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
 
 import redis as redis_lib
 
@@ -57,15 +59,51 @@ class Runtime:
         self._connectors.clear()
 
 
+CLIENT_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": 2,
+    "socket_timeout": 10,
+    "health_check_interval": 30,
+    "retry_on_timeout": False,
+}
+
+
 def connect(url: str) -> redis_lib.Redis:
-    """A Redis client that fails fast (never hangs a request) and retries once on reconnect."""
-    return redis_lib.Redis.from_url(
-        url,
-        socket_connect_timeout=2,
-        socket_timeout=10,
-        health_check_interval=30,
-        retry_on_timeout=False,
+    """A Redis client that fails fast (never hangs a request) and retries once on reconnect.
+
+    ``sentinel://[:password@]host:port[/db][;sentinel://host2:port...]`` (Celery's own
+    broker URL form) asks the Sentinels for the current master of
+    ``SWITCHBOARD_SENTINEL_MASTER`` (default ``mymaster``) and follows failovers.
+    """
+    if url.startswith("sentinel://"):
+        return connect_sentinel(url, os.environ.get("SWITCHBOARD_SENTINEL_MASTER") or "mymaster")
+    return redis_lib.Redis.from_url(url, **CLIENT_OPTIONS)
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], int, str | None]:
+    """``(sentinel addresses, db, password)`` from one or more ``;``-joined sentinel URLs."""
+    hosts: list[tuple[str, int]] = []
+    db, password = 0, None
+    for part in filter(None, (p.strip() for p in url.split(";"))):
+        parsed = urlsplit(part)
+        if parsed.scheme != "sentinel" or not parsed.hostname:
+            raise ValueError(f"not a sentinel:// URL: {part!r}")
+        hosts.append((parsed.hostname, parsed.port or 26379))
+        if parsed.path.strip("/"):
+            db = int(parsed.path.strip("/"))
+        password = parsed.password or password
+    return hosts, db, password
+
+
+def connect_sentinel(url: str, master: str) -> redis_lib.Redis:
+    from redis.sentinel import Sentinel
+
+    hosts, db, password = parse_sentinel_url(url)
+    sentinel = Sentinel(
+        hosts,
+        socket_timeout=CLIENT_OPTIONS["socket_connect_timeout"],
+        sentinel_kwargs={"password": password} if password else None,
     )
+    return sentinel.master_for(master, db=db, password=password, **CLIENT_OPTIONS)
 
 
 def build_runtime(settings: Settings, config: Config | None = None) -> Runtime:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, TypeVar
 import httpx
 from marshmallow import Schema, ValidationError, fields
 
+from worker.metrics import observe_call
 from worker.vendors import errors
 
 EXCERPT_CHARS = 500
@@ -143,12 +144,16 @@ class Connector:
 
         Other 4xx answers are returned for the connector to classify (vendors differ).
         """
+        started = time.perf_counter()
         try:
             response = self.http.request(method, url, **kwargs)
         except httpx.TimeoutException as exc:
+            observe_call(self.name, None, time.perf_counter() - started)
             raise errors.Timeout(f"{self.name}: {type(exc).__name__} calling {url}") from exc
         except httpx.TransportError as exc:
+            observe_call(self.name, None, time.perf_counter() - started)
             raise errors.Unavailable(f"{self.name}: {type(exc).__name__} calling {url}") from exc
+        observe_call(self.name, response.status_code, time.perf_counter() - started)
         return self.check_common(response)
 
     def check_common(self, response: httpx.Response) -> httpx.Response:

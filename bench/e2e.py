@@ -1,0 +1,284 @@
+"""Benchmark 2, end to end: vendor updates applied/s from a queued backlog vs a no-op drain.
+
+``python -m bench.e2e [--tasks 20000] [--latency-ms 20] [--steady-rate 200]`` runs, on a
+private Redis and the simulators (PerfexCRM latency ``--latency-ms``), two Celery
+workers as ``switchboard worker`` runs them (threads pool, 8 each):
+
+1. no-op drain: ``--tasks`` messages of :mod:`bench.noop` (sleeping the same latency)
+   queued first, then drained; rate from first to last task;
+2. Switchboard drain: ``--tasks`` events stored through the durable queue (as ingest
+   stores them), held, then released at once; rate from release until every task is
+   applied; the ratio of the two is the target (>= 0.8);
+3. steady: signed webhooks through gunicorn at ``--steady-rate`` events/s for
+   ``--steady-seconds``; webhook-to-vendor latency = task applied - request sent.
+
+Prints a table and writes ``bench/results/e2e.json``. :func:`drain` is reused by
+:mod:`bench.scale`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import redis as redis_lib
+
+from bench.common import (
+    PY,
+    ROOT,
+    Procs,
+    env,
+    percentile,
+    seed_targets,
+    table,
+    wait_workers,
+    write,
+)
+from config import embedded_redis
+
+TARGETS = 2000
+
+
+def fill(client: redis_lib.Redis, count: int, hold_until: float) -> float:
+    """Store ``count`` events of one task each, due at ``hold_until``; returns seconds."""
+    from webhooks.sources.base import Event
+    from worker.model import UpdateTask
+    from worker.queue import Queue
+
+    queue = Queue(client)
+    started = time.perf_counter()
+    base = time.time()
+    for i in range(count):
+        eid = f"bench-{base}-{i}"
+        target = str(1000 + i % TARGETS)
+        task = UpdateTask(
+            "stripe",
+            eid,
+            "payment_intent.succeeded",
+            "payment-activates-crm",
+            0,
+            "perfex",
+            "update_customer",
+            target,
+            {"active": True, "vat": f"paid {i}"},
+            base + i / 1000,
+        )
+        event = Event("stripe", eid, task.event_type, task.occurred_at, base, {"i": i}, {})
+        queue.store_event(event, [task], now=hold_until)
+    return time.perf_counter() - started
+
+
+def release(client: redis_lib.Redis) -> None:
+    """Make every held task due now (one atomic command) and wake the relays."""
+    client.zunionstore("sb:due", {"sb:due": 0})
+    client.rpush("sb:wake", "1")
+
+
+def drain(
+    procs: Procs,
+    environ: dict[str, str],
+    client: redis_lib.Redis,
+    count: int,
+    workers: int,
+    concurrency: int,
+    timeout: float,
+) -> dict[str, Any]:
+    """Fill a held backlog of ``count`` tasks, start workers, release, time the drain."""
+    filled = fill(client, count, time.time() + 10 * 86400)
+    memory = client.info("memory")["used_memory"]
+    started_workers = procs.workers(environ, workers, concurrency)
+    wait_workers(client, workers)
+    started = time.perf_counter()
+    release(client)
+    deadline = time.monotonic() + timeout
+    while client.zcard("sb:waiting"):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    took = time.perf_counter() - started
+    left = client.zcard("sb:waiting")
+    procs.stop(started_workers)
+    client.delete("sb:heartbeats")
+    done = count - left
+    return {
+        "tasks": count,
+        "done": done,
+        "seconds": round(took, 3),
+        "rate": done / took,
+        "ms_per_task": took / max(done, 1) * 1000,
+        "fill_seconds": round(filled, 3),
+        "used_memory_after_fill": memory,
+        "timed_out": bool(left),
+    }
+
+
+def noop_drain(
+    procs: Procs,
+    environ: dict[str, str],
+    client: redis_lib.Redis,
+    count: int,
+    latency_ms: float,
+    workers: int,
+    concurrency: int,
+) -> dict[str, Any]:
+    from bench.noop import noop
+
+    client.delete("bench:first", "bench:last", "bench:done")
+    noop.app.conf.broker_url = environ["REDIS_URL"]
+    with noop.app.producer_or_acquire() as producer:
+        for _ in range(count):
+            noop.apply_async(args=(latency_ms,), producer=producer)
+    started_workers = procs.workers(environ, workers, concurrency, include="bench.noop")
+    deadline = time.monotonic() + 600
+    while int(client.get("bench:done") or 0) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    done = int(client.get("bench:done") or 0)
+    took = float(client.get("bench:last") or 0) - float(client.get("bench:first") or 0)
+    procs.stop(started_workers)
+    client.delete("sb:heartbeats")
+    return {
+        "tasks": count,
+        "done": done,
+        "seconds": round(took, 3),
+        "rate": done / took,
+        "ms_per_task": took / max(done, 1) * 1000,
+    }
+
+
+def steady(
+    procs: Procs,
+    environ: dict[str, str],
+    client: redis_lib.Redis,
+    rate: float,
+    seconds: float,
+    workers: int,
+    concurrency: int,
+) -> dict[str, Any]:
+    started_workers = procs.workers(environ, workers, concurrency)
+    wait_workers(client, workers)
+    port = embedded_redis.free_port()
+    url = procs.gunicorn("webhooks.wsgi:app", port, environ)
+    out = subprocess.run(
+        [
+            PY,
+            "-m",
+            "bench.loadgen",
+            f"{url}/webhooks/stripe",
+            "--mode",
+            "open",
+            "--rate",
+            str(rate),
+            "--seconds",
+            str(seconds),
+            "--connections",
+            "16",
+            "--send-times",
+            "--prefix",
+            f"steady-{time.time()}",
+            "--targets",
+            str(TARGETS),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=environ,
+        check=True,
+    )
+    load = json.loads(out.stdout)
+    deadline = time.monotonic() + 120
+    while client.zcard("sb:waiting") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    latencies = []
+    pipe = client.pipeline()
+    for event_id, _ in load["sent"]:
+        pipe.hget(f"sb:event:stripe:{event_id}", "tasks")
+    task_lists = pipe.execute()
+    pipe = client.pipeline()
+    for tasks in task_lists:
+        pipe.hget(f"sb:task:{json.loads(tasks)[0]}", "attempts")
+    for (_, sent_at), attempts in zip(load["sent"], pipe.execute(), strict=True):
+        last = json.loads(attempts)[-1]
+        latencies.append((last["at"] + last["duration"] - sent_at) * 1000)
+    procs.stop(started_workers + [procs.children[-1]])
+    client.delete("sb:heartbeats")
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "events": len(latencies),
+        "ingest_p99_ms": load["p99_ms"],
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "max_ms": max(latencies),
+    }
+
+
+def setup(procs: Procs, latency_ms: float) -> tuple[dict[str, str], redis_lib.Redis]:
+    client = procs.redis(ROOT / "var" / "bench-redis")
+    sandbox = procs.sandbox(env(procs.redis_url), latency_ms)
+    seed_targets(sandbox, TARGETS)
+    return env(procs.redis_url, sandbox), client
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, default=20000)
+    parser.add_argument("--latency-ms", type=float, default=20)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--steady-rate", type=float, default=200)
+    parser.add_argument("--steady-seconds", type=float, default=15)
+    args = parser.parse_args(argv)
+    with Procs() as procs:
+        environ, client = setup(procs, args.latency_ms)
+        noop = noop_drain(
+            procs, environ, client, args.tasks, args.latency_ms, args.workers, args.concurrency
+        )
+        real = drain(procs, environ, client, args.tasks, args.workers, args.concurrency, 900)
+        held = steady(
+            procs,
+            environ,
+            client,
+            args.steady_rate,
+            args.steady_seconds,
+            args.workers,
+            args.concurrency,
+        )
+    ratio = real["rate"] / noop["rate"]
+    summary = {
+        "rate_ratio": round(ratio, 3),
+        "target_rate_ratio": 0.8,
+        "met": ratio >= 0.8,
+        "steady_p50_ms": round(held["p50_ms"], 1),
+        "steady_p99_ms": round(held["p99_ms"], 1),
+    }
+    print(
+        table(
+            f"End to end ({args.tasks:,} tasks, simulator latency {args.latency_ms:.0f} ms, "
+            f"{args.workers} workers x {args.concurrency} threads)",
+            ["drain", "tasks", "seconds", "tasks/s", "ms/task"],
+            [
+                ["celery no-op", noop["done"], noop["seconds"], noop["rate"], noop["ms_per_task"]],
+                ["switchboard", real["done"], real["seconds"], real["rate"], real["ms_per_task"]],
+            ],
+        )
+    )
+    print(f"ratio {ratio:.3f} (target >= 0.8); met: {summary['met']}")
+    print(
+        f"steady {args.steady_rate:.0f} events/s for {args.steady_seconds:.0f} s: "
+        f"webhook-to-vendor p50 {held['p50_ms']:.1f} ms, p99 {held['p99_ms']:.1f} ms "
+        f"({held['events']} events; ingest p99 {held['ingest_p99_ms']:.1f} ms)"
+    )
+    path = write(
+        "e2e",
+        {"args": vars(args), "summary": summary, "noop": noop, "switchboard": real, "steady": held},
+    )
+    print(f"wrote {path.relative_to(ROOT)}")
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,131 @@
+"""Benchmark 3, scale: time per task at backlogs of 1k, 10k and 100k; Redis memory per
+queued task and per dead letter.
+
+``python -m bench.scale [--sizes 1000,10000,100000] [--latency-ms 20]`` drains each
+backlog as :mod:`bench.e2e` does (held, then released to two workers) on a fresh Redis;
+memory per queued task = ``used_memory`` growth while filling / tasks; per dead letter =
+growth while putting 1,000 dead letters (each with 3 attempts) / 1,000. Target: time per
+task within 10% from the smallest to the largest backlog. Prints a table and writes
+``bench/results/scale.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import redis as redis_lib
+
+from bench.common import ROOT, Procs, table, write
+from bench.e2e import drain, fill, setup
+
+
+def memory_per_task(client: redis_lib.Redis, count: int = 10000) -> float:
+    client.flushdb()
+    before = client.info("memory")["used_memory"]
+    fill(client, count, time.time() + 86400)
+    return (client.info("memory")["used_memory"] - before) / count
+
+
+def memory_per_dead_letter(client: redis_lib.Redis, count: int = 1000) -> float:
+    from worker.deadletter import DeadLetters
+    from worker.model import UpdateTask
+    from worker.redact import Redactor
+
+    client.flushdb()
+    letters = DeadLetters(client, Redactor(()), 7 * 86400)
+    before = client.info("memory")["used_memory"]
+    for i in range(count):
+        task = UpdateTask(
+            "stripe",
+            f"evt-{i}",
+            "payment_intent.succeeded",
+            "rule",
+            0,
+            "perfex",
+            "update_customer",
+            str(1000 + i),
+            {"vat": f"paid {i}"},
+            time.time(),
+        )
+        attempts = [
+            {
+                "at": time.time(),
+                "duration": 0.02,
+                "outcome": "unavailable",
+                "status": 503,
+                "message": "perfex answered 503",
+                "excerpt": '{"status":false,"message":"Service unavailable"}',
+            }
+        ] * 3
+        letters.put(task, "exhausted", "perfex answered 503", attempts)
+    return (client.info("memory")["used_memory"] - before) / count
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--latency-ms", type=float, default=20)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    runs = []
+    with Procs() as procs:
+        environ, client = setup(procs, args.latency_ms)
+        per_task = memory_per_task(client)
+        per_dead = memory_per_dead_letter(client)
+        for size in sizes:
+            client.flushdb()
+            runs.append(
+                drain(
+                    procs,
+                    environ,
+                    client,
+                    size,
+                    args.workers,
+                    args.concurrency,
+                    timeout=max(120, size / 20),
+                )
+            )
+    base = runs[0]["ms_per_task"]
+    spread = max(abs(r["ms_per_task"] - base) / base for r in runs)
+    summary = {
+        "flat_within": round(spread, 3),
+        "target": 0.10,
+        "met": spread <= 0.10,
+        "bytes_per_queued_task": round(per_task),
+        "bytes_per_dead_letter": round(per_dead),
+    }
+    print(
+        table(
+            f"Scale (simulator latency {args.latency_ms:.0f} ms, {args.workers} workers x "
+            f"{args.concurrency} threads)",
+            ["backlog", "done", "seconds", "tasks/s", "ms/task", "vs first"],
+            [
+                [
+                    r["tasks"],
+                    r["done"],
+                    r["seconds"],
+                    r["rate"],
+                    r["ms_per_task"],
+                    f"{(r['ms_per_task'] / base - 1) * 100:+.1f}%",
+                ]
+                for r in runs
+            ],
+        )
+    )
+    print(f"time per task spread {spread * 100:.1f}% (target <= 10%); met: {summary['met']}")
+    print(
+        f"Redis memory: {per_task:,.0f} B per queued task (event + task record + queue "
+        f"entries), {per_dead:,.0f} B per dead letter"
+    )
+    path = write("scale", {"args": vars(args), "summary": summary, "runs": runs})
+    print(f"wrote {path.relative_to(ROOT)}")
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,79 @@
+"""Structured logs: one JSON object per line, so ``grep <event id>`` follows a webhook.
+
+:func:`configure_logging` is called once by each entry point (``webhooks.wsgi`` for
+gunicorn, the Celery worker's ``setup_logging`` signal in :mod:`worker.tasks`). Log
+calls pass their fields as ``extra={"sb": {...}}``; the formatter merges them into the
+line beside ``ts``, ``level``, ``logger`` and ``msg``. Values are never whole payloads
+(callers pass ids, names, counts and durations) and every string goes through the
+:class:`~worker.redact.Redactor` built from the config's secrets, as a last guard.
+
+``SWITCHBOARD_LOG_LEVEL`` (INFO) sets the level of the ``switchboard`` loggers;
+``SWITCHBOARD_LOG_FORMAT=text`` gives plain lines for a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from worker.redact import Redactor
+
+FIELDS_ATTR = "sb"
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts": ..., "level": ..., "logger": ..., "msg": ..., <fields>}`` on one line."""
+
+    def __init__(self, redactor: Redactor | None = None):
+        super().__init__()
+        self.redactor = redactor or Redactor(())
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, FIELDS_ATTR, None)
+        if isinstance(fields, dict):
+            for key, value in fields.items():
+                line.setdefault(key, value)
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        line = self.redactor.deep(line)
+        return json.dumps(line, separators=(",", ":"), default=str)
+
+
+def event(logger: logging.Logger, msg: str, **fields: Any) -> None:
+    """Log ``msg`` at INFO with structured ``fields`` (skipped cheaply when disabled)."""
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(msg, extra={FIELDS_ATTR: fields})
+
+
+def configure_logging(
+    secrets: Iterable[str] = (), level: str | None = None, stream: Any = None
+) -> logging.Handler:
+    """Send every log record to ``stream`` (stderr) as JSON; returns the handler."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    if (os.environ.get("SWITCHBOARD_LOG_FORMAT") or "json").lower() == "text":
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    else:
+        handler.setFormatter(JsonFormatter(Redactor(secrets)))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_switchboard", False)]:
+        root.removeHandler(old)
+    handler._switchboard = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.WARNING:
+        root.setLevel(logging.WARNING)
+    level = (level or os.environ.get("SWITCHBOARD_LOG_LEVEL") or "INFO").upper()
+    logging.getLogger("switchboard").setLevel(level)
+    return handler

@@ -1,0 +1,25 @@
+"""The benchmarks are run by hand (BENCHMARKS.md); here only: each module imports and
+its pure helpers work."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+
+@pytest.mark.parametrize("name", ["common", "loadgen", "bare", "ingest", "e2e", "scale"])
+def test_bench_module_imports(name):
+    module = importlib.import_module(f"bench.{name}")
+    if name in ("ingest", "e2e", "scale"):
+        assert callable(module.main) and module.__doc__
+
+
+def test_percentile_and_signed_request_shape():
+    from bench.common import percentile
+    from bench.loadgen import build_request
+
+    assert percentile([1, 2, 3, 4, 5], 50) == 3
+    request = build_request("h", "/webhooks/stripe", "evt_1", 1001)
+    assert request.startswith(b"POST /webhooks/stripe HTTP/1.1\r\n")
+    assert b"Stripe-Signature: t=" in request and b'"perfex_customer":"1001"' in request
