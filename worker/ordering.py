@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import redis as redis_lib
@@ -62,21 +63,32 @@ class TargetLock:
         self._hold(keys=[self.key], args=[self.token, max(1, int(seconds * 1000))])
 
 
+def split_by_versions(
+    fields: dict[str, Any], versions: Sequence[float | None], occurred_at: float
+) -> tuple[dict[str, Any], list[str]]:
+    """(fields still to set, names skipped because a newer event already set them).
+
+    ``versions`` holds, in the order of ``fields``, the ``occurred_at`` of the event that
+    last set each field (None: never set). Equal times are not stale (the later task wins).
+    """
+    fresh, stale = {}, []
+    for (name, value), version in zip(fields.items(), versions, strict=True):
+        if version is not None and version > occurred_at:
+            stale.append(name)
+        else:
+            fresh[name] = value
+    return fresh, stale
+
+
 def split_stale(
     client: redis_lib.Redis, vendor: str, target: str, fields: dict[str, Any], occurred_at: float
 ) -> tuple[dict[str, Any], list[str]]:
-    """(fields still to set, names skipped because a newer event already set them)."""
-    names = list(fields)
-    if not names:
+    """:func:`split_by_versions` with the versions read from Redis."""
+    if not fields:
         return {}, []
-    versions = client.hmget(keys.field_versions(vendor, target), names)
-    fresh, stale = {}, []
-    for name, version in zip(names, versions, strict=True):
-        if version is not None and float(version) > occurred_at:
-            stale.append(name)
-        else:
-            fresh[name] = fields[name]
-    return fresh, stale
+    raw = client.hmget(keys.field_versions(vendor, target), list(fields))
+    versions = [None if v is None else float(v) for v in raw]
+    return split_by_versions(fields, versions, occurred_at)
 
 
 def record_versions(

@@ -28,6 +28,7 @@ from worker.circuit import Circuit
 from worker.queue import TaskRecord
 from worker.retry import GiveUp, decide
 from worker.runtime import Runtime
+from worker.steps import Begun
 from worker.vendors import errors
 from worker.vendors.base import Connector, VendorInstance
 
@@ -52,8 +53,6 @@ def process(rt: Runtime, task_id: str, gen: int) -> str:
         return "missing"
     if record.finished or record.gen != gen:
         return "duplicate"
-    if not rt.queue.lease(record, rt.run_lease):
-        return "duplicate"  # finished or rescheduled since we loaded it
     task = record.task
     if task.mapping_error:
         return dead(rt, record, "mapping_error", task.mapping_error)
@@ -69,27 +68,41 @@ def process(rt: Runtime, task_id: str, gen: int) -> str:
         return dead(rt, record, exc.code, str(exc))
     hold = hold_seconds(rt, connector.instance)
     lock = ordering.TargetLock(rt.redis, task.vendor, task.target, hold)
-    if not _acquire(lock):
+    begun = _begin(rt, record, lock, hold)
+    if begun.status == "busy":
         return defer(rt, record, 0.1 + random.random() * 0.4)
-    fence = 0.0
+    if begun.status != "ok":
+        return begun.status  # duplicate / missing: finished or rescheduled meanwhile
+    fence, released = 0.0, False
     try:
-        rt.queue.lease(record, hold)
-        outcome, fence = _apply_locked(rt, record, connector, gen)
+        outcome, fence, released = _apply_locked(rt, record, connector, lock, begun)
         return outcome
     finally:
-        if fence > 0:
+        if released:
+            pass
+        elif fence > 0:
             lock.hold(fence)  # a timed-out request may still land: keep others off
         else:
             lock.release()
 
 
-def _acquire(lock: ordering.TargetLock) -> bool:
+def _begin(rt: Runtime, record: TaskRecord, lock: ordering.TargetLock, hold: float) -> Begun:
+    """``begin`` (lock + lease + field versions), retried while the target is busy."""
+    task = record.task
     deadline = time.monotonic() + LOCK_WAIT
     while True:
-        if lock.acquire():
-            return True
-        if time.monotonic() >= deadline:
-            return False
+        begun = rt.steps.begin(
+            task.id,
+            record.gen,
+            task.vendor,
+            task.target,
+            list(task.fields),
+            time.time() + hold,
+            lock.token,
+            hold,
+        )
+        if begun.status != "busy" or time.monotonic() >= deadline:
+            return begun
         time.sleep(0.01 + random.random() * 0.02)
 
 
@@ -105,31 +118,30 @@ def circuit_for(rt: Runtime, instance: VendorInstance) -> Circuit:
 
 
 def _apply_locked(
-    rt: Runtime, record: TaskRecord, connector: Connector, gen: int
-) -> tuple[str, float]:
-    """(outcome, seconds to keep the target lock after a timeout, else 0)."""
-    current = rt.queue.load_task(record.task.id)  # a duplicate may have finished it meanwhile
-    if current is None or current.finished or current.gen != gen:
-        return "duplicate", 0.0
-    record = current
+    rt: Runtime,
+    record: TaskRecord,
+    connector: Connector,
+    lock: ordering.TargetLock,
+    begun: Begun,
+) -> tuple[str, float, bool]:
+    """(outcome, seconds to keep the lock after a timeout, whether the lock was released)."""
     task = record.task
-    fresh, stale = ordering.split_stale(
-        rt.redis, task.vendor, task.target, task.fields, task.occurred_at
-    )
+    fresh, stale = ordering.split_by_versions(task.fields, begun.versions, task.occurred_at)
     if not fresh:
-        rt.queue.finish(record, "stale", record.attempts, stale)
-        return "stale", 0.0
+        _complete(rt, record, lock, "stale", record.attempts, stale, [])
+        return "stale", 0.0, True
     instance = connector.instance
-    circuit = circuit_for(rt, instance)
-    decision = circuit.allow()
-    if not decision.allowed:
-        return defer(rt, record, decision.wait + random.random() * 0.5), 0.0
+    # A vendor with no circuit state is closed: no need to ask (one round trip saved).
+    circuit = circuit_for(rt, instance) if begun.circuit_state else None
+    decision = circuit.allow() if circuit else None
+    if decision is not None and not decision.allowed:
+        return defer(rt, record, decision.wait + random.random() * 0.5), 0.0, False
     if instance.rate_limit:
         wait = rt.limiter.acquire(task.vendor, *instance.rate_limit)
         if wait > RATE_WAIT_INLINE:
-            if decision.verdict == "probe":
+            if circuit and decision and decision.verdict == "probe":
                 circuit.release()
-            return defer(rt, record, wait), 0.0
+            return defer(rt, record, wait), 0.0, False
         while wait > 0:
             time.sleep(wait)
             wait = rt.limiter.acquire(task.vendor, *instance.rate_limit)
@@ -138,18 +150,42 @@ def _apply_locked(
         connector.apply(task.op, task.target, fresh)
     except errors.VendorError as exc:
         if isinstance(exc, (errors.Timeout, errors.Unavailable)):
-            circuit.failure()
-        elif not isinstance(exc, errors.RateLimited):
+            (circuit or circuit_for(rt, instance)).failure()
+        elif circuit and not isinstance(exc, errors.RateLimited):
             circuit.success()  # the vendor answered: it is up, whatever it thought of us
         fence = instance.timeout if isinstance(exc, errors.Timeout) else 0.0
-        return _failed(rt, record, exc, started), fence
-    circuit.success()
+        return _failed(rt, record, exc, started), fence, False
+    if circuit:
+        circuit.success()
     attempts = record.attempts + [_attempt(started, "applied", None, None, None)]
-    ordering.record_versions(rt.redis, task.vendor, task.target, list(fresh), task.occurred_at)
-    rt.queue.finish(record, "applied", attempts, stale)
+    _complete(rt, record, lock, "applied", attempts, stale, list(fresh))
     if record.attempts:  # it may be a replayed dead letter: it leaves the store now
         rt.dead_letters.resolve(task.id)
-    return "applied", 0.0
+    return "applied", 0.0, True
+
+
+def _complete(
+    rt: Runtime,
+    record: TaskRecord,
+    lock: ordering.TargetLock,
+    state: str,
+    attempts: list[dict[str, Any]],
+    stale: list[str],
+    applied: list[str],
+) -> None:
+    task = record.task
+    rt.steps.complete(
+        task.id,
+        record.gen,
+        task.vendor,
+        task.target,
+        state,
+        attempts,
+        stale,
+        lock.token,
+        task.occurred_at,
+        applied,
+    )
 
 
 def _failed(rt: Runtime, record: TaskRecord, exc: errors.VendorError, started: float) -> str:

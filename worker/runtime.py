@@ -20,6 +20,7 @@ from worker.deadletter import DeadLetters
 from worker.queue import Queue
 from worker.ratelimit import RateLimiter
 from worker.redact import Redactor
+from worker.steps import Steps
 from worker.vendors import connector_for
 from worker.vendors.base import Connector
 
@@ -36,6 +37,7 @@ class Runtime:
     queue: Queue
     dead_letters: DeadLetters
     limiter: RateLimiter
+    steps: Steps
     redactor: Redactor
     #: how long a running task's lease lasts (its vendor timeout is far below it)
     run_lease: float = 120.0
@@ -119,6 +121,7 @@ def build_runtime(settings: Settings, config: Config | None = None) -> Runtime:
         queue=Queue(client, settings.event_ttl_seconds),
         dead_letters=DeadLetters(client, redactor, settings.event_ttl_seconds),
         limiter=RateLimiter(client),
+        steps=Steps(client),
         redactor=redactor,
         run_lease=lease_seconds("SWITCHBOARD_RUN_LEASE", 120),
         queue_lease=lease_seconds("SWITCHBOARD_QUEUE_LEASE", 3600),

@@ -1,0 +1,140 @@
+"""The two atomic Redis steps around a vendor call, one round trip each.
+
+``begin``: under one script, check the delivery is still current (gen, not finished),
+take the per-target lock, push the task's lease ahead, read the versions of the fields it
+would set, and say whether the vendor's circuit has any state. ``complete``: finish the
+task (gen-guarded), raise the versions of the fields it set, and release the lock.
+
+Doing these as one script each (rather than ~10 separate commands) is what keeps a
+task's Redis cost small: a round trip from redis-py costs ~0.25 ms of CPU here. The
+checks are also stronger this way: the gen check and the lock are taken atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis as redis_lib
+
+from worker import keys
+
+_BEGIN = """
+-- KEYS: task, due, lock, field versions, circuit
+-- ARGV: gen, task id, lease until, lock token, lock ttl ms, field names...
+local cur = redis.call('HMGET', KEYS[1], 'gen', 'state')
+if not cur[1] then return {'missing'} end
+if cur[1] ~= ARGV[1] or cur[2] == 'applied' or cur[2] == 'stale' or cur[2] == 'dead' then
+  return {'duplicate'}
+end
+if not redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[5]) then return {'busy'} end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+local out = {'ok', tostring(redis.call('EXISTS', KEYS[5]))}
+for i = 6, #ARGV do
+  out[#out + 1] = redis.call('HGET', KEYS[4], ARGV[i]) or ''
+end
+return out
+"""
+
+_COMPLETE = """
+-- KEYS: task, due, waiting, field versions, lock
+-- ARGV: gen, task id, state, attempts, stale fields, lock token, occurred_at, names...
+local done = 0
+local cur = redis.call('HMGET', KEYS[1], 'gen', 'state')
+if cur[1] == ARGV[1] and cur[2] ~= 'applied' and cur[2] ~= 'stale' and cur[2] ~= 'dead' then
+  redis.call('HSET', KEYS[1], 'state', ARGV[3], 'attempts', ARGV[4], 'stale_fields', ARGV[5])
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[2])
+  local at = tonumber(ARGV[7])
+  for i = 8, #ARGV do
+    local v = redis.call('HGET', KEYS[4], ARGV[i])
+    if (not v) or tonumber(v) < at then redis.call('HSET', KEYS[4], ARGV[i], ARGV[7]) end
+  end
+  done = 1
+end
+if redis.call('GET', KEYS[5]) == ARGV[6] then redis.call('DEL', KEYS[5]) end
+return done
+"""
+
+
+@dataclass(frozen=True)
+class Begun:
+    """What ``begin`` found: ``status`` ok / busy / duplicate / missing."""
+
+    status: str
+    circuit_state: bool = False  # the vendor's circuit hash exists (then ask the circuit)
+    versions: tuple[float | None, ...] = ()
+
+
+class Steps:
+    def __init__(self, client: redis_lib.Redis):
+        self._begin = client.register_script(_BEGIN)
+        self._complete = client.register_script(_COMPLETE)
+
+    def begin(
+        self,
+        task_id: str,
+        gen: int,
+        vendor: str,
+        target: str,
+        names: list[str],
+        lease_until: float,
+        token: str,
+        hold: float,
+    ) -> Begun:
+        reply = self._begin(
+            keys=[
+                keys.task(task_id),
+                keys.DUE,
+                keys.target_lock(vendor, target),
+                keys.field_versions(vendor, target),
+                keys.circuit(vendor),
+            ],
+            args=[gen, task_id, repr(lease_until), token, int(hold * 1000), *names],
+        )
+        status = _text(reply[0])
+        if status != "ok":
+            return Begun(status)
+        versions = tuple(float(v) if v not in (b"", "") else None for v in reply[2:])
+        return Begun("ok", _text(reply[1]) == "1", versions)
+
+    def complete(
+        self,
+        task_id: str,
+        gen: int,
+        vendor: str,
+        target: str,
+        state: str,
+        attempts: list[dict[str, Any]],
+        stale: list[str],
+        token: str,
+        occurred_at: float,
+        names: list[str],
+    ) -> bool:
+        """Finish the task and release the lock; False if the task had moved on."""
+        return bool(
+            self._complete(
+                keys=[
+                    keys.task(task_id),
+                    keys.DUE,
+                    keys.WAITING,
+                    keys.field_versions(vendor, target),
+                    keys.target_lock(vendor, target),
+                ],
+                args=[
+                    gen,
+                    task_id,
+                    state,
+                    json.dumps(attempts),
+                    json.dumps(stale),
+                    token,
+                    repr(occurred_at),
+                    *names,
+                ],
+            )
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
