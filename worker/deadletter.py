@@ -13,11 +13,12 @@ be written to the audit log (``sb:audit``, newest first, capped at ``AUDIT_KEEP`
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis as redis_lib
 
@@ -94,8 +95,9 @@ class DeadLetters:
         return {**entry, "replays": (previous or {}).get("replays", 0), "replaying": False}
 
     def get(self, entry_id: str) -> dict[str, Any] | None:
-        raw, replays, replaying = self.redis.hmget(
-            keys.dead(entry_id), ["entry", "replays", "replaying"]
+        raw, replays, replaying = cast(
+            "list[bytes | None]",
+            self.redis.hmget(keys.dead(entry_id), ["entry", "replays", "replaying"]),
         )
         return _entry(raw, replays, replaying) if raw else None
 
@@ -117,10 +119,13 @@ class DeadLetters:
         low: float | str = "-inf" if since is None else since
         seen_at_top: set[str] = set()  # ids already yielded at score ``high``
         while True:
-            rows = self.redis.zrevrangebyscore(
-                keys.DEAD_INDEX, high, low, start=0, num=200 + len(seen_at_top), withscores=True
+            found = cast(
+                "list[tuple[bytes, float]]",
+                self.redis.zrevrangebyscore(
+                    keys.DEAD_INDEX, high, low, start=0, num=200 + len(seen_at_top), withscores=True
+                ),
             )
-            rows = [(m.decode(), sc) for m, sc in rows if m.decode() not in seen_at_top]
+            rows = [(m.decode(), sc) for m, sc in found if m.decode() not in seen_at_top]
             if not rows:
                 return
             pipe = self.redis.pipeline()
@@ -266,9 +271,9 @@ class DeadLetters:
 
     def audit_log(
         self, limit: int = 100, action: str | None = None, entry_id: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:
         """Audit records newest first, optionally only one ``action`` or one entry's."""
-        out: list[dict[str, Any]] = []
+        out: builtins.list[dict[str, Any]] = []
         start = 0
         while len(out) < limit:
             raw = self.redis.lrange(keys.AUDIT, start, start + 499)
