@@ -82,11 +82,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture
 def redis(redis_server: RedisServer) -> redis_lib.Redis:
-    """A client on the private Redis, emptied for each test."""
+    """A client on the private Redis, with Switchboard's keys emptied for each test."""
     if redis_server.process is None:  # a test stopped it; bring it back
         redis_server.start()
     client = redis_lib.Redis.from_url(redis_server.url)
-    client.flushdb()
+    # only our keys: Celery's queue bindings (_kombu.*) must survive, or its publishes
+    # would be routed to kombu's undeliverable queue
+    keys = list(client.scan_iter("sb:*", count=1000))
+    if keys:
+        client.delete(*keys)
     return client
 
 

@@ -1,7 +1,7 @@
 """The Celery app: every broker and worker setting in one block, each with its reason.
 
-The broker URL is resolved lazily (on first configuration access), so importing this
-module connects to nothing and starts nothing.
+Only worker processes import this module (``worker/__init__`` loads it lazily for
+``celery -A worker``); importing it resolves the broker URL (see :func:`broker_url`).
 """
 
 from __future__ import annotations
@@ -45,13 +45,19 @@ app.conf.update(
 )
 
 
-@app.on_configure.connect
-def _resolve_broker(sender: Celery, **_: Any) -> None:
+def broker_url() -> str:
+    """Always our Redis: REDIS_URL, else the embedded one (started if not running).
+
+    Never left unset: Celery's default broker is AMQP on localhost, and a machine that
+    happens to run RabbitMQ would silently carry (and share) our tasks there.
+    """
     from config.embedded_redis import resolve_redis_url
     from config.settings import Settings
 
-    if not sender.conf.broker_url:
-        sender.conf.broker_url = resolve_redis_url(Settings.from_env())
+    return resolve_redis_url(Settings.from_env())
+
+
+app.conf.broker_url = broker_url()
 
 
 class RelayStep(bootsteps.StartStopStep):
