@@ -346,6 +346,12 @@ def dlq_replay(
         _replay_bulk(ops, filters, as_json)
 
 
+_REPLAY_WORDS = {
+    "queued": "queued",
+    "already_replaying": "already being replayed (not queued again)",
+}
+
+
 def _replay_ids(ops: Any, entry_ids: tuple[str, ...], as_json: bool) -> None:
     from webhooks.ops.service import OpsError
 
@@ -361,7 +367,7 @@ def _replay_ids(ops: Any, entry_ids: tuple[str, ...], as_json: bool) -> None:
             result = {**result, "id": entry_id}
         results.append(result)
     human = "\n".join(
-        f"{r['id']}: {r['status'].replace('_', ' ')}" for r in results if r["status"] != "error"
+        f"{r['id']}: {_REPLAY_WORDS[r['status']]}" for r in results if r["status"] != "error"
     )
     if as_json:
         _emit(results, True, "")
