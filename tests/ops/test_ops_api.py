@@ -386,3 +386,12 @@ def test_stats_counts_per_vendor_and_code(client, redis):
         "vendor": {"perfex": 2, "porta": 1},
         "code": {"not_found": 2, "exhausted": 1},
     }
+
+
+def test_page_and_api_routes_never_share_a_url(app):
+    seen: dict[tuple[str, str], str] = {}
+    for rule in app.url_map.iter_rules():
+        for method in (rule.methods or set()) - {"OPTIONS", "HEAD"}:
+            key = (rule.rule, method)
+            assert key not in seen, f"{key} served by {seen[key]} and {rule.endpoint}"
+            seen[key] = rule.endpoint

@@ -215,7 +215,7 @@ def _filters_from(form: Any) -> tuple[dict[str, Any], dict[str, str], list[str]]
         return {}, raw, [str(exc.messages)]
 
 
-@bp.get("/jobs/<job_id>")
+@bp.get("/job/<job_id>")
 def job(job_id: str) -> str | tuple[str, int]:
     try:
         data = ops().job(job_id)
@@ -253,6 +253,6 @@ def event_replay() -> BaseResponse:
     return redirect(url_for("ops_page.event", source=source, id=event_id))
 
 
-@bp.get("/audit")
+@bp.get("/audit-log")
 def audit() -> str:
     return render_template("ops_audit.html", items=ops().audit(limit=200))
