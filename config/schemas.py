@@ -37,11 +37,12 @@ def parse_rate(text: str) -> tuple[int, float]:
     return int(float(count)), float(per or 1) * UNIT_SECONDS[unit]
 
 
-class RateField(fields.String):
+class RateField(fields.Field):
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> tuple[int, float]:
-        text = super()._deserialize(value, attr, data, **kwargs)
+        if not isinstance(value, str):
+            raise ValidationError("must be a string like '20/s'")
         try:
-            return parse_rate(text)
+            return parse_rate(value)
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
 
@@ -78,7 +79,9 @@ class ActionSchema(Schema):
     vendor = fields.String(required=True)
     op = fields.String(required=True)
     target = fields.Raw(required=True)
-    fields = fields.Dict(keys=fields.String(), required=True, validate=validate.Length(min=1))
+    fields = fields.Dict(  # type: ignore[assignment]  # the YAML key is 'fields'
+        keys=fields.String(), required=True, validate=validate.Length(min=1)
+    )
 
 
 class RuleSchema(Schema):

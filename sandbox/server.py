@@ -33,7 +33,7 @@ def build(kinds: list[str] | None = None) -> tuple[Any, dict[str, Simulator]]:
     def listing() -> Any:
         return jsonify({"simulators": sorted(sims)})
 
-    mounts = {f"/{kind}": sim.create_app() for kind, sim in sims.items()}
+    mounts: dict[str, Any] = {f"/{kind}": sim.create_app() for kind, sim in sims.items()}
     return DispatcherMiddleware(index, mounts), sims
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -102,32 +101,18 @@ def worker_env(redis_url: str, sandbox_url: str, **extra: str) -> dict[str, str]
 
 
 def start_worker(
-    env: dict[str, str], name: str = "w1", concurrency: int = 4
+    env: dict[str, str], name: str = "w1", concurrency: int = 4, log: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    """A real Celery worker process consuming from the test Redis."""
+    """A real Celery worker process consuming from the test Redis (the CLI's command).
+
+    Its output goes to ``log`` (or nowhere): never to an unread pipe, which would block
+    the worker once full.
+    """
+    from webhooks.supervisor import worker_command
+
+    output = log.open("ab") if log else subprocess.DEVNULL
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker",
-            "worker",
-            "--pool",
-            "threads",
-            "-c",
-            str(concurrency),
-            "-n",
-            f"{name}@%h",
-            "--without-mingle",
-            "--without-gossip",
-            "-l",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        worker_command(concurrency, name), cwd=ROOT, env=env, stdout=output, stderr=output
     )
 
 

@@ -114,8 +114,11 @@ def rules() -> None:
 @rules.command("test")
 @click.argument("source")
 @click.argument("event_file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--header", "-H", "headers", multiple=True, help="NAME:VALUE a header the source reads"
+)
 @click.option("--json", "as_json", is_flag=True)
-def rules_test(source: str, event_file: str, as_json: bool) -> None:
+def rules_test(source: str, event_file: str, headers: tuple[str, ...], as_json: bool) -> None:
     """Dry run: which rules match EVENT_FILE from SOURCE and the tasks they render."""
     from webhooks.errors import ApiError
     from webhooks.rules import RuleSet
@@ -129,7 +132,9 @@ def rules_test(source: str, event_file: str, as_json: bool) -> None:
     verifier = SOURCE_KINDS[spec.kind](source, spec.settings)
     body = Path(event_file).read_bytes()
     try:
-        events = verifier.parse(InboundRequest("POST", "", {}, body, time.time()))
+        events = verifier.parse(
+            InboundRequest("POST", "", _dry_run_headers(headers), body, time.time())
+        )
     except ApiError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from None
     ruleset = RuleSet(config)
@@ -145,6 +150,17 @@ def rules_test(source: str, event_file: str, as_json: bool) -> None:
                 }
             )
     _emit(out, as_json, _describe_matches(out))
+
+
+def _dry_run_headers(given: tuple[str, ...]) -> dict[str, str]:
+    """Headers for a dry run: placeholders for ids carried in headers, then ``--header``."""
+    headers = {"webhook-id": "dry-run", "webhook-timestamp": str(int(time.time()))}
+    for item in given:
+        name, sep, value = item.partition(":")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not NAME:VALUE", param_hint="--header")
+        headers[name.strip().lower()] = value.strip()
+    return headers
 
 
 def _describe_matches(matches: list[dict[str, Any]]) -> str:

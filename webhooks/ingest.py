@@ -9,7 +9,8 @@ event stored), 400/401/404/413 with a JSON error, 503 when Redis cannot take the
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -29,7 +30,7 @@ def receive(source: str) -> tuple[Response, int]:
     inbound = InboundRequest(
         method=request.method,
         url=request.url,
-        headers=request.headers,  # werkzeug Headers: case-insensitive .get()
+        headers=cast(Mapping[str, str], request.headers),  # werkzeug Headers: case-insensitive
         body=request.get_data(cache=False),  # MAX_CONTENT_LENGTH -> 413 while reading
         received_at=time.time(),
     )

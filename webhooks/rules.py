@@ -90,7 +90,7 @@ class RuleSet:
 def _render_action(
     rule: str, index: int, action: CompiledAction, event: Event, scope: dict[str, Any]
 ) -> UpdateTask:
-    common = dict(
+    common: dict[str, Any] = dict(
         source=event.source,
         event_id=event.id,
         event_type=event.type,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 import redis as redis_lib
 
@@ -74,17 +75,17 @@ class Relay(threading.Thread):
             client.delete(keys.WAKE)
 
 
-def relay_due(client: redis_lib.Redis, claim: object, task: object, queue_lease: float) -> int:
+def relay_due(client: redis_lib.Redis, claim: Any, task: Any, queue_lease: float) -> int:
     """Publish up to BATCH due tasks; returns how many were claimed."""
     now = time.time()
-    ids = claim(keys=[keys.DUE], args=[now, now + queue_lease, BATCH])  # type: ignore[operator]
+    ids = claim(keys=[keys.DUE], args=[now, now + queue_lease, BATCH])
     if not ids:
         return 0
     pipe = client.pipeline()
     for task_id in ids:
         pipe.hmget(keys.task(task_id.decode()), "gen", "state")
     published = 0
-    with task.app.producer_or_acquire() as producer:  # type: ignore[attr-defined]
+    with task.app.producer_or_acquire() as producer:
         for task_id, (gen, state) in zip(ids, pipe.execute(), strict=True):
             tid = task_id.decode()
             if gen is None or state in (b"applied", b"stale", b"dead"):
@@ -92,7 +93,7 @@ def relay_due(client: redis_lib.Redis, claim: object, task: object, queue_lease:
                 continue
             task.apply_async(
                 args=(tid, int(gen)),
-                producer=producer,  # type: ignore[attr-defined]
+                producer=producer,
                 task_id=f"{tid}.{int(gen)}",
             )
             published += 1

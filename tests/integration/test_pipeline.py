@@ -139,3 +139,30 @@ def test_invalid_rendered_field_is_dead_lettered_without_a_call(app, worker, san
 def _only_task(redis, event_id: str) -> str:
     _, [task_id] = Queue(redis).load_event("stripe", event_id)  # type: ignore[misc]
     return task_id
+
+
+def test_celery_messages_travel_through_our_redis(client, worker, sandbox, redis):
+    """The broker is the Redis we configured, never Celery's default AMQP on localhost."""
+    body = with_changes("stripe/payment_intent.succeeded.json", id="evt_e2e_broker")
+    assert post_stripe(client, body).status_code == 202
+    wait_for(lambda: task_states(redis, "stripe", "evt_e2e_broker") == ["applied"])
+    assert redis.exists("_kombu.binding.switchboard")
+
+
+def test_importing_the_celery_app_picks_redis_as_broker(redis_server):
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    code = "from worker import app; print(app.connection_for_write().as_uri())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"REDIS_URL": redis_server.url, "PATH": "/usr/bin:/bin"},
+        check=True,
+    )
+    assert out.stdout.strip().endswith(redis_server.url.split("@")[-1].removeprefix("redis://"))
+    assert out.stdout.startswith("redis://")

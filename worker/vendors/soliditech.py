@@ -61,23 +61,22 @@ class PrimaryContact(Schema):
     email = wire("email", fields.Email())
 
 
-class PhysicalAddress(Schema):
+class Address(Schema):
+    """What physical and postal addresses share."""
+
     address_line1 = text("addressLine1")
     address_line2 = text("addressLine2")
     suburb = text("suburb")
     city = text("city")
     province = text("province")
     country = text("country")
+
+
+class PhysicalAddress(Address):
     street_code = text("streetCode")
 
 
-class PostalAddress(Schema):
-    address_line1 = text("addressLine1")
-    address_line2 = text("addressLine2")
-    suburb = text("suburb")
-    city = text("city")
-    province = text("province")
-    country = text("country")
+class PostalAddress(Address):
     postal_code = text("postalCode")
 
 

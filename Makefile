@@ -1,0 +1,33 @@
+# The README's commands. Each creates the virtualenv (.venv) on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: up test lint format check clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+up: $(BIN)/.installed          ## run the whole service with the demo config
+	$(BIN)/switchboard up
+
+test: $(BIN)/.installed        ## the whole test suite (real Redis, Celery workers, simulators)
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.installed        ## ruff + mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy webhooks worker config sandbox
+
+format: $(BIN)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+check: lint test
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

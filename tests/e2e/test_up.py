@@ -1,0 +1,76 @@
+"""`switchboard up` as a person runs it: real processes, the demo config, Ctrl-C to stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from config.embedded_redis import free_port
+from tests.helpers import ROOT, fixture_body
+
+
+def stripe_signed(body: bytes, secret: str) -> dict[str, str]:
+    import stripe
+
+    header = stripe.WebhookSignature.generate_signature_header(
+        body.decode(), secret, timestamp=int(time.time())
+    )
+    return {"Stripe-Signature": header, "Content-Type": "application/json"}
+
+
+def test_up_serves_the_demo_and_a_signed_webhook_changes_the_sandbox(tmp_path):
+    port, sandbox_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SWITCHBOARD_CONFIG")}
+    env.update(
+        {
+            "PORT": str(port),
+            "SWITCHBOARD_VAR_DIR": str(tmp_path / "var"),
+            "SANDBOX_URL": f"http://127.0.0.1:{sandbox_port}",
+            "SWITCHBOARD_SANDBOX_PORT": str(sandbox_port),
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    started = time.monotonic()
+    up = subprocess.Popen(
+        [sys.executable, "-m", "webhooks.cli", "up"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        banner = ""
+        while "Ctrl-C stops everything." not in banner:
+            line = up.stdout.readline()  # type: ignore[union-attr]
+            assert line, f"up exited early: {banner}"
+            banner += line
+        ready_after = time.monotonic() - started
+        assert "Switchboard is ready" in banner, banner
+        print(f"\nswitchboard up was ready after {ready_after:.1f} s")
+        sandbox = f"http://127.0.0.1:{sandbox_port}/portabilling/_sim/records/customer:1001"
+        assert httpx.get(sandbox).json()["bill_status"] == "S"
+        body = fixture_body("stripe/payment_intent.succeeded.json")
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/webhooks/stripe",
+            content=body,
+            headers=stripe_signed(body, "whsec_demo_stripe_secret"),
+        )
+        assert response.status_code == 202, response.text
+        assert json.loads(response.text)["tasks"] == 2
+        deadline = time.monotonic() + 20
+        while httpx.get(sandbox).json()["bill_status"] != "O":
+            assert time.monotonic() < deadline, "the sandbox record never changed"
+            time.sleep(0.1)
+        assert httpx.get(sandbox).json()["credit_limit"] == 49.0
+    finally:
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=60) == 0
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == "", "child processes outlived `up`"

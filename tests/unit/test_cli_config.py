@@ -1,0 +1,70 @@
+"""CLI: `config check` exit codes and messages, `rules test` dry runs (nothing queued)."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from tests.helpers import FIXTURES, ROOT
+from webhooks.cli import main
+
+DEMO = str(ROOT / "config" / "switchboard.yaml")
+
+
+def run(*args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(main, list(args), env={"SWITCHBOARD_CONFIG": DEMO, **(env or {})})
+
+
+def test_config_check_accepts_the_demo_config():
+    result = run("config", "check")
+    assert result.exit_code == 0, result.output
+    assert "OK (4 sources, 4 vendors" in result.output
+
+
+def test_config_check_lists_every_problem_and_exits_1(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        (ROOT / "config" / "switchboard.yaml")
+        .read_text()
+        .replace("bill_status: O", "bill_status: Z", 1)
+        .replace("op: update_client", "op: delete_client")
+    )
+    result = run("config", "check", str(bad))
+    assert result.exit_code == 1
+    assert f"{bad}: rules[0].actions[0].fields.bill_status:" in result.output
+    assert f"{bad}: rules[1].actions[0].op: halopsa has no op 'delete_client'" in result.output
+    assert "2 problem(s) found" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_rules_test_prints_the_rendered_tasks_as_json():
+    result = run(
+        "rules", "test", "stripe", str(FIXTURES / "stripe/payment_intent.succeeded.json"), "--json"
+    )
+    assert result.exit_code == 0, result.output
+    matches = json.loads(result.output)
+    assert [m["rule"] for m in matches] == [
+        "payment-reopens-billing",
+        "payment-activates-psa-client",
+    ]
+    porta = matches[0]["tasks"][0]
+    assert (porta["vendor"], porta["target"], porta["fields"]) == (
+        "porta",
+        "1001",
+        {"bill_status": "O", "credit_limit": 49.0},
+    )
+
+
+def test_rules_test_reads_ids_from_headers_for_standard_webhooks():
+    body = FIXTURES / "standard-webhooks/customer.address_changed.json"
+    result = run("rules", "test", "crm", str(body), "-H", "webhook-id:msg_1", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)[0]["event_id"] == "msg_1"
+
+
+def test_rules_test_on_an_unknown_source_exits_1():
+    body = FIXTURES / "stripe/invoice.paid.json"
+    result = run("rules", "test", "nobody", str(body))
+    assert result.exit_code == 1
+    assert "no source named 'nobody'" in result.output

@@ -1,0 +1,179 @@
+"""Config validation: every error names the file, the YAML path and the problem."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from config.errors import ConfigError
+from config.loader import load_config
+from config.schemas import parse_rate
+
+BASE = """
+sources:
+  stripe: {kind: stripe, secret: whsec_x}
+vendors:
+  perfex: {kind: perfexcrm, base_url: "http://127.0.0.1:8100/perfexcrm", auth: {token: t0ken}}
+  porta:
+    kind: portabilling
+    base_url: "http://127.0.0.1:8100/portabilling"
+    auth: {login: l, token: tok3n}
+rules:
+  - name: r
+    source: stripe
+    events: [invoice.paid]
+    actions:
+      - vendor: porta
+        op: update_customer
+        target: "{{ payload.id }}"
+        fields: {bill_status: O}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "switchboard.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env or {})
+    for problem in caught.value.problems:
+        assert problem.file == str(path)
+    return [f"{p.path}: {p.message}" for p in caught.value.problems]
+
+
+def one(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> str:
+    found = problems(tmp_path, text, env)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_the_base_config_loads(tmp_path):
+    config = load_config(write(tmp_path, BASE), {})
+    assert list(config.vendors) == ["perfex", "porta"]
+    assert {"t0ken", "tok3n", "whsec_x"} <= config.secrets
+
+
+def test_the_shipped_demo_config_is_valid():
+    config = load_config(Path(__file__).resolve().parents[2] / "config" / "switchboard.yaml", {})
+    assert len(config.rules) >= 4
+    assert {v.kind for v in config.vendors.values()} == {
+        "portabilling",
+        "perfexcrm",
+        "soliditech",
+        "halopsa",
+    }
+
+
+def test_unknown_source_in_a_rule(tmp_path):
+    assert one(tmp_path, BASE.replace("source: stripe", "source: strype")) == (
+        "rules[0].source: unknown source 'strype'"
+    )
+
+
+def test_unknown_vendor(tmp_path):
+    assert one(tmp_path, BASE.replace("- vendor: porta", "- vendor: portal")) == (
+        "rules[0].actions[0].vendor: unknown vendor 'portal'"
+    )
+
+
+def test_unknown_vendor_kind(tmp_path):
+    found = one(tmp_path, BASE.replace("kind: perfexcrm", "kind: perfex"))
+    assert found.startswith("vendors.perfex.kind: unknown vendor kind 'perfex'")
+
+
+def test_unknown_op(tmp_path):
+    found = one(tmp_path, BASE.replace("op: update_customer", "op: delete_customer"))
+    assert found.startswith("rules[0].actions[0].op: portabilling has no op 'delete_customer'")
+
+
+def test_unknown_field_for_the_op(tmp_path):
+    found = one(tmp_path, BASE.replace("{bill_status: O}", "{bill_state: O}"))
+    assert found.startswith(
+        "rules[0].actions[0].fields.bill_state: unknown field 'bill_state' "
+        "for portabilling.update_customer"
+    )
+
+
+def test_constant_field_value_outside_the_allowed_values(tmp_path):
+    found = one(tmp_path, BASE.replace("{bill_status: O}", "{bill_status: X}"))
+    assert found.startswith("rules[0].actions[0].fields.bill_status:")
+    assert "'X'" in found
+
+
+def test_template_syntax_error(tmp_path):
+    found = one(tmp_path, BASE.replace('"{{ payload.id }}"', '"{{ payload.id "'))
+    assert found.startswith("rules[0].actions[0].target: template syntax error")
+
+
+def test_if_expression_syntax_error(tmp_path):
+    text = BASE.replace("    events: [invoice.paid]", "    events: [invoice.paid]\n    if: 'a is'")
+    assert one(tmp_path, text).startswith("rules[0].if: expression syntax error")
+
+
+def test_missing_environment_variable(tmp_path):
+    text = BASE.replace("secret: whsec_x", 'secret: "${STRIPE_SECRET}"')
+    assert one(tmp_path, text) == (
+        "sources.stripe.secret: environment variable STRIPE_SECRET is not set"
+    )
+
+
+def test_environment_variable_and_default(tmp_path):
+    text = BASE.replace("secret: whsec_x", 'secret: "${STRIPE_SECRET:-whsec_default}"')
+    path = write(tmp_path, text)
+    assert load_config(path, {}).sources["stripe"].settings["secret"] == ["whsec_default"]
+    given = load_config(path, {"STRIPE_SECRET": "whsec_env"})
+    assert given.sources["stripe"].settings["secret"] == ["whsec_env"]
+
+
+def test_bad_rate_limit_string(tmp_path):
+    text = BASE.replace(
+        "auth: {login: l, token: tok3n}", "auth: {login: l, token: tok3n}\n    rate_limit: fast"
+    )
+    assert one(tmp_path, text).startswith("vendors.porta.rate_limit: 'fast' is not a rate")
+
+
+def test_missing_auth_field(tmp_path):
+    found = one(tmp_path, BASE.replace("auth: {token: t0ken}", "auth: {}"))
+    assert found == "vendors.perfex.auth.token: Missing data for required field."
+
+
+def test_unknown_source_kind(tmp_path):
+    found = one(tmp_path, BASE.replace("kind: stripe", "kind: paypal"))
+    assert found.startswith("sources.stripe.kind: unknown source kind 'paypal'")
+
+
+def test_duplicate_rule_names(tmp_path):
+    rule = BASE[BASE.index("  - name: r") :]
+    assert one(tmp_path, BASE + rule) == "rules[1].name: duplicate rule name 'r'"
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    found = one(tmp_path, "sources: {stripe: [\n")
+    assert "line" in found and "not valid YAML" in found
+
+
+def test_several_problems_are_all_reported(tmp_path):
+    text = BASE.replace("source: stripe", "source: nope").replace(
+        "{bill_status: O}", "{bill_state: O}"
+    )
+    assert len(problems(tmp_path, text)) == 2
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "absent.yaml", {})
+    assert "cannot read" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [("20/s", (20, 1.0)), ("600/min", (600, 60.0)), ("100/10s", (100, 10.0)), ("5/h", (5, 3600.0))],
+)
+def test_parse_rate(text, expected):
+    assert parse_rate(text) == expected
