@@ -26,7 +26,7 @@ from config.schemas import RuleSchema, SourceFrame, TopSchema, VendorSchema
 from webhooks.sources import SOURCE_KINDS
 from webhooks.templating import ENV, is_template
 from worker.vendors import CONNECTORS
-from worker.vendors.base import RetryPolicy, VendorInstance
+from worker.vendors.base import CircuitPolicy, RetryPolicy, VendorInstance
 
 # ${NAME} or ${NAME:-default} (the default is used when NAME is unset or empty)
 VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -185,6 +185,7 @@ class _Loader:
                 options=options,
                 rate_limit=data["rate_limit"],
                 retry=RetryPolicy(**data["retry"]),
+                circuit=CircuitPolicy(**data["circuit"]),
                 timeout=data["timeout"],
                 max_in_flight=data["max_in_flight"],
             )

@@ -53,6 +53,13 @@ class RetrySchema(Schema):
     max_delay = fields.Float(load_default=600.0, validate=validate.Range(min=0))
 
 
+class CircuitSchema(Schema):
+    """Circuit breaker: open after ``failures`` transient failures in a row, for ``cooldown`` s."""
+
+    failures = fields.Integer(load_default=5, validate=validate.Range(min=1, max=1000))
+    cooldown = fields.Float(load_default=30.0, validate=validate.Range(min=0.1, max=3600))
+
+
 class VendorSchema(Schema):
     """Common frame; ``auth`` and ``options`` are checked by the kind's own schemas."""
 
@@ -62,6 +69,7 @@ class VendorSchema(Schema):
     options = fields.Dict(load_default=dict)
     rate_limit = RateField(load_default=None)
     retry = fields.Nested(RetrySchema, load_default=lambda: RetrySchema().load({}))
+    circuit = fields.Nested(CircuitSchema, load_default=lambda: CircuitSchema().load({}))
     timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300))
     max_in_flight = fields.Integer(load_default=5, validate=validate.Range(min=1, max=100))
 

@@ -1,13 +1,14 @@
 """``/healthz`` (the process answers) and ``/readyz`` (Redis reachable, a worker beating).
 
 Readiness detail: seconds since the last worker heartbeat, the age of the oldest waiting
-task, queue depth. Not ready when Redis is down or no worker has beaten within a minute,
-so a stuck queue is seen before users notice.
+task, queue depth, each vendor's circuit breaker. Not ready when Redis is down or no
+worker has beaten within a minute, so a stuck queue is seen before users notice.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import redis as redis_lib
@@ -15,6 +16,7 @@ from flask import Blueprint, Response, jsonify
 
 from webhooks.state import get_state
 from worker import keys
+from worker.circuit import circuit_states
 
 bp = Blueprint("health", __name__)
 
@@ -26,7 +28,9 @@ def healthz() -> Response:
     return jsonify({"status": "ok"})
 
 
-def queue_detail(client: redis_lib.Redis, now: float) -> dict[str, Any]:
+def queue_detail(
+    client: redis_lib.Redis, now: float, vendors: Iterable[str] | None = None
+) -> dict[str, Any]:
     pipe = client.pipeline()
     pipe.hgetall(keys.HEARTBEATS)
     pipe.zrange(keys.WAITING, 0, 0, withscores=True)
@@ -41,6 +45,8 @@ def queue_detail(client: redis_lib.Redis, now: float) -> dict[str, Any]:
         "tasks_waiting": waiting,
         "celery_queue_depth": queued,
         "dead_letters": dead,
+        # per vendor: closed / open (tasks wait, open_for s left) / half_open (probing)
+        "circuits": circuit_states(client, vendors, now),
     }
 
 
@@ -51,7 +57,7 @@ def readyz() -> tuple[Response, int]:
     detail: dict[str, Any] = {"config": state.config.file, "redis": "ok"}
     try:
         state.redis.ping()
-        detail.update(queue_detail(state.redis, now))
+        detail.update(queue_detail(state.redis, now, list(state.config.vendors)))
     except redis_lib.RedisError as exc:
         detail["redis"] = f"unreachable ({type(exc).__name__})"
         return jsonify({"status": "not_ready", "detail": detail}), 503

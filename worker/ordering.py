@@ -1,7 +1,10 @@
 """Per-target ordering: one task at a time per (vendor, target), and no stale overwrites.
 
 - :class:`TargetLock`: ``SET NX PX`` with a random token, released only by its holder
-  (compare-and-delete in Lua), expiring on its own if the holder dies.
+  (compare-and-delete in Lua), expiring on its own if the holder dies. Its time to live
+  (:func:`worker.runner.hold_seconds`) is above the longest run, so it cannot expire
+  under a live holder; after a vendor timeout the holder keeps it one vendor timeout
+  longer (:meth:`TargetLock.hold`) so a late write of the timed-out request lands first.
 - Field versions: ``sb:fields:<vendor>:<target>`` maps each field to the ``occurred_at``
   of the event that last set it. :func:`split_stale` keeps the fields this task may
   still set (its event is not older than the one that set them); :func:`record_versions`
@@ -19,6 +22,11 @@ from worker import keys
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_HOLD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -41,12 +49,17 @@ class TargetLock:
         self.ttl_ms = int(ttl * 1000)
         self.token = uuid.uuid4().hex
         self._release = client.register_script(_RELEASE)
+        self._hold = client.register_script(_HOLD)
 
     def acquire(self) -> bool:
         return bool(self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
 
     def release(self) -> None:
         self._release(keys=[self.key], args=[self.token])
+
+    def hold(self, seconds: float) -> None:
+        """Keep the lock ``seconds`` more, then let it expire (instead of releasing it)."""
+        self._hold(keys=[self.key], args=[self.token, max(1, int(seconds * 1000))])
 
 
 def split_stale(

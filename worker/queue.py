@@ -61,6 +61,31 @@ return 1
 """
 
 
+_GUARDED = """
+-- KEYS[1] task record, KEYS[2] due, KEYS[3] waiting (finish only)
+-- ARGV[1] op, ARGV[2] expected gen, ARGV[3] task id, then per op:
+--   defer: due_at | reschedule: due_at, state, attempts | finish: state, attempts, stale
+local cur = redis.call('HMGET', KEYS[1], 'gen', 'state')
+if (not cur[1]) or cur[1] ~= ARGV[2] then return 0 end
+if cur[2] == 'applied' or cur[2] == 'stale' or cur[2] == 'dead' then return 0 end
+local op = ARGV[1]
+if op == 'defer' then
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+elseif op == 'reschedule' then
+  redis.call('HSET', KEYS[1], 'gen', tonumber(ARGV[2]) + 1, 'state', ARGV[5],
+             'attempts', ARGV[6])
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+elseif op == 'finish' then
+  redis.call('HSET', KEYS[1], 'state', ARGV[4], 'attempts', ARGV[5], 'stale_fields', ARGV[6])
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  redis.call('ZREM', KEYS[3], ARGV[3])
+else
+  return redis.error_reply('unknown op ' .. op)
+end
+return 1
+"""
+
+
 @dataclass
 class TaskRecord:
     """A task and its delivery state, as stored at ``sb:task:<id>``."""
@@ -75,6 +100,10 @@ class TaskRecord:
     @property
     def finished(self) -> bool:
         return self.state in TERMINAL
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def event_json(event: Event) -> str:
@@ -112,6 +141,7 @@ class Queue:
         self.redis = client
         self.event_ttl = event_ttl
         self._store = client.register_script(_STORE_EVENT)
+        self._guarded = client.register_script(_GUARDED)
 
     # -- ingest --------------------------------------------------------------------------
     def store_event(
@@ -153,7 +183,7 @@ class Queue:
             return None
         return TaskRecord(
             task=UpdateTask.from_json(data[b"task"]),
-            state=data[b"state"].decode(),
+            state=_text(data[b"state"]),
             gen=int(data[b"gen"]),
             attempts=json.loads(data.get(b"attempts", b"[]")),
             queued_at=float(data.get(b"queued_at", 0)),
@@ -167,9 +197,25 @@ class Queue:
         return event_from_json(data[b"event"]), json.loads(data.get(b"tasks", b"[]"))
 
     # -- state changes (worker) ---------------------------------------------------------
-    def lease(self, task_id: str, seconds: float, now: float | None = None) -> None:
+    # Each is one Lua script that first checks the task is still at ``gen`` and not
+    # finished: a delivery that lost its lock (expired) or a duplicate that got in late can
+    # never move a finished task back into the queue, nor finish a task twice.
+    def lease(self, record: TaskRecord, seconds: float, now: float | None = None) -> bool:
         """Keep the task in ``sb:due`` ``seconds`` ahead: republished if we die holding it."""
-        self.redis.zadd(keys.DUE, {task_id: (time.time() if now is None else now) + seconds})
+        return self.defer(record, (time.time() if now is None else now) + seconds)
+
+    def defer(self, record: TaskRecord, due_at: float) -> bool:
+        """Move the task's next delivery to ``due_at``, same gen (no attempt spent).
+
+        The gen stays: a deferral is not a new schedule, so another delivery of this gen
+        that is running right now can still finish the task.
+        """
+        return bool(
+            self._guarded(
+                keys=[keys.task(record.task.id), keys.DUE],
+                args=["defer", record.gen, record.task.id, repr(due_at)],
+            )
+        )
 
     def reschedule(
         self,
@@ -178,16 +224,20 @@ class Queue:
         state: str = "retrying",
         attempts: list[dict[str, Any]] | None = None,
     ) -> int:
-        """Schedule the next delivery at ``due_at`` with a new gen; returns that gen."""
+        """Schedule the next delivery at ``due_at`` with a new gen; returns it (0: lost race)."""
         gen = record.gen + 1
-        mapping: dict[str, Any] = {"state": state, "gen": gen}
-        if attempts is not None:
-            mapping["attempts"] = json.dumps(attempts)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(keys.task(record.task.id), mapping=mapping)
-        pipe.zadd(keys.DUE, {record.task.id: due_at})
-        pipe.execute()
-        return gen
+        done = self._guarded(
+            keys=[keys.task(record.task.id), keys.DUE],
+            args=[
+                "reschedule",
+                record.gen,
+                record.task.id,
+                repr(due_at),
+                state,
+                json.dumps(record.attempts if attempts is None else attempts),
+            ],
+        )
+        return gen if done else 0
 
     def finish(
         self,
@@ -195,18 +245,24 @@ class Queue:
         state: str,
         attempts: list[dict[str, Any]],
         stale_fields: list[str] | None = None,
-    ) -> None:
-        """Mark the task terminal (applied / stale / dead) and drop its lease."""
-        mapping = {
-            "state": state,
-            "attempts": json.dumps(attempts),
-            "stale_fields": json.dumps(stale_fields or []),
-        }
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(keys.task(record.task.id), mapping=mapping)
-        pipe.zrem(keys.DUE, record.task.id)
-        pipe.zrem(keys.WAITING, record.task.id)
-        pipe.execute()
+    ) -> bool:
+        """Mark the task terminal (applied / stale / dead) and drop its lease.
+
+        False when the task was no longer at ``record.gen`` or already finished.
+        """
+        return bool(
+            self._guarded(
+                keys=[keys.task(record.task.id), keys.DUE, keys.WAITING],
+                args=[
+                    "finish",
+                    record.gen,
+                    record.task.id,
+                    state,
+                    json.dumps(attempts),
+                    json.dumps(stale_fields or []),
+                ],
+            )
+        )
 
     def requeue(
         self, task: UpdateTask, attempts: list[dict[str, Any]], now: float | None = None

@@ -68,7 +68,7 @@ class Relay(threading.Thread):
         nxt = client.zrange(keys.DUE, 0, 0, withscores=True)
         timeout = 1.0
         if nxt:
-            timeout = min(1.0, max(0.0, nxt[0][1] - time.time()))
+            timeout = min(1.0, max(0.0, float(nxt[0][1]) - time.time()))
         if timeout <= 0.01:
             return
         if client.blpop([keys.WAKE], timeout=timeout):

@@ -3,9 +3,17 @@
 ``process(runtime, task_id, gen)`` is what the Celery task calls. In order:
 drop duplicates (finished task or superseded gen) -> dead-letter tasks that cannot run
 (mapping error, unknown vendor, invalid fields) -> take the per-target lock (busy: defer)
--> drop fields a newer event already set (all stale: ``stale``) -> take a rate-limit slot
-(none: defer) -> call the connector -> applied, retry later, or dead letter.
-Deferrals do not count as attempts. Returns the outcome as a short string.
+-> drop fields a newer event already set (all stale: ``stale``) -> ask the vendor's
+circuit breaker (open: defer to the end of its cooldown) -> take a rate-limit slot (none:
+defer) -> call the connector -> applied, retry later, or dead letter.
+Deferrals do not count as attempts, nor do the vendor's own 429 answers (up to a bound).
+Returns the outcome as a short string.
+
+Why the lock is held as long as it is: a request that timed out may still be applied by
+the vendor afterwards (our client gave up, the vendor did not). After a timeout the lock is
+kept for one more vendor timeout (``fence``) instead of being released, so the next task
+for that target does not race the late write. A worker that dies mid-call leaves the lock
+to expire after ``hold_seconds``, which is longer than any call it can have in flight.
 """
 
 from __future__ import annotations
@@ -16,16 +24,26 @@ import time
 from typing import Any
 
 from worker import ordering
+from worker.circuit import Circuit
 from worker.queue import TaskRecord
 from worker.retry import GiveUp, decide
 from worker.runtime import Runtime
 from worker.vendors import errors
-from worker.vendors.base import Connector
+from worker.vendors.base import Connector, VendorInstance
 
 log = logging.getLogger("switchboard.worker")
 
-LOCK_WAIT = 2.0  # seconds to wait for a busy target before deferring the task
+LOCK_WAIT = 1.0  # seconds to wait for a busy target before deferring the task
 RATE_WAIT_INLINE = 1.0  # rate-limit waits up to this long are slept, longer ones deferred
+
+
+def hold_seconds(rt: Runtime, instance: VendorInstance) -> float:
+    """Lock and lease length for one run: above the longest a run can take.
+
+    One vendor call is bounded by pool + connect + write + read timeouts (httpx applies
+    each separately), plus the inline rate-limit wait and some slack for Redis calls.
+    """
+    return max(rt.run_lease, 4 * instance.timeout + RATE_WAIT_INLINE + 2)
 
 
 def process(rt: Runtime, task_id: str, gen: int) -> str:
@@ -34,7 +52,8 @@ def process(rt: Runtime, task_id: str, gen: int) -> str:
         return "missing"
     if record.finished or record.gen != gen:
         return "duplicate"
-    rt.queue.lease(task_id, rt.run_lease)
+    if not rt.queue.lease(record, rt.run_lease):
+        return "duplicate"  # finished or rescheduled since we loaded it
     task = record.task
     if task.mapping_error:
         return dead(rt, record, "mapping_error", task.mapping_error)
@@ -48,13 +67,20 @@ def process(rt: Runtime, task_id: str, gen: int) -> str:
         connector.validate_target(task.target)
     except errors.PermanentError as exc:
         return dead(rt, record, exc.code, str(exc))
-    lock = ordering.TargetLock(rt.redis, task.vendor, task.target, rt.run_lease)
+    hold = hold_seconds(rt, connector.instance)
+    lock = ordering.TargetLock(rt.redis, task.vendor, task.target, hold)
     if not _acquire(lock):
-        return defer(rt, record, 0.2 + random.random() * 0.5)
+        return defer(rt, record, 0.1 + random.random() * 0.4)
+    fence = 0.0
     try:
-        return _apply_locked(rt, record, connector, gen)
+        rt.queue.lease(record, hold)
+        outcome, fence = _apply_locked(rt, record, connector, gen)
+        return outcome
     finally:
-        lock.release()
+        if fence > 0:
+            lock.hold(fence)  # a timed-out request may still land: keep others off
+        else:
+            lock.release()
 
 
 def _acquire(lock: ordering.TargetLock) -> bool:
@@ -67,22 +93,43 @@ def _acquire(lock: ordering.TargetLock) -> bool:
         time.sleep(0.01 + random.random() * 0.02)
 
 
-def _apply_locked(rt: Runtime, record: TaskRecord, connector: Connector, gen: int) -> str:
+def circuit_for(rt: Runtime, instance: VendorInstance) -> Circuit:
+    policy = instance.circuit
+    return Circuit(
+        rt.redis,
+        instance.name,
+        failures=policy.failures,
+        cooldown=policy.cooldown,
+        probe_ttl=hold_seconds(rt, instance),
+    )
+
+
+def _apply_locked(
+    rt: Runtime, record: TaskRecord, connector: Connector, gen: int
+) -> tuple[str, float]:
+    """(outcome, seconds to keep the target lock after a timeout, else 0)."""
     current = rt.queue.load_task(record.task.id)  # a duplicate may have finished it meanwhile
     if current is None or current.finished or current.gen != gen:
-        return "duplicate"
+        return "duplicate", 0.0
+    record = current
     task = record.task
     fresh, stale = ordering.split_stale(
         rt.redis, task.vendor, task.target, task.fields, task.occurred_at
     )
     if not fresh:
         rt.queue.finish(record, "stale", record.attempts, stale)
-        return "stale"
+        return "stale", 0.0
     instance = connector.instance
+    circuit = circuit_for(rt, instance)
+    decision = circuit.allow()
+    if not decision.allowed:
+        return defer(rt, record, decision.wait + random.random() * 0.5), 0.0
     if instance.rate_limit:
         wait = rt.limiter.acquire(task.vendor, *instance.rate_limit)
         if wait > RATE_WAIT_INLINE:
-            return defer(rt, record, wait)
+            if decision.verdict == "probe":
+                circuit.release()
+            return defer(rt, record, wait), 0.0
         while wait > 0:
             time.sleep(wait)
             wait = rt.limiter.acquire(task.vendor, *instance.rate_limit)
@@ -90,13 +137,19 @@ def _apply_locked(rt: Runtime, record: TaskRecord, connector: Connector, gen: in
     try:
         connector.apply(task.op, task.target, fresh)
     except errors.VendorError as exc:
-        return _failed(rt, record, exc, started)
+        if isinstance(exc, (errors.Timeout, errors.Unavailable)):
+            circuit.failure()
+        elif not isinstance(exc, errors.RateLimited):
+            circuit.success()  # the vendor answered: it is up, whatever it thought of us
+        fence = instance.timeout if isinstance(exc, errors.Timeout) else 0.0
+        return _failed(rt, record, exc, started), fence
+    circuit.success()
     attempts = record.attempts + [_attempt(started, "applied", None, None, None)]
     ordering.record_versions(rt.redis, task.vendor, task.target, list(fresh), task.occurred_at)
     rt.queue.finish(record, "applied", attempts, stale)
     if record.attempts:  # it may be a replayed dead letter: it leaves the store now
         rt.dead_letters.resolve(task.id)
-    return "applied"
+    return "applied", 0.0
 
 
 def _failed(rt: Runtime, record: TaskRecord, exc: errors.VendorError, started: float) -> str:
@@ -116,14 +169,26 @@ def _failed(rt: Runtime, record: TaskRecord, exc: errors.VendorError, started: f
     return "retrying"
 
 
+#: a vendor's 429s do not spend attempts, but a vendor that answers nothing else for this
+#: many calls in one run gets the task dead-lettered as ``exhausted`` all the same
+MAX_RATE_LIMITED = 50
+
+
 def attempts_in_run(attempts: list[dict[str, Any]]) -> int:
-    """Attempts since the task last died (a replay starts a fresh run of retries)."""
-    count = 0
+    """Attempts since the task last died (a replay starts a fresh run of retries).
+
+    A 429 (outcome ``ratelimited``) is the vendor asking us to wait, not a failure: it is
+    not counted, unless there have been more than :data:`MAX_RATE_LIMITED` of them.
+    """
+    counted = limited = 0
     for attempt in reversed(attempts):
         if attempt.get("final"):
             break
-        count += 1
-    return count
+        if attempt.get("outcome") == "ratelimited":
+            limited += 1
+        else:
+            counted += 1
+    return counted + (limited if limited > MAX_RATE_LIMITED else 0)
 
 
 def _attempt(
@@ -158,6 +223,10 @@ def dead(
 
 
 def defer(rt: Runtime, record: TaskRecord, delay: float) -> str:
-    """Run the task later without spending an attempt (busy target, rate limit)."""
-    rt.queue.reschedule(record, time.time() + delay, record.state)
+    """Run the task later without spending an attempt (busy target, rate limit, circuit).
+
+    Same gen (see :meth:`worker.queue.Queue.defer`): if another delivery of this task is
+    running right now, its outcome still counts.
+    """
+    rt.queue.defer(record, time.time() + delay)
     return "deferred"

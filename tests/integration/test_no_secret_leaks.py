@@ -7,6 +7,7 @@ import json
 from config.loader import load_config
 from tests.helpers import (
     ROOT,
+    RedisServer,
     make_settings,
     start_worker,
     stripe_headers,
@@ -43,8 +44,15 @@ def everything_in(redis) -> str:
     return "\n".join(out)
 
 
-def test_auth_failures_leak_no_secret_anywhere(redis_server, redis, sandbox, tmp_path, monkeypatch):
+def test_auth_failures_leak_no_secret_anywhere(sandbox, tmp_path, monkeypatch):
+    import redis as redis_lib
+
     from webhooks import create_app
+
+    # its own Redis: the session's worker (another config) must not take these tasks
+    redis_server = RedisServer(tmp_path)
+    redis_server.start()
+    redis = redis_lib.Redis.from_url(redis_server.url)
 
     monkeypatch.setenv("SANDBOX_URL", sandbox.url)
     config = load_config(CONFIG)
@@ -73,9 +81,15 @@ def test_auth_failures_leak_no_secret_anywhere(redis_server, redis, sandbox, tmp
     finally:
         worker.terminate()
         worker.wait(timeout=20)
+    try:
+        check_nothing_leaked(redis, log.read_text(), bodies, config.secrets)
+    finally:
+        redis_server.stop()
+
+
+def check_nothing_leaked(redis, logged: str, bodies: str, secrets: frozenset[str]) -> None:
     stored = everything_in(redis)
-    logged = log.read_text()
-    for secret in sorted(config.secrets):
+    for secret in sorted(secrets):
         assert secret not in stored, f"{secret!r} stored in Redis"
         assert secret not in logged, f"{secret!r} in the worker log"
         assert secret not in bodies, f"{secret!r} in an HTTP answer"

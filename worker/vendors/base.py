@@ -10,6 +10,7 @@ a followed 3xx turns a PUT/POST into a GET that "succeeds".
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,14 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class CircuitPolicy:
+    """Open the vendor's circuit after ``failures`` transient failures in a row."""
+
+    failures: int = 5
+    cooldown: float = 30.0
+
+
+@dataclass(frozen=True)
 class VendorInstance:
     """One configured vendor: what a connector is built from (plain data, from config)."""
 
@@ -42,6 +51,7 @@ class VendorInstance:
     options: Mapping[str, Any] = field(default_factory=dict)
     rate_limit: tuple[int, float] | None = None  # (count, per seconds)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
     timeout: float = 10.0
     max_in_flight: int = 5
 
@@ -184,8 +194,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    try:  # delta-seconds (RFC 9110); a decimal is tolerated, some vendors send "1.5"
+        seconds = float(value)
+    except ValueError:
+        seconds = None
+    if seconds is not None:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -1,0 +1,166 @@
+"""Circuit breaker per vendor instance, its state in Redis so every worker process shares it.
+
+States (``sb:circuit:<vendor>``, a hash):
+
+- ``closed``: calls go. Each transient failure (timeout, network error, 5xx) adds one to
+  ``failures``; any answer from the vendor that is not such a failure (success, 404, 4xx)
+  resets it. ``failures`` reaching the vendor's ``circuit.failures`` opens the circuit.
+  A 429 neither counts nor resets: the vendor is up, it asks us to slow down, and its
+  Retry-After already schedules the wait.
+- ``open`` until ``until`` (= opened + ``circuit.cooldown``): no calls. Tasks are deferred
+  to ``until`` without spending an attempt (:func:`worker.runner.process`).
+- ``half_open``: after the cooldown exactly one caller gets the probe (``probe_until``
+  bounds it, so a probe whose worker died is taken over). Its success closes the circuit,
+  a transient failure opens it for another cooldown; everyone else waits meanwhile.
+
+Every transition is one Lua script, so concurrent workers cannot both take the probe or
+lose a failure count. :func:`circuit_states` is the read side for ``/readyz`` and metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis as redis_lib
+
+from worker import keys
+
+#: numeric value per state, for a gauge (``switchboard_circuit_state``)
+STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+_ALLOW = """
+-- KEYS[1] circuit; ARGV[1] now, ARGV[2] probe ttl
+-- returns {'go'|'probe'|'wait', seconds to wait}
+local state = redis.call('HGET', KEYS[1], 'state')
+if (not state) or state == 'closed' then return {'go', '0'} end
+local now = tonumber(ARGV[1])
+if state == 'open' then
+  local untl = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
+  if now < untl then return {'wait', tostring(untl - now)} end
+  redis.call('HSET', KEYS[1], 'state', 'half_open', 'probe_until', now + tonumber(ARGV[2]))
+  return {'probe', '0'}
+end
+-- half_open: one probe at a time; a probe that outlived its ttl (worker died) is retaken
+local probe_until = tonumber(redis.call('HGET', KEYS[1], 'probe_until') or '0')
+if now < probe_until then return {'wait', tostring(math.min(1.0, probe_until - now))} end
+redis.call('HSET', KEYS[1], 'probe_until', now + tonumber(ARGV[2]))
+return {'probe', '0'}
+"""
+
+_RESULT = """
+-- KEYS[1] circuit; ARGV[1] 'ok'|'fail'|'release', ARGV[2] now, ARGV[3] failures to open,
+-- ARGV[4] cooldown. Returns the state after.
+local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
+local now = tonumber(ARGV[2])
+if ARGV[1] == 'release' then
+  if state == 'half_open' then redis.call('HSET', KEYS[1], 'probe_until', 0) end
+  return state
+end
+if ARGV[1] == 'ok' then
+  if state ~= 'closed' or redis.call('HEXISTS', KEYS[1], 'failures') == 1 then
+    redis.call('DEL', KEYS[1])
+  end
+  return 'closed'
+end
+if state == 'open' then return 'open' end  -- late failures of calls sent before it opened
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+if state == 'half_open' or failures >= tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], 'state', 'open', 'until', now + tonumber(ARGV[4]),
+             'opened_at', now, 'probe_until', 0)
+  redis.call('HINCRBY', KEYS[1], 'opened', 1)
+  return 'open'
+end
+return state
+"""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``go`` (closed), ``probe`` (this caller is the half-open probe) or ``wait`` seconds."""
+
+    verdict: str
+    wait: float = 0.0
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict != "wait"
+
+
+class Circuit:
+    """The breaker of one vendor instance (cheap to build; state lives in Redis)."""
+
+    def __init__(
+        self,
+        client: redis_lib.Redis,
+        vendor: str,
+        failures: int = 5,
+        cooldown: float = 30.0,
+        probe_ttl: float = 30.0,
+    ):
+        self.redis = client
+        self.vendor = vendor
+        self.key = keys.circuit(vendor)
+        self.failures = failures
+        self.cooldown = cooldown
+        self.probe_ttl = probe_ttl
+
+    def allow(self, now: float | None = None) -> Decision:
+        now = time.time() if now is None else now
+        verdict, wait = self.redis.eval(_ALLOW, 1, self.key, repr(now), self.probe_ttl)  # type: ignore[misc]
+        return Decision(_text(verdict), float(wait))
+
+    def success(self, now: float | None = None) -> str:
+        return self._result("ok", now)
+
+    def failure(self, now: float | None = None) -> str:
+        return self._result("fail", now)
+
+    def release(self, now: float | None = None) -> str:
+        """Give the probe back unused (the call did not happen, e.g. rate limited)."""
+        return self._result("release", now)
+
+    def _result(self, what: str, now: float | None) -> str:
+        now = time.time() if now is None else now
+        state = self.redis.eval(_RESULT, 1, self.key, what, repr(now), self.failures, self.cooldown)
+        return _text(state)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def circuit_states(
+    client: redis_lib.Redis, vendors: Iterable[str] | None = None, now: float | None = None
+) -> dict[str, dict[str, Any]]:
+    """``{vendor: {"state", "failures", "open_for", "opened"}}`` for /readyz and /metrics.
+
+    ``vendors`` lists the configured names (each reported, ``closed`` when it has no
+    state yet); without it, every vendor with stored state is reported. ``open_for`` is
+    the seconds left of the cooldown (0 unless open); ``opened`` counts openings since
+    the circuit last closed. For a gauge use :data:`STATE_VALUES`.
+    """
+    now = time.time() if now is None else now
+    if vendors is None:
+        names = sorted(
+            _text(k)[len(keys.circuit("")) :] for k in client.scan_iter(keys.circuit("*"))
+        )
+    else:
+        names = list(vendors)
+    pipe = client.pipeline()
+    for name in names:
+        pipe.hgetall(keys.circuit(name))
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in zip(names, pipe.execute(), strict=True):
+        data = {_text(k): _text(v) for k, v in raw.items()}
+        state = data.get("state", "closed")
+        until = float(data.get("until", 0) or 0)
+        out[name] = {
+            "state": state,
+            "failures": int(data.get("failures", 0) or 0),
+            "open_for": round(max(0.0, until - now), 3) if state == "open" else 0.0,
+            "opened": int(data.get("opened", 0) or 0),
+        }
+    return out
