@@ -205,18 +205,21 @@ def test_concurrent_replays_of_one_entry_queue_it_once(client, redis):
 
 
 def test_a_replay_that_fails_again_appends_the_new_attempts(client, worker, sandbox, redis):
-    sandbox.knobs("perfexcrm", fail_next=100, fail_status=502)
+    # a 400 dies at once (rejected) and, unlike 5xx, does not trip the circuit breaker
+    sandbox.knobs("perfexcrm", fail_next=100, fail_status=400)
     entry_id = dead_letter_via_pipeline(client, redis, "evt_ops_again")
     first = client.get(f"/ops/dead-letters/{entry_id}", headers=OPS).get_json()
+    assert first["code"] == "rejected" and len(first["attempts"]) == 1
     assert client.post(f"/ops/dead-letters/{entry_id}/replay", headers=OPS).status_code == 202
 
     def died_again():
         entry = client.get(f"/ops/dead-letters/{entry_id}", headers=OPS).get_json()
-        return entry if len(entry.get("attempts", [])) == 6 and not entry["replaying"] else None
+        return entry if len(entry.get("attempts", [])) == 2 and not entry["replaying"] else None
 
     entry = wait_for(died_again)
-    assert entry["attempts"][:3] == first["attempts"]
-    assert [a.get("final", False) for a in entry["attempts"]] == [False, False, True] * 2
+    assert entry["attempts"][:1] == first["attempts"]
+    assert [(a["status"], a.get("final")) for a in entry["attempts"]] == [(400, True)] * 2
+    assert entry["attempts"][1]["at"] > first["attempts"][0]["at"]
     assert entry["replays"] == 1
     assert entry["died_at"] > first["died_at"]
     assert entry["first_died_at"] == first["first_died_at"]
@@ -224,6 +227,7 @@ def test_a_replay_that_fails_again_appends_the_new_attempts(client, worker, sand
     sandbox.knobs("perfexcrm", fail_next=0)
     assert client.post(f"/ops/dead-letters/{entry_id}/replay", headers=OPS).status_code == 202
     wait_for(lambda: client.get(f"/ops/dead-letters/{entry_id}", headers=OPS).status_code == 404)
+    assert sandbox.record("perfexcrm", 7)["vat"] == "paid 49.0"
 
 
 def test_discard_is_204_and_audited(client, worker, sandbox, redis):
@@ -247,14 +251,14 @@ def test_replay_of_unknown_entry_is_404(client):
 def test_bulk_replay_by_filter_answers_at_once_with_a_job_and_progress(
     client, worker, sandbox, redis
 ):
-    sandbox.knobs("perfexcrm", fail_next=100, fail_status=500)
+    sandbox.knobs("perfexcrm", fail_next=100, fail_status=422)  # rejected at once
     ids = [dead_letter_via_pipeline(client, redis, f"evt_ops_bulk_{n}") for n in range(3)]
     other = synthetic_dead_letter(redis, 1, time.time(), vendor="porta", code="exhausted")
     sandbox.knobs("perfexcrm", fail_next=0)
     refused = client.post("/ops/dead-letters/replay", headers=OPS, json={})
     assert refused.status_code == 400
     response = client.post(
-        "/ops/dead-letters/replay", headers=OPS, json={"vendor": "perfex", "code": "exhausted"}
+        "/ops/dead-letters/replay", headers=OPS, json={"vendor": "perfex", "code": "rejected"}
     )
     assert response.status_code == 202
     job = response.get_json()

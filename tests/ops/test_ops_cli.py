@@ -99,12 +99,12 @@ def test_dlq_replay_after_fix_then_gone_and_double_replay_queues_once(
 
 
 def test_dlq_bulk_replay_shows_progress_and_replays_each(cli, client, worker, sandbox, redis):
-    sandbox.knobs("perfexcrm", fail_next=100, fail_status=500)
+    sandbox.knobs("perfexcrm", fail_next=100, fail_status=422)  # rejected at once
     ids = [dead_letter_via_pipeline(client, redis, f"evt_cli_bulk_{n}") for n in range(3)]
     sandbox.knobs("perfexcrm", fail_next=0)
     usage = cli("dlq", "replay")
     assert usage.exit_code == 2  # neither ids nor a filter: refuse to replay everything
-    result = cli("dlq", "replay", "--vendor", "perfex", "--code", "exhausted")
+    result = cli("dlq", "replay", "--vendor", "perfex", "--code", "rejected")
     assert result.exit_code == 0, result.output
     assert "3 of 3 done" in result.output and "3 queued" in result.output
     for entry_id in ids:
