@@ -19,7 +19,7 @@ def create_app(
 
     from config.loader import load_config
     from config.settings import Settings
-    from webhooks import health, http_errors, ingest, metrics
+    from webhooks import health, http_errors, ingest, metrics, openapi
     from webhooks.state import AppState
 
     settings = settings or Settings.from_env()
@@ -32,4 +32,28 @@ def create_app(
     app.register_blueprint(ingest.bp)
     app.register_blueprint(health.bp)
     metrics.init_app(app)
+    app.register_blueprint(openapi.bp)
+    if settings.ops_token:
+        _register_ops(app, settings.ops_token)
     return app
+
+
+def _register_ops(app: Flask, token_setting: str) -> None:
+    """/ops exists only when a token is configured (otherwise it answers 404)."""
+    from datetime import timedelta
+
+    from webhooks.ops import api, page
+    from webhooks.ops.auth import parse_tokens, secret_key
+
+    tokens = parse_tokens(token_setting)
+    app.extensions["switchboard_ops_tokens"] = tokens
+    app.secret_key = secret_key(tokens)
+    app.config.update(
+        SESSION_COOKIE_NAME="switchboard_ops",
+        SESSION_COOKIE_PATH="/ops",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+    )
+    app.register_blueprint(api.bp)
+    app.register_blueprint(page.bp)

@@ -181,48 +181,109 @@ def _describe_matches(matches: list[dict[str, Any]]) -> str:
 
 
 # -- dead letters and events (talk to Redis directly: work when the web is down) -----------
-def _dead_letters() -> Any:
+def _ops() -> Any:
     from config.embedded_redis import resolve_redis_url
-    from worker.deadletter import DeadLetters
+    from webhooks.ops.service import Ops
+    from webhooks.rules import RuleSet
     from worker.redact import Redactor
     from worker.runtime import connect
 
     settings = _settings()
-    return DeadLetters(
-        connect(resolve_redis_url(settings)), Redactor(()), settings.event_ttl_seconds
+    config = _load()
+    return Ops(
+        connect(resolve_redis_url(settings)),
+        RuleSet(config),
+        Redactor(config.secrets),
+        settings.event_ttl_seconds,
     )
+
+
+def _who() -> str:
+    return f"cli:{os.environ.get('USER') or os.environ.get('USERNAME') or 'unknown'}"
+
+
+def _fail(message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+def _run(call: Any) -> Any:
+    """Run an ops call; its NotFound / Conflict become a message and exit code 1."""
+    import redis as redis_lib
+
+    from webhooks.ops.service import OpsError
+
+    try:
+        return call()
+    except OpsError as exc:
+        _fail(str(exc))
+    except redis_lib.RedisError as exc:
+        _fail(f"Redis is unreachable ({type(exc).__name__}); is REDIS_URL right?")
+
+
+def _time(value: str | None) -> float | None:
+    if value is None:
+        return None
+    from marshmallow import ValidationError
+
+    from webhooks.ops.schemas import Timestamp
+
+    try:
+        return float(Timestamp().deserialize(value))
+    except ValidationError:
+        raise click.BadParameter(f"{value!r}: not unix seconds or ISO 8601") from None
+
+
+def _filters(**given: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {k: v for k, v in given.items() if v and k not in ("since", "until")}
+    for key in ("since", "until"):
+        if given.get(key):
+            out[key] = _time(given[key])
+    return out
+
+
+def _stamp(value: float | None) -> str:
+    from datetime import UTC, datetime
+
+    if value is None:
+        return "-"
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def filter_options(func: Any) -> Any:
+    for name, help_text in reversed(
+        [
+            ("--vendor", "vendor instance name"),
+            ("--rule", "rule name"),
+            ("--source", "source name"),
+            ("--code", "dead-letter code (not_found, exhausted, mapping_error, ...)"),
+            ("--since", "died at or after (unix seconds or ISO 8601, UTC)"),
+            ("--until", "died at or before (unix seconds or ISO 8601, UTC)"),
+        ]
+    ):
+        func = click.option(name, help=help_text)(func)
+    return func
 
 
 @main.group()
 def dlq() -> None:
-    """Dead letters: list, show, replay, discard."""
+    """Dead letters: list, show, replay, discard, stats."""
 
 
 @dlq.command("list")
-@click.option("--vendor")
-@click.option("--rule")
-@click.option("--source")
-@click.option("--code")
-@click.option("--limit", default=50, show_default=True)
-@click.option("--cursor")
-@click.option("--json", "as_json", is_flag=True)
-def dlq_list(
-    vendor: str | None,
-    rule: str | None,
-    source: str | None,
-    code: str | None,
-    limit: int,
-    cursor: str | None,
-    as_json: bool,
-) -> None:
+@filter_options
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option("--cursor", help="next_cursor of the previous page")
+@click.option("--json", "as_json", is_flag=True, help="the API's JSON (items, next_cursor)")
+def dlq_list(limit: int, cursor: str | None, as_json: bool, **given: str | None) -> None:
     """Dead letters, newest first (the same items as GET /ops/dead-letters)."""
-    page = _dead_letters().list(
-        limit=limit, cursor=cursor, vendor=vendor, rule=rule, source=source, code=code
-    )
+    filters = _filters(**given)
+    page = _run(lambda: _ops().list(limit=limit, cursor=cursor, **filters))
     data = {"items": page.items, "next_cursor": page.next_cursor}
     lines = [
-        f"{i['id']}  {i['code']:<15} {i['vendor']}.{i['op']} target={i['target']} "
-        f"rule={i['rule']} event={i['source']}/{i['event_id']}"
+        f"{i['id']}  {_stamp(i['died_at'])}  {i['code']:<14} {i['vendor']}.{i['op']} "
+        f"target={i['target'] or '-'} rule={i['rule']} event={i['source']}/{i['event_id']}"
+        f"{'  (replaying)' if i['replaying'] else ''}"
         for i in page.items
     ]
     if page.next_cursor:
@@ -230,33 +291,218 @@ def dlq_list(
     _emit(data, as_json, "\n".join(lines) or "no dead letters")
 
 
+@dlq.command("stats")
+@click.option("--json", "as_json", is_flag=True)
+def dlq_stats(as_json: bool) -> None:
+    """How many dead letters there are, per vendor and per code."""
+    counts = _run(lambda: _ops().counts())
+    lines = [f"{counts['total']} dead letter(s)"]
+    for key in ("vendor", "code"):
+        for name, n in sorted(counts[key].items()):
+            lines.append(f"  {key} {name}: {n}")
+    _emit(counts, as_json, "\n".join(lines))
+
+
 @dlq.command("show")
 @click.argument("entry_id")
-def dlq_show(entry_id: str) -> None:
-    """One dead letter in full (JSON)."""
-    entry = _dead_letters().get(entry_id)
-    if entry is None:
-        raise click.ClickException(f"no dead letter {entry_id}")
-    click.echo(json.dumps(entry, indent=2, default=str))
+@click.option("--json", "as_json", is_flag=True, help="the API's JSON (GET /ops/dead-letters/ID)")
+def dlq_show(entry_id: str, as_json: bool) -> None:
+    """One dead letter in full: why it failed, every attempt, the task and its event."""
+    entry = _run(lambda: _ops().entry(entry_id))
+    _emit(entry, as_json, _describe_entry(entry))
+
+
+def _describe_entry(e: dict[str, Any]) -> str:
+    lines = [
+        f"dead letter {e['id']}: {e['code']} — {e['message']}",
+        f"  vendor {e['vendor']}.{e['op']} target={e['target'] or '-'}",
+        f"  rule {e['rule']} (action {e['task']['action']}), "
+        f"event {e['source']}/{e['event_id']} ({e['event_type']})",
+        f"  died {_stamp(e['died_at'])} (first {_stamp(e['first_died_at'])}), "
+        f"replays {e['replays']}{', replay in progress' if e['replaying'] else ''}",
+        "  attempts:",
+    ]
+    for n, a in enumerate(e["attempts"], 1):
+        lines.append(
+            f"    {n}. {_stamp(a.get('at'))}  {a.get('code') or a.get('outcome')}"
+            f"  status={a.get('status') or '-'}  {a.get('message') or ''}"
+        )
+        if a.get("excerpt"):
+            lines.append(f"       vendor said: {a['excerpt'][:300]}")
+    lines.append(f"  fields: {json.dumps(e['task']['fields'])}")
+    if e["task"].get("mapping_error"):
+        lines.append(f"  mapping error: {e['task']['mapping_error']}")
+    if e.get("event") is None:
+        lines.append("  (the event is no longer stored)")
+    return "\n".join(lines)
 
 
 @dlq.command("replay")
-@click.argument("entry_id")
-def dlq_replay(entry_id: str) -> None:
-    """Queue a dead letter's task again (once, however often you press it)."""
-    result = _dead_letters().replay(entry_id)
-    if result is None:
-        raise click.ClickException(f"no dead letter {entry_id}")
-    click.echo("queued" if result else "already being replayed")
+@click.argument("entry_ids", nargs=-1)
+@filter_options
+@click.option("--all", "replay_all", is_flag=True, help="replay every entry (no filter)")
+@click.option("--json", "as_json", is_flag=True)
+def dlq_replay(
+    entry_ids: tuple[str, ...], replay_all: bool, as_json: bool, **given: str | None
+) -> None:
+    """Replay ENTRY_IDS, or every entry matching the filter options (a progress bar).
+
+    Idempotent: an entry already being replayed is not queued again. Exit 1 when an id
+    is unknown or an entry cannot be replayed.
+    """
+    filters = _filters(**given)
+    if entry_ids and (filters or replay_all):
+        raise click.UsageError("give entry ids or filter options, not both")
+    if not entry_ids and not filters and not replay_all:
+        raise click.UsageError("give entry ids, filter options, or --all")
+    ops = _ops()
+    if entry_ids:
+        _replay_ids(ops, entry_ids, as_json)
+    else:
+        _replay_bulk(ops, filters, as_json)
+
+
+_REPLAY_WORDS = {
+    "queued": "queued",
+    "already_replaying": "already being replayed (not queued again)",
+}
+
+
+def _replay_ids(ops: Any, entry_ids: tuple[str, ...], as_json: bool) -> None:
+    from webhooks.ops.service import OpsError
+
+    results, failed = [], False
+    for entry_id in entry_ids:
+        try:
+            result = ops.replay(entry_id, who=_who())
+        except OpsError as exc:
+            failed = True
+            result = {"status": "error", "id": entry_id, "message": str(exc)}
+            click.echo(f"Error: {exc}", err=True)
+        else:
+            result = {**result, "id": entry_id}
+        results.append(result)
+    human = "\n".join(
+        f"{r['id']}: {_REPLAY_WORDS[r['status']]}" for r in results if r["status"] != "error"
+    )
+    if as_json:
+        _emit(results, True, "")
+    elif human:
+        click.echo(human)
+    if failed:
+        sys.exit(1)
+
+
+def _replay_bulk(ops: Any, filters: dict[str, Any], as_json: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    job = ops.start_bulk_replay(filters, who=_who())
+    if as_json:
+        job = _run(lambda: ops.run_bulk_replay(job["id"]))
+    else:
+        with Progress(
+            TextColumn("replaying"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("queued {task.fields[queued]}, skipped {task.fields[skipped]}"),
+            console=_console(),
+        ) as bar:
+            task = bar.add_task("replay", total=None, queued=0, skipped=0)
+
+            def progress(state: dict[str, Any]) -> None:
+                bar.update(
+                    task,
+                    total=state["total"],
+                    completed=state["done"],
+                    queued=state["queued"],
+                    skipped=state["already_replaying"],
+                )
+
+            job = _run(lambda: ops.run_bulk_replay(job["id"], progress))
+    _emit(
+        job,
+        as_json,
+        f"job {job['id']}: {job['done']} of {job['total']} done — {job['queued']} queued, "
+        f"{job['already_replaying']} already being replayed, {job['failed']} failed",
+    )
+    for error in job["errors"]:
+        click.echo(f"Error: {error['id']}: {error['message']}", err=True)
+    if job["failed"]:
+        sys.exit(1)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 @dlq.command("discard")
-@click.argument("entry_id")
-def dlq_discard(entry_id: str) -> None:
-    """Drop a dead letter (recorded in the audit log)."""
-    if not _dead_letters().discard(entry_id, who=f"cli:{os.environ.get('USER', 'unknown')}"):
-        raise click.ClickException(f"no dead letter {entry_id}")
-    click.echo("discarded")
+@click.argument("entry_ids", nargs=-1, required=True)
+def dlq_discard(entry_ids: tuple[str, ...]) -> None:
+    """Drop dead letters (each recorded in the audit log). Exit 1 on an unknown id."""
+    from webhooks.ops.service import OpsError
+
+    ops, failed = _ops(), False
+    for entry_id in entry_ids:
+        try:
+            ops.discard(entry_id, who=_who())
+            click.echo(f"{entry_id}: discarded")
+        except OpsError as exc:
+            failed = True
+            click.echo(f"Error: {exc}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@dlq.command("audit")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--action", type=click.Choice(["replay", "discard", "bulk_replay", "event_replay"]))
+@click.option("--id", "entry_id", help="only this entry's (or source/event's) records")
+@click.option("--json", "as_json", is_flag=True, help="the API's JSON items (GET /ops/audit)")
+def dlq_audit(limit: int, action: str | None, entry_id: str | None, as_json: bool) -> None:
+    """The audit log of replays and discards, newest first."""
+    items = _run(lambda: _ops().audit(limit=limit, action=action, entry_id=entry_id))
+    lines = [f"{_stamp(r['at'])}  {r['action']:<12} {r['id']}  by {r['who']}" for r in items]
+    _emit({"items": items}, as_json, "\n".join(lines) or "no audit records")
+
+
+@main.group()
+def events() -> None:
+    """Stored events: show one with its tasks, replay one through the current rules."""
+
+
+@events.command("show")
+@click.argument("source")
+@click.argument("event_id")
+@click.option("--json", "as_json", is_flag=True, help="the API's JSON (GET /ops/events/...)")
+def events_show(source: str, event_id: str, as_json: bool) -> None:
+    """The stored event SOURCE/EVENT_ID, its tasks and each task's state."""
+    data = _run(lambda: _ops().event(source, event_id))
+    ev = data["event"]
+    lines = [
+        f"event {ev['source']}/{ev['id']} ({ev['type']}) occurred {_stamp(ev['occurred_at'])}, "
+        f"received {_stamp(ev['received_at'])}",
+        f"{len(data['tasks'])} task(s):" if data["tasks"] else "no tasks (no rule matched)",
+    ]
+    for t in data["tasks"]:
+        dead = f"  dead letter {t['dead_letter']}" if t.get("dead_letter") else ""
+        lines.append(
+            f"  {t['id']}  {t['state']:<8} {t.get('rule', '-')}: {t.get('vendor', '-')}."
+            f"{t.get('op', '-')} target={t.get('target') or '-'} "
+            f"attempts={len(t.get('attempts') or [])}{dead}"
+        )
+    _emit(data, as_json, "\n".join(lines))
+
+
+@events.command("replay")
+@click.argument("source")
+@click.argument("event_id")
+@click.option("--json", "as_json", is_flag=True)
+def events_replay(source: str, event_id: str, as_json: bool) -> None:
+    """Map SOURCE/EVENT_ID again with the current rules and queue it (no de-duplication)."""
+    result = _run(lambda: _ops().replay_event(source, event_id, who=_who()))
+    _emit(result, as_json, f"{result['status']}: {result['tasks']} task(s)")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from itertools import chain, islice
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError, Undefined
 from jinja2.nativetypes import NativeCodeGenerator
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -22,6 +22,8 @@ def _concat(values: Iterable[Any]) -> Any:
     if not head:
         return None
     if len(head) == 1:
+        if isinstance(head[0], Undefined):
+            str(head[0])  # a lone missing key: StrictUndefined raises here, not later
         return head[0]
     return "".join(str(v) for v in chain(head, values))
 

@@ -1,0 +1,258 @@
+"""The ops web page under ``/ops/``: server-rendered (Jinja2), plain CSS, no JavaScript.
+
+Login with an ops token sets a signed session cookie (path ``/ops``, HttpOnly, SameSite
+Lax); every form carries a per-session CSRF token checked on every POST, login included.
+Pages: the dead-letter table with counts, filters and paging; an entry with its history
+and Replay / Discard; an event with its tasks; the audit log; bulk-replay job progress.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from marshmallow import ValidationError
+from werkzeug.wrappers import Response as BaseResponse
+
+from webhooks.ops import schemas
+from webhooks.ops.api import ops, tokens
+from webhooks.ops.auth import identify
+from webhooks.ops.service import ConflictError, NotFoundError
+
+bp = Blueprint(
+    "ops_page",
+    __name__,
+    url_prefix="/ops",
+    template_folder="../templates",
+    static_folder="../static",
+    static_url_path="/static",
+)
+
+OPEN_ENDPOINTS = frozenset({"ops_page.login", "ops_page.static"})
+FILTER_NAMES = ("vendor", "rule", "source", "code", "since", "until")
+
+
+def csrf_token() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return str(session["csrf"])
+
+
+@bp.app_template_filter("ts")
+def format_ts(value: Any) -> str:
+    if value in (None, ""):
+        return "—"
+    return datetime.fromtimestamp(float(value), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@bp.app_context_processor
+def _globals() -> dict[str, Any]:
+    return {"csrf_token": csrf_token, "ops_who": session.get("who")}
+
+
+@bp.before_request
+def _guard() -> BaseResponse | None:
+    if request.method == "POST":
+        sent = request.form.get("csrf_token", "")
+        expected = session.get("csrf", "")
+        if not expected or not hmac.compare_digest(sent.encode(), str(expected).encode()):
+            abort(400, "the form expired or did not come from this page; reload and retry")
+    if request.endpoint in OPEN_ENDPOINTS:
+        return None
+    if not session.get("who") or identify_session() is None:
+        session.pop("who", None)
+        return redirect(url_for("ops_page.login", next=request.full_path))
+    return None
+
+
+def identify_session() -> str | None:
+    who = session.get("who")
+    return who if who in tokens() else None
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    )
+    return response
+
+
+def _safe_next(target: str | None) -> str:
+    # only a path inside /ops: never an open redirect to another host
+    if target and target.startswith("/ops/") and not target.startswith("//"):
+        return target
+    return url_for("ops_page.index")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> BaseResponse | tuple[str, int] | str:
+    if request.method == "POST":
+        who = identify(tokens(), request.form.get("token", "").strip())
+        if who is None:
+            return render_template("ops_login.html", error="That token is not valid."), 401
+        session.clear()
+        session.permanent = True
+        session["who"] = who
+        session["csrf"] = secrets.token_urlsafe(32)
+        return redirect(_safe_next(request.args.get("next")))
+    return render_template("ops_login.html", error=None)
+
+
+@bp.post("/logout")
+def logout() -> BaseResponse:
+    session.clear()
+    return redirect(url_for("ops_page.login"))
+
+
+def _filters() -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """(filters for the store, the raw form values, problems)."""
+    raw = {k: request.args.get(k, "").strip() for k in FILTER_NAMES}
+    given = {k: v for k, v in raw.items() if v}
+    try:
+        loaded = schemas.DeadLetterFilter().load(given)
+    except ValidationError as exc:
+        problems = [f"{k}: {' '.join(map(str, v))}" for k, v in exc.messages.items()]  # type: ignore[union-attr]
+        return {}, raw, problems
+    return loaded, raw, []
+
+
+@bp.get("/")
+def index() -> str:
+    service = ops()
+    filters, raw, problems = _filters()
+    for problem in problems:
+        flash(f"Filter ignored — {problem}", "error")
+    cursor = request.args.get("cursor") or None
+    page = service.list(limit=50, cursor=cursor, **filters)
+    next_args: dict[str, Any] = {k: v for k, v in raw.items() if v}
+    return render_template(
+        "ops_index.html",
+        page=page,
+        counts=service.counts(),
+        raw=raw,
+        filtered=bool(filters),
+        next_url=url_for("ops_page.index", cursor=page.next_cursor, **next_args)
+        if page.next_cursor
+        else None,
+        first_url=url_for("ops_page.index", **next_args) if cursor else None,
+    )
+
+
+@bp.get("/entry/<entry_id>")
+def entry(entry_id: str) -> str | tuple[str, int]:
+    try:
+        data = ops().entry(entry_id)
+    except NotFoundError:
+        return render_template("ops_gone.html", entry_id=entry_id), 404
+    audit = ops().audit(limit=20, entry_id=entry_id)
+    return render_template("ops_entry.html", entry=data, audit=audit)
+
+
+@bp.post("/entry/<entry_id>/replay")
+def replay(entry_id: str) -> BaseResponse:
+    try:
+        result = ops().replay(entry_id, who=session["who"])
+    except NotFoundError:
+        flash(f"Dead letter {entry_id} is no longer in the store.", "info")
+        return redirect(url_for("ops_page.index"))
+    except ConflictError as exc:
+        flash(f"Not replayed: {exc}", "error")
+        return redirect(url_for("ops_page.entry", entry_id=entry_id))
+    if result["status"] == "queued":
+        flash("Replay queued. The entry leaves the list once the vendor accepts it.", "ok")
+    else:
+        flash("Already being replayed: nothing queued again.", "info")
+    return redirect(url_for("ops_page.entry", entry_id=entry_id))
+
+
+@bp.post("/entry/<entry_id>/discard")
+def discard(entry_id: str) -> BaseResponse:
+    try:
+        ops().discard(entry_id, who=session["who"])
+    except NotFoundError:
+        flash(f"Dead letter {entry_id} is no longer in the store.", "info")
+    else:
+        flash(f"Discarded {entry_id} (recorded in the audit log).", "ok")
+    return redirect(url_for("ops_page.index"))
+
+
+@bp.post("/replay")
+def bulk_replay() -> BaseResponse:
+    filters, _, problems = _filters_from(request.form)
+    if problems or not filters:
+        flash("Bulk replay needs at least one valid filter.", "error")
+        return redirect(url_for("ops_page.index"))
+    service = ops()
+    job = service.start_bulk_replay(filters, who=session["who"])
+    service.run_bulk_replay_in_thread(job["id"])
+    return redirect(url_for("ops_page.job", job_id=job["id"]))
+
+
+def _filters_from(form: Any) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    raw = {k: (form.get(k) or "").strip() for k in FILTER_NAMES}
+    try:
+        return schemas.DeadLetterFilter().load({k: v for k, v in raw.items() if v}), raw, []
+    except ValidationError as exc:
+        return {}, raw, [str(exc.messages)]
+
+
+@bp.get("/job/<job_id>")
+def job(job_id: str) -> str | tuple[str, int]:
+    try:
+        data = ops().job(job_id)
+    except NotFoundError:
+        abort(404)
+    return render_template("ops_job.html", job=data)
+
+
+@bp.get("/event")
+def event() -> str | tuple[str, int] | BaseResponse:
+    source = request.args.get("source", "").strip()
+    event_id = request.args.get("id", "").strip()
+    if not source or not event_id:
+        flash("Give both the source and the event id.", "error")
+        return redirect(url_for("ops_page.index"))
+    try:
+        data = ops().event(source, event_id)
+    except NotFoundError:
+        return render_template("ops_event.html", data=None, source=source, event_id=event_id), 404
+    return render_template("ops_event.html", data=data, source=source, event_id=event_id)
+
+
+@bp.post("/event/replay")
+def event_replay() -> BaseResponse:
+    source = request.form.get("source", "")
+    event_id = request.form.get("id", "")
+    try:
+        result = ops().replay_event(source, event_id, who=session["who"])
+    except NotFoundError:
+        flash(f"No stored event {source}/{event_id}.", "error")
+    except ConflictError as exc:
+        flash(f"Not replayed: {exc}", "error")
+    else:
+        flash(f"Event mapped again with the current rules: {result['tasks']} task(s) queued.", "ok")
+    return redirect(url_for("ops_page.event", source=source, id=event_id))
+
+
+@bp.get("/audit-log")
+def audit() -> str:
+    return render_template("ops_audit.html", items=ops().audit(limit=200))

@@ -1,0 +1,277 @@
+"""Every ops operation, as plain calls on Redis: used by the API, the page and the CLI.
+
+The CLI builds an :class:`Ops` from the config and Redis directly (it works while the web
+is down); the web builds one per request from its app state. Tree of failures::
+
+    OpsError
+    ├── NotFoundError       no such dead letter / event / job
+    └── ConflictError       cannot replay (event expired, rule gone, replay in progress)
+
+Replay of a dead letter re-queues its stored task, except a ``mapping_error``: that one
+is mapped again from the stored event with the *current* rules (the fixed template),
+keeping the task's id so the entry's history follows it. Bulk replay runs as a job whose
+progress lives in Redis (``sb:job:<id>``), readable from any process.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import redis as redis_lib
+
+from webhooks.rules import RuleSet
+from worker import keys
+from worker.deadletter import DeadLetters, Page
+from worker.model import UpdateTask
+from worker.queue import Queue
+from worker.redact import Redactor
+
+JOB_TTL = 7 * 86400
+JOB_STALLED_AFTER = 60.0  # a running job not updated for this long lost its process
+JOB_ERRORS_KEPT = 20
+ACTIVE_STATES = frozenset({"queued", "retrying"})
+
+
+class OpsError(Exception):
+    pass
+
+
+class NotFoundError(OpsError):
+    pass
+
+
+class ConflictError(OpsError):
+    pass
+
+
+def job_key(job_id: str) -> str:
+    return f"{keys.PREFIX}job:{job_id}"
+
+
+class Ops:
+    def __init__(
+        self,
+        client: redis_lib.Redis,
+        rules: RuleSet,
+        redactor: Redactor | None = None,
+        event_ttl: int = 7 * 86400,
+    ):
+        self.redis = client
+        self.rules = rules
+        self.redactor = redactor or Redactor(())
+        self.queue = Queue(client, event_ttl)
+        self.dead_letters = DeadLetters(client, self.redactor, event_ttl)
+
+    # -- dead letters ----------------------------------------------------------------
+    def list(self, limit: int = 50, cursor: str | None = None, **filters: Any) -> Page:
+        return self.dead_letters.list(limit=limit, cursor=cursor, **filters)
+
+    def entry(self, entry_id: str) -> dict[str, Any]:
+        """One entry in full: task, rule, every attempt, and the stored event (if kept)."""
+        entry = self.dead_letters.get(entry_id)
+        if entry is None:
+            raise NotFoundError(f"no dead letter {entry_id}")
+        loaded = self.queue.load_event(entry["source"], entry["event_id"])
+        entry["event"] = self._event_json(loaded[0]) if loaded else None
+        return entry
+
+    def replay(self, entry_id: str, who: str) -> dict[str, Any]:
+        """Replay one entry; ``{"status": "queued" | "already_replaying", "entry": ...}``."""
+        entry = self.dead_letters.get(entry_id)
+        if entry is None:
+            raise NotFoundError(f"no dead letter {entry_id}")
+        task = self._remap(entry) if entry["code"] == "mapping_error" else None
+        queued = self.dead_letters.replay(entry_id, task=task, who=who)
+        if queued is None:  # resolved or discarded between the two reads
+            raise NotFoundError(f"no dead letter {entry_id}")
+        current = self.dead_letters.get(entry_id) or entry
+        return {
+            "status": "queued" if queued else "already_replaying",
+            "entry": DeadLetters.summary(current),
+        }
+
+    def _remap(self, entry: dict[str, Any]) -> UpdateTask:
+        """The entry's action mapped again, with today's rules, from the stored event."""
+        loaded = self.queue.load_event(entry["source"], entry["event_id"])
+        if loaded is None:
+            raise ConflictError(f"event {entry['source']}/{entry['event_id']} is no longer stored")
+        action = entry["task"]["action"]
+        for match in self.rules.map_event(loaded[0]):
+            if match.rule == entry["rule"]:
+                for task in match.tasks:
+                    if task.action == action:
+                        return dataclasses.replace(task, id=entry["id"])
+        raise ConflictError(
+            f"rule {entry['rule']!r} no longer produces action {action} for this event; "
+            "replay the event instead"
+        )
+
+    def discard(self, entry_id: str, who: str) -> None:
+        if not self.dead_letters.discard(entry_id, who=who):
+            raise NotFoundError(f"no dead letter {entry_id}")
+
+    def counts(self) -> dict[str, Any]:
+        counts = self.dead_letters.counts()
+        return {"total": self.dead_letters.count(), **counts}
+
+    def audit(
+        self, limit: int = 100, action: str | None = None, entry_id: str | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        return self.dead_letters.audit_log(limit=limit, action=action, entry_id=entry_id)
+
+    # -- bulk replay jobs ------------------------------------------------------------
+    def start_bulk_replay(self, filters: dict[str, Any], who: str) -> dict[str, Any]:
+        """Record a job for replaying every entry matching ``filters``; run it with
+        :meth:`run_bulk_replay` (in a thread for the API, inline for the CLI)."""
+        job_id = uuid.uuid4().hex
+        now = time.time()
+        job = {
+            "id": job_id,
+            "state": "pending",
+            "filter": filters,
+            "who": who,
+            "created_at": now,
+            "updated_at": now,
+            "finished_at": None,
+            "total": None,
+            "done": 0,
+            "queued": 0,
+            "already_replaying": 0,
+            "failed": 0,
+            "errors": [],
+        }
+        self._save_job(job)
+        self.dead_letters.audit("bulk_replay", job_id, who, filter=filters)
+        return job
+
+    def run_bulk_replay(
+        self, job_id: str, progress: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        job = self.job(job_id)
+        filters = dict(job["filter"])
+        ids = [e["id"] for e in self.dead_letters.iter_newest(**filters)]
+        job.update(state="running", total=len(ids))
+        self._save_job(job)
+        if progress:
+            progress(job)
+        for n, entry_id in enumerate(ids, 1):
+            try:
+                outcome = self.replay(entry_id, who=job["who"])["status"]
+                job[outcome] += 1
+            except NotFoundError:
+                pass  # resolved or discarded since the scan: nothing left to do
+            except OpsError as exc:
+                job["failed"] += 1
+                if len(job["errors"]) < JOB_ERRORS_KEPT:
+                    job["errors"].append({"id": entry_id, "message": str(exc)})
+            job["done"] += 1
+            if n % 25 == 0 or n == len(ids):
+                self._save_job(job)
+            if progress:
+                progress(job)
+        job.update(state="done", finished_at=time.time())
+        self._save_job(job)
+        if progress:
+            progress(job)
+        return job
+
+    def run_bulk_replay_in_thread(self, job_id: str) -> threading.Thread:
+        def run() -> None:
+            try:
+                self.run_bulk_replay(job_id)
+            except Exception as exc:  # recorded on the job; the thread must not die loud
+                job = self.job(job_id)
+                job.update(state="failed", finished_at=time.time())
+                job["errors"].append({"id": None, "message": type(exc).__name__})
+                self._save_job(job)
+
+        thread = threading.Thread(target=run, name=f"bulk-replay-{job_id}", daemon=True)
+        thread.start()
+        return thread
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        raw = self.redis.get(job_key(job_id))
+        if raw is None:
+            raise NotFoundError(f"no job {job_id}")
+        job: dict[str, Any] = json.loads(raw)
+        if (
+            job["state"] in ("pending", "running")
+            and time.time() - job["updated_at"] > JOB_STALLED_AFTER
+        ):
+            job["state"] = "stalled"  # its process went away; start it again to finish
+        return job
+
+    def _save_job(self, job: dict[str, Any]) -> None:
+        job["updated_at"] = time.time()
+        self.redis.set(job_key(job["id"]), json.dumps(job, default=str), ex=JOB_TTL)
+
+    # -- events ------------------------------------------------------------------------
+    def event(self, source: str, event_id: str) -> dict[str, Any]:
+        """The stored event, its tasks and each task's state (and dead letter, if any)."""
+        loaded = self.queue.load_event(source, event_id)
+        if loaded is None:
+            raise NotFoundError(f"no stored event {source}/{event_id}")
+        event, task_ids = loaded
+        tasks: builtins.list[dict[str, Any]] = []
+        for task_id in task_ids:
+            record = self.queue.load_task(task_id)
+            if record is None:
+                tasks.append({"id": task_id, "state": "expired"})
+                continue
+            tasks.append(
+                {
+                    **{k: v for k, v in record.task.to_dict().items() if k != "id"},
+                    "id": task_id,
+                    "state": record.state,
+                    "attempts": self.redactor.deep(record.attempts),
+                    "stale_fields": record.stale_fields,
+                    "dead_letter": task_id if self.redis.exists(keys.dead(task_id)) else None,
+                }
+            )
+        return {"event": self._event_json(event), "tasks": tasks}
+
+    def replay_event(self, source: str, event_id: str, who: str) -> dict[str, Any]:
+        """Map the stored event again with the current rules and queue the new tasks
+        (bypasses de-duplication). Refused while a task of this event is still in
+        flight, so pressing it twice does not queue the event twice."""
+        loaded = self.queue.load_event(source, event_id)
+        if loaded is None:
+            raise NotFoundError(f"no stored event {source}/{event_id}")
+        event, task_ids = loaded
+        for task_id in task_ids:
+            record = self.queue.load_task(task_id)
+            if record is not None and record.state in ACTIVE_STATES:
+                raise ConflictError(
+                    f"task {task_id} of this event is still {record.state}; "
+                    "replay again once it has finished"
+                )
+        tasks = self.rules.tasks_for(event)
+        self.queue.store_event(event, tasks, replay=True)
+        self.dead_letters.audit(
+            "event_replay", f"{source}/{event_id}", who, tasks=[t.id for t in tasks]
+        )
+        return {
+            "status": "queued" if tasks else "ignored",
+            "event_id": event_id,
+            "source": source,
+            "tasks": len(tasks),
+            "task_ids": [t.id for t in tasks],
+        }
+
+    def _event_json(self, event: Any) -> dict[str, Any]:
+        return {
+            "source": event.source,
+            "id": event.id,
+            "type": event.type,
+            "occurred_at": event.occurred_at,
+            "received_at": event.received_at,
+            "payload": self.redactor.deep(event.payload),
+            "headers": self.redactor.deep(dict(event.headers)),
+        }
