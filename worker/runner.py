@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from worker import ordering
@@ -62,8 +63,9 @@ def process(rt: Runtime, task_id: str, gen: int) -> str:
     try:
         if task.op not in connector.ops:
             raise errors.Rejected(f"{connector.kind} has no op {task.op!r}")
-        connector.validate_fields(task.op, task.fields)
-        connector.validate_target(task.target)
+        clean = Validated(
+            connector.validate_target(task.target), connector.validate_fields(task.op, task.fields)
+        )
     except errors.PermanentError as exc:
         return dead(rt, record, exc.code, str(exc))
     hold = hold_seconds(rt, connector.instance)
@@ -75,7 +77,7 @@ def process(rt: Runtime, task_id: str, gen: int) -> str:
         return begun.status  # duplicate / missing: finished or rescheduled meanwhile
     fence, released = 0.0, False
     try:
-        outcome, fence, released = _apply_locked(rt, record, connector, lock, begun)
+        outcome, fence, released = _apply_locked(rt, record, connector, lock, begun, clean)
         return outcome
     finally:
         if released:
@@ -117,12 +119,21 @@ def circuit_for(rt: Runtime, instance: VendorInstance) -> Circuit:
     )
 
 
+@dataclass(frozen=True)
+class Validated:
+    """The task's target and fields as the connector's schemas returned them."""
+
+    target: Any
+    fields: dict[str, Any]
+
+
 def _apply_locked(
     rt: Runtime,
     record: TaskRecord,
     connector: Connector,
     lock: ordering.TargetLock,
     begun: Begun,
+    clean: Validated,
 ) -> tuple[str, float, bool]:
     """(outcome, seconds to keep the lock after a timeout, whether the lock was released)."""
     task = record.task
@@ -147,7 +158,10 @@ def _apply_locked(
             wait = rt.limiter.acquire(task.vendor, *instance.rate_limit)
     started = time.time()
     try:
-        connector.apply(task.op, task.target, fresh)
+        # validated once, before the lock; send only the fields that are not stale
+        connector.apply_clean(
+            task.op, clean.target, {k: v for k, v in clean.fields.items() if k in fresh}
+        )
     except errors.VendorError as exc:
         if isinstance(exc, (errors.Timeout, errors.Unavailable)):
             (circuit or circuit_for(rt, instance)).failure()

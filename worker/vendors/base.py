@@ -88,20 +88,28 @@ class Connector:
             transport=transport,
             headers={"User-Agent": "switchboard/0.1"},
         )
+        self._schemas: dict[str, Schema] = {}
 
-    # -- the one public entry point -------------------------------------------------
+    # -- the public entry points ------------------------------------------------------
     def apply(self, op: str, target: str, fields_: Mapping[str, Any]) -> dict[str, Any]:
-        """Apply ``fields_`` to ``target`` through ``op``; returns a small result dict."""
+        """Validate, then apply ``fields_`` to ``target`` through ``op``."""
         if op not in self.ops:
             raise errors.Rejected(f"{self.kind} has no op {op!r}")
-        clean = self.validate_fields(op, fields_)
-        clean_target = self.validate_target(target)
+        return self.apply_clean(op, self.validate_target(target), self.validate_fields(op, fields_))
+
+    def apply_clean(
+        self, op: str, clean_target: Any, clean_fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Apply fields that :meth:`validate_fields` / :meth:`validate_target` returned."""
         method = getattr(self, f"op_{op}")
-        return method(clean_target, clean)
+        return method(clean_target, clean_fields)  # type: ignore[no-any-return]
 
     def validate_fields(self, op: str, fields_: Mapping[str, Any]) -> dict[str, Any]:
+        schema = self._schemas.get(op)
+        if schema is None:  # one instance per op: building a Schema deep-copies its fields
+            schema = self._schemas[op] = self.ops[op]()
         try:
-            return self.ops[op]().load(dict(fields_))
+            return schema.load(dict(fields_))  # type: ignore[no-any-return]
         except ValidationError as exc:
             raise errors.InvalidFields(
                 f"fields rejected by {self.kind}.{op}: {exc.messages}"
