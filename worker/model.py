@@ -30,7 +30,9 @@ class UpdateTask:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), default=str)
+        # vars(), not asdict(): asdict deep-copies every nested value, and this runs once
+        # per task at ingest (the fields dict is only read by json.dumps)
+        return json.dumps(vars(self), separators=(",", ":"), default=str)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> UpdateTask:

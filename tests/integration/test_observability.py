@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.logs import JsonFormatter, configure_logging
-from tests.helpers import ROOT, stripe_headers, wait_for, with_changes, worker_env
+from tests.helpers import start_worker, stripe_headers, wait_for, with_changes, worker_env
 from worker import metrics as wm
 from worker.queue import Queue
 
@@ -171,31 +169,7 @@ def test_grep_event_id_follows_the_webhook_across_web_and_worker_logs(sandbox, t
     handler = configure_logging(["whsec_test_secret_for_switchboard"], stream=web_log)
     worker_log = tmp_path / "worker.log"
     env = worker_env(redis_server.url, sandbox.url)
-    with open(worker_log, "wb") as err:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker",
-                "worker",
-                "--pool",
-                "threads",
-                "-c",
-                "2",
-                "-n",
-                "logw@%h",
-                "--without-mingle",
-                "--without-gossip",
-                "-l",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+    process = start_worker(env, name="logw", concurrency=2, log=worker_log)
     try:
         body = with_changes("stripe/payment_intent.succeeded.json", id="evt_grep_me")
         assert post(client, body).status_code == 202
