@@ -138,7 +138,11 @@ def r(server: Server, workers: Workers, sandbox, monkeypatch) -> redis_lib.Redis
     if server.process is None:
         server.start()
     client = redis_lib.Redis.from_url(server.url)
-    client.flushdb()
+    # our keys only: flushdb would also drop kombu's queue bindings (_kombu.*) under the
+    # running workers, and later publishes would go to kombu's undeliverable queue
+    stale = list(client.scan_iter("sb:*", count=1000))
+    if stale:
+        client.delete(*stale)
     workers.ensure()
     for rid in TARGETS:
         sandbox.http.put(f"/perfexcrm/_sim/records/{rid}", json={"userid": rid}).raise_for_status()
