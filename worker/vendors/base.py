@@ -20,6 +20,7 @@ import httpx
 from marshmallow import Schema, ValidationError, fields
 
 from worker.metrics import observe_call
+from worker.redact import MARK
 from worker.vendors import errors
 
 EXCERPT_CHARS = 500
@@ -151,7 +152,14 @@ class Connector:
         """Send one request; transport failures, 3xx, 408, 429 and 5xx become errors.
 
         Other 4xx answers are returned for the connector to classify (vendors differ).
+        Every error leaving here is already scrubbed of this connector's secrets.
         """
+        try:
+            return self._send(method, url, **kwargs)
+        except errors.VendorError as exc:
+            raise self.scrub(exc)  # noqa: B904 - the cause is chained already
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         started = time.perf_counter()
         try:
             response = self.http.request(method, url, **kwargs)
@@ -164,9 +172,32 @@ class Connector:
         observe_call(self.name, response.status_code, time.perf_counter() - started)
         return self.check_common(response)
 
+    # -- secrets never leave in an error ---------------------------------------------
+    def secret_values(self) -> list[str]:
+        """Credentials (and sessions/tokens) that must never appear in an error we raise."""
+        return []
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret value blanked (longest first; however short)."""
+        for secret in sorted({str(s) for s in self.secret_values() if s}, key=len, reverse=True):
+            text = text.replace(secret, MARK)
+        return text
+
+    def scrub(self, exc: errors.VendorError) -> errors.VendorError:
+        """``exc`` with its message and excerpt redacted, should a vendor echo a secret."""
+        exc.message = self.redact(exc.message)
+        exc.args = (exc.message,)
+        if exc.excerpt:
+            exc.excerpt = self.redact(exc.excerpt)
+        return exc
+
+    def excerpt(self, response: httpx.Response) -> str:
+        """The start of the vendor's answer, redacted *before* it is cut (no half secrets)."""
+        return excerpt_of(response, self.redact)
+
     def check_common(self, response: httpx.Response) -> httpx.Response:
         status = response.status_code
-        excerpt = excerpt_of(response)
+        excerpt = self.excerpt(response)
         if 300 <= status < 400:
             location = response.headers.get("location", "(none)")
             raise errors.Rejected(
@@ -193,13 +224,13 @@ class Connector:
     handles_5xx: ClassVar[bool] = False
 
 
-def excerpt_of(response: httpx.Response) -> str:
+def excerpt_of(response: httpx.Response, redact: Callable[[str], str] = str) -> str:
     """The start of a vendor's answer, for dead letters (redacted again when stored)."""
     try:
         text = response.text
     except Exception:  # undecodable body: keep the record useful anyway
         return "<undecodable body>"
-    return text[:EXCERPT_CHARS]
+    return redact(text)[:EXCERPT_CHARS]
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -35,7 +34,7 @@ import httpx
 from marshmallow import Schema, fields, validate
 
 from worker.vendors import errors
-from worker.vendors.base import EXCERPT_CHARS, Connector, VendorInstance, json_body
+from worker.vendors.base import Connector, VendorInstance, json_body
 
 #: refresh this long before the vendor's expiry (capped to a tenth of short lifetimes)
 EXPIRY_MARGIN = 30.0
@@ -123,19 +122,19 @@ class HaloPSA(Connector):
         }
         params = {"tenant": self.auth["tenant"]} if self.auth["tenant"] else None
         started = time.monotonic()
-        response = self.guarded(lambda: self.send("POST", TOKEN_PATH, data=form, params=params))
+        response = self.send("POST", TOKEN_PATH, data=form, params=params)
         data = json_body(response)
         if not 200 <= response.status_code < 300:
             code = data.get("error") if isinstance(data, dict) else None
             # 400/401 is the OAuth refusal; another 4xx (404: wrong base_url) is named as such
             refused = response.status_code in (400, 401)
             what = "refused the client credentials" if refused else "answered"
-            raise self.scrubbed(
+            raise self.scrub(
                 errors.AuthFailed(
                     f"{self.name}: token endpoint {what} "
                     f"({response.status_code} {code or 'no error code'})",
                     status=response.status_code,
-                    excerpt=response.text[:EXCERPT_CHARS],
+                    excerpt=self.excerpt(response),
                 )
             )
         value = data.get("access_token") if isinstance(data, dict) else None
@@ -162,9 +161,7 @@ class HaloPSA(Connector):
     def _api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         token = self.access_token()
         headers = {"Authorization": f"Bearer {token}"}
-        response = self.guarded(
-            lambda: self.send(method, f"{API_PREFIX}{path}", headers=headers, **kwargs)
-        )
+        response = self.send(method, f"{API_PREFIX}{path}", headers=headers, **kwargs)
         self._raise_for_answer(response)
         return response
 
@@ -174,39 +171,22 @@ class HaloPSA(Connector):
             return
         message = vendor_message(response)
         detail = f"{self.name} answered {status}: {message or 'no message'}"
-        kw: dict[str, Any] = {"status": status, "excerpt": response.text[:EXCERPT_CHARS]}
+        kw: dict[str, Any] = {"status": status, "excerpt": self.excerpt(response)}
         if status == 401:
-            raise self.scrubbed(errors.AuthExpired(detail, **kw))
+            raise self.scrub(errors.AuthExpired(detail, **kw))
         if status == 403:  # the API user lacks permission: a refresh cannot fix that
-            raise self.scrubbed(errors.AuthFailed(detail, **kw))
+            raise self.scrub(errors.AuthFailed(detail, **kw))
         if status in (400, 404) and "not found" in message.lower():
-            raise self.scrubbed(errors.NotFound(detail, **kw))
-        raise self.scrubbed(errors.Rejected(detail, **kw))
+            raise self.scrub(errors.NotFound(detail, **kw))
+        raise self.scrub(errors.Rejected(detail, **kw))
 
     # -- keeping secrets out of errors ----------------------------------------------------
-    def secrets(self) -> list[str]:
+    def secret_values(self) -> list[str]:
         token = self._token
         found = [str(self.auth["client_secret"])]
         if token is not None:
             found.append(token.value)
         return found
-
-    def scrubbed(self, exc: errors.VendorError) -> errors.VendorError:
-        """``exc`` with the client secret and bearer token masked, should a vendor echo them."""
-        for secret in self.secrets():
-            exc.message = exc.message.replace(secret, "***")
-            if exc.excerpt:
-                exc.excerpt = exc.excerpt.replace(secret, "***")
-        exc.args = (exc.message,)
-        return exc
-
-    def guarded(self, call: Callable[[], httpx.Response]) -> httpx.Response:
-        """Run a ``send``; its errors (3xx/429/5xx excerpts) leave scrubbed too."""
-        try:
-            return call()
-        except errors.VendorError as exc:
-            self.scrubbed(exc)
-            raise
 
 
 def vendor_message(response: httpx.Response) -> str:

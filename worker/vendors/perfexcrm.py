@@ -91,6 +91,9 @@ class PerfexCRM(Connector):
         self._raise_for_answer(response)
         return {"status": response.status_code}
 
+    def secret_values(self) -> list[str]:
+        return [str(self.instance.auth["token"])]
+
     def _raise_for_answer(self, response: Any) -> None:
         status = response.status_code
         if 200 <= status < 300:
@@ -98,10 +101,10 @@ class PerfexCRM(Connector):
         data = json_body(response)
         message = str(data.get("message", "")) if isinstance(data, dict) else ""
         detail = f"{self.name} answered {status}: {message or 'no message'}"
-        kw = {"status": status, "excerpt": response.text[:500]}
+        kw = {"status": status, "excerpt": self.excerpt(response)}
         if status in (401, 403):
-            raise errors.AuthFailed(detail, **kw)
+            raise self.scrub(errors.AuthFailed(detail, **kw))
         lowered = message.lower()
         if status == 404 and ("not found" in lowered or "invalid" in lowered):
-            raise errors.NotFound(detail, **kw)
-        raise errors.Rejected(detail, **kw)
+            raise self.scrub(errors.NotFound(detail, **kw))
+        raise self.scrub(errors.Rejected(detail, **kw))

@@ -37,10 +37,9 @@ import httpx
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from worker.vendors import errors
-from worker.vendors.base import EXCERPT_CHARS, Connector, json_body
+from worker.vendors.base import Connector, json_body
 
 WIRE_DATETIME = "%Y-%m-%d %H:%M:%S"
-REDACTED = "[redacted]"
 
 
 # -- field types: each loads a config/template value into its wire form ------------------
@@ -310,19 +309,9 @@ class PortaBilling(Connector):
         self, service: str, method: str, auth_info: dict[str, Any] | None, params: dict[str, Any]
     ) -> dict[str, Any]:
         url = f"/rest/{service}/{method}"
-        try:
-            response = self.send("POST", url, **self._body(auth_info, params))
-        except errors.VendorError as exc:
-            # the base class words 3xx/408/429/transport errors; their text is vendor's too
-            self._redact_error(exc)
-            raise
+        # send() scrubs the errors it raises (3xx/408/429/transport) of our secrets
+        response = self.send("POST", url, **self._body(auth_info, params))
         return self._answer(response, f"{service}/{method}")
-
-    def _redact_error(self, exc: errors.VendorError) -> None:
-        exc.message = self.redact(exc.message)
-        exc.args = (exc.message,)
-        if exc.excerpt is not None:
-            exc.excerpt = self.redact(exc.excerpt)
 
     def _body(self, auth_info: dict[str, Any] | None, params: dict[str, Any]) -> dict[str, Any]:
         document = {"params": params}
@@ -336,7 +325,7 @@ class PortaBilling(Connector):
         """The JSON answer of a 2xx, or the classified error of anything else."""
         status = response.status_code
         data = json_body(response)
-        excerpt = self.redact(response.text)[:EXCERPT_CHARS]  # cut after: no half secrets
+        excerpt = self.excerpt(response)  # redacted before it is cut: no half secrets
         fault = fault_of(data)
         # C: faults come as HTTP 500; any other status is classified by the status alone
         # (a 404 "method_not_found" from a wrong base_url is no missing customer).
@@ -353,15 +342,9 @@ class PortaBilling(Connector):
             )
         return data
 
-    def redact(self, text: str) -> str:
-        """``text`` with the credentials and the current session id blanked out.
-
-        Every non-empty secret is replaced, however short: a mangled excerpt is better
-        than a leaked credential.
-        """
+    def secret_values(self) -> list[str]:
+        """The credentials and the current session ids (blanked however short they are)."""
         auth = self.instance.auth
-        secrets = [auth.get("login"), auth.get("token"), auth.get("password"), self._session_id]
-        secrets += [getattr(self._local, "session_id", None)]
-        for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-            text = text.replace(str(secret), REDACTED)
-        return text
+        values = [auth.get("login"), auth.get("token"), auth.get("password"), self._session_id]
+        values.append(getattr(self._local, "session_id", None))
+        return [str(v) for v in values if v]

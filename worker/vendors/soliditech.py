@@ -29,7 +29,7 @@ import httpx
 from marshmallow import Schema, fields, validate
 
 from worker.vendors import errors
-from worker.vendors.base import EXCERPT_CHARS, Connector, VendorInstance, json_body
+from worker.vendors.base import Connector, VendorInstance, json_body
 
 
 def wire(name: str, field: fields.Field) -> fields.Field:
@@ -156,11 +156,7 @@ class Soliditech(Connector):
         body = to_wire(UpdateCustomer(), fields_)
         path = self.options["path"].replace("{account_id}", quote(target, safe=""))
         headers = {self.options["auth_header"]: f"{self.options['auth_prefix']}{self.api_key}"}
-        try:
-            response = self.send(self.options["method"], path, json=body, headers=headers)
-        except errors.VendorError as exc:  # 3xx/429/5xx excerpts: scrub them too
-            self.scrubbed(exc)
-            raise
+        response = self.send(self.options["method"], path, json=body, headers=headers)
         self._raise_for_answer(response)
         return {"status": response.status_code, "account_id": target}
 
@@ -169,20 +165,15 @@ class Soliditech(Connector):
         if 200 <= status < 300:
             return
         detail = f"{self.name} answered {status}: {vendor_message(response) or 'no message'}"
-        kw: dict[str, Any] = {"status": status, "excerpt": response.text[:EXCERPT_CHARS]}
+        kw: dict[str, Any] = {"status": status, "excerpt": self.excerpt(response)}
         if status in (401, 403):
-            raise self.scrubbed(errors.AuthFailed(detail, **kw))
+            raise self.scrub(errors.AuthFailed(detail, **kw))
         if status == 404:
-            raise self.scrubbed(errors.NotFound(detail, **kw))
-        raise self.scrubbed(errors.Rejected(detail, **kw))
+            raise self.scrub(errors.NotFound(detail, **kw))
+        raise self.scrub(errors.Rejected(detail, **kw))
 
-    def scrubbed(self, exc: errors.VendorError) -> errors.VendorError:
-        """``exc`` with the API key masked, should the vendor echo it back."""
-        exc.message = exc.message.replace(self.api_key, "***")
-        if exc.excerpt:
-            exc.excerpt = exc.excerpt.replace(self.api_key, "***")
-        exc.args = (exc.message,)
-        return exc
+    def secret_values(self) -> list[str]:
+        return [self.api_key]
 
 
 def vendor_message(response: httpx.Response) -> str:
