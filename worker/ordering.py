@@ -1,14 +1,16 @@
 """Per-target ordering: one task at a time per (vendor, target), and no stale overwrites.
 
-- :class:`TargetLock`: ``SET NX PX`` with a random token, released only by its holder
-  (compare-and-delete in Lua), expiring on its own if the holder dies. Its time to live
+- :class:`TargetLock`: a random token under ``sb:lock:<vendor>:<target>``, taken with
+  ``SET NX PX`` inside the ``begin`` step (:mod:`worker.steps`), released only by its
+  holder (compare-and-delete in Lua), expiring on its own if the holder dies. Its time to live
   (:func:`worker.runner.hold_seconds`) is above the longest run, so it cannot expire
   under a live holder; after a vendor timeout the holder keeps it one vendor timeout
   longer (:meth:`TargetLock.hold`) so a late write of the timed-out request lands first.
 - Field versions: ``sb:fields:<vendor>:<target>`` maps each field to the ``occurred_at``
-  of the event that last set it. :func:`split_stale` keeps the fields this task may
-  still set (its event is not older than the one that set them); :func:`record_versions`
-  notes the fields it set. Both run while the lock is held, so they cannot interleave.
+  of the event that last set it. ``begin`` reads them, :func:`split_by_versions` keeps
+  the fields this task may still set (its event is not older than the one that set
+  them), and ``complete`` raises the versions of the fields it set. All of it happens
+  while the lock is held, so two tasks for one target cannot interleave.
 """
 
 from __future__ import annotations
@@ -31,17 +33,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 """
 
-_RECORD = """
--- only raise a field's version, never lower it (belt and braces under the lock)
-for i = 1, #ARGV - 1 do
-  local cur = redis.call('HGET', KEYS[1], ARGV[i])
-  if (not cur) or tonumber(cur) < tonumber(ARGV[#ARGV]) then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[#ARGV])
-  end
-end
-return 1
-"""
-
 
 class TargetLock:
     def __init__(self, client: redis_lib.Redis, vendor: str, target: str, ttl: float):
@@ -51,9 +42,6 @@ class TargetLock:
         self.token = uuid.uuid4().hex
         self._release = client.register_script(_RELEASE)
         self._hold = client.register_script(_HOLD)
-
-    def acquire(self) -> bool:
-        return bool(self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
 
     def release(self) -> None:
         self._release(keys=[self.key], args=[self.token])
@@ -78,21 +66,3 @@ def split_by_versions(
         else:
             fresh[name] = value
     return fresh, stale
-
-
-def split_stale(
-    client: redis_lib.Redis, vendor: str, target: str, fields: dict[str, Any], occurred_at: float
-) -> tuple[dict[str, Any], list[str]]:
-    """:func:`split_by_versions` with the versions read from Redis."""
-    if not fields:
-        return {}, []
-    raw = client.hmget(keys.field_versions(vendor, target), list(fields))
-    versions = [None if v is None else float(v) for v in raw]
-    return split_by_versions(fields, versions, occurred_at)
-
-
-def record_versions(
-    client: redis_lib.Redis, vendor: str, target: str, names: list[str], occurred_at: float
-) -> None:
-    if names:
-        client.eval(_RECORD, 1, keys.field_versions(vendor, target), *names, repr(occurred_at))

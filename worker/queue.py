@@ -200,10 +200,6 @@ class Queue:
     # Each is one Lua script that first checks the task is still at ``gen`` and not
     # finished: a delivery that lost its lock (expired) or a duplicate that got in late can
     # never move a finished task back into the queue, nor finish a task twice.
-    def lease(self, record: TaskRecord, seconds: float, now: float | None = None) -> bool:
-        """Keep the task in ``sb:due`` ``seconds`` ahead: republished if we die holding it."""
-        return self.defer(record, (time.time() if now is None else now) + seconds)
-
     def defer(self, record: TaskRecord, due_at: float) -> bool:
         """Move the task's next delivery to ``due_at``, same gen (no attempt spent).
 
