@@ -40,15 +40,17 @@ def receive(source: str) -> tuple[Response, int]:
     duplicates: list[str] = []
     tasks = 0
     queue = state.queue
-    g.sb_events = seen = []  # (event, tasks): counted and logged by webhooks.metrics
+    # (event, tasks, outcome) per event: counted and logged by webhooks.metrics
+    g.sb_events = seen = []
     for event in events:
         event_tasks = state.rules.tasks_for(event)
-        seen.append((event, event_tasks))
         if queue.store_event(event, event_tasks):
             accepted.append(event.id)
             tasks += len(event_tasks)
+            seen.append((event, event_tasks, "accepted" if event_tasks else "ignored"))
         else:
             duplicates.append(event.id)
+            seen.append((event, event_tasks, "duplicate"))
     return _answer(accepted, duplicates, tasks)
 
 

@@ -91,11 +91,11 @@ def observe_ingest(state: AppState, response: Response) -> None:
     known = source in state.sources
     label = source if known else UNKNOWN_SOURCE  # never a label from an unknown URL
     took_ms = round((time.perf_counter() - g.get("sb_started", time.perf_counter())) * 1000, 2)
-    body = response.get_json(silent=True) if response.is_json else None
-    body = body if isinstance(body, dict) else {}
     client = state.redis
     wm.BUFFER.incr(client, wm.WEBHOOKS, wm.field("received", label, ""))
     if response.status_code >= 400:
+        body = response.get_json(silent=True) if response.is_json else None
+        body = body if isinstance(body, dict) else {}
         reason = str((body.get("error") or {}).get("code") or f"http_{response.status_code}")
         wm.BUFFER.incr(client, wm.WEBHOOKS, wm.field("rejected", label, reason))
         log_event(
@@ -107,21 +107,10 @@ def observe_ingest(state: AppState, response: Response) -> None:
             duration_ms=took_ms,
         )
         return
-    duplicates = set(body.get("duplicates") or ())
-    if body.get("status") == "duplicate":
-        duplicates |= set(body.get("event_ids") or ())
-    seen = g.get("sb_events") or []
-    lines = []
-    for event, tasks in seen:
-        if event.id in duplicates:
-            outcome = "duplicate"
-        elif tasks:
-            outcome = "accepted"
-        else:
-            outcome = "ignored"
+    seen = g.get("sb_events") or []  # (event, tasks, outcome), as ingest decided them
+    for _event, _tasks, outcome in seen:
         wm.BUFFER.incr(client, wm.WEBHOOKS, wm.field(outcome, label, ""))
-        lines.append((event, tasks, outcome))
-    for event, tasks, outcome in lines:
+    for event, tasks, outcome in seen:
         log_event(
             log,
             f"webhook {outcome}",
