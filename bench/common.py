@@ -97,13 +97,27 @@ class Procs:
 
     def __init__(self) -> None:
         self.children: list[subprocess.Popen[bytes]] = []
+        self.roles: dict[int, str] = {}  # pid -> role, for cpu_seconds()
         self.redis_url = ""
 
-    def start(self, command: list[str], environ: dict[str, str]) -> subprocess.Popen[bytes]:
+    def start(
+        self, command: list[str], environ: dict[str, str], role: str = "other"
+    ) -> subprocess.Popen[bytes]:
         log = open(RESULTS / "last-run.log", "ab")  # noqa: SIM115 - kept for the child's life
         process = subprocess.Popen(command, cwd=ROOT, env=environ, stdout=log, stderr=log)
         self.children.append(process)
+        self.roles[process.pid] = role
         return process
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) used so far by each role's live processes and their
+        children (gunicorn's workers), so a benchmark can say where the CPU went."""
+        out: dict[str, float] = {}
+        for process in self.children:
+            if process.poll() is None:
+                role = self.roles.get(process.pid, "other")
+                out[role] = out.get(role, 0.0) + tree_cpu_seconds(process.pid)
+        return out
 
     def redis(self, directory: Path) -> redis_lib.Redis:
         directory.mkdir(parents=True, exist_ok=True)
@@ -111,7 +125,9 @@ class Procs:
             old.unlink()
         port = embedded_redis.free_port()
         args = embedded_redis.server_args(directory, port, fsync="everysec")
-        self.children.append(subprocess.Popen(args, stdout=subprocess.DEVNULL))
+        server = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        self.children.append(server)
+        self.roles[server.pid] = "redis"
         self.redis_url = f"redis://127.0.0.1:{port}/0"
         # this process's Celery app (bench.noop) must use it too, not an embedded Redis
         os.environ["REDIS_URL"] = self.redis_url
@@ -124,7 +140,7 @@ class Procs:
         command = web_command(port, workers)
         command[-1] = app
         command[command.index("--access-logfile") : command.index("--access-logfile") + 2] = []
-        self.start(command, environ)
+        self.start(command, environ, "web")
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/healthz")
         return url
@@ -143,12 +159,12 @@ class Procs:
             command = worker_command(concurrency, f"bench{i}")
             if include:
                 command += ["-I", include]
-            out.append(self.start(command, environ))
+            out.append(self.start(command, environ, "worker"))
         return out
 
     def sandbox(self, environ: dict[str, str], latency_ms: float) -> str:
         port = embedded_redis.free_port()
-        self.start([PY, "-m", "webhooks.cli", "sandbox", "--port", str(port)], environ)
+        self.start([PY, "-m", "webhooks.cli", "sandbox", "--port", str(port)], environ, "simulator")
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/")
         httpx.post(f"{url}/perfexcrm/_sim/knobs", json={"latency_ms": latency_ms})
@@ -174,6 +190,27 @@ class Procs:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants (Linux /proc; 0 elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            kids = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except (OSError, IndexError, ValueError):
+            continue
+        pending.extend(int(k) for k in kids)
+    return total
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: round(after.get(k, 0.0) - before.get(k, 0.0), 2) for k in sorted(after)}
 
 
 def wait_http(url: str, timeout: float = 60) -> None:

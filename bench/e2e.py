@@ -31,6 +31,7 @@ from bench.common import (
     PY,
     ROOT,
     Procs,
+    cpu_delta,
     env,
     percentile,
     seed_targets,
@@ -92,6 +93,7 @@ def drain(
     memory = client.info("memory")["used_memory"]
     started_workers = procs.workers(environ, workers, concurrency)
     wait_workers(client, workers)
+    cpu_before = procs.cpu_seconds()
     started = time.perf_counter()
     release(client)
     deadline = time.monotonic() + timeout
@@ -101,6 +103,7 @@ def drain(
         time.sleep(0.05)
     took = time.perf_counter() - started
     left = client.zcard("sb:waiting")
+    cpu = cpu_delta(cpu_before, procs.cpu_seconds())
     procs.stop(started_workers)
     client.delete("sb:heartbeats")
     done = count - left
@@ -113,6 +116,8 @@ def drain(
         "fill_seconds": round(filled, 3),
         "used_memory_after_fill": memory,
         "timed_out": bool(left),
+        "cpu_seconds": cpu,
+        "cpu_ms_per_task": {k: round(v / max(done, 1) * 1000, 3) for k, v in cpu.items()},
     }
 
 
@@ -132,12 +137,14 @@ def noop_drain(
     with noop.app.producer_or_acquire() as producer:
         for _ in range(count):
             noop.apply_async(args=(latency_ms,), producer=producer)
+    cpu_before = procs.cpu_seconds()
     started_workers = procs.workers(environ, workers, concurrency, include="bench.noop")
     deadline = time.monotonic() + 600
     while int(client.get("bench:done") or 0) < count and time.monotonic() < deadline:
         time.sleep(0.05)
     done = int(client.get("bench:done") or 0)
     took = float(client.get("bench:last") or 0) - float(client.get("bench:first") or 0)
+    cpu = cpu_delta(cpu_before, procs.cpu_seconds())  # workers' figure includes start-up
     procs.stop(started_workers)
     client.delete("sb:heartbeats")
     return {
@@ -146,6 +153,8 @@ def noop_drain(
         "seconds": round(took, 3),
         "rate": done / took,
         "ms_per_task": took / max(done, 1) * 1000,
+        "cpu_seconds": cpu,
+        "cpu_ms_per_task": {k: round(v / max(done, 1) * 1000, 3) for k, v in cpu.items()},
     }
 
 
@@ -267,6 +276,9 @@ def main(argv: list[str]) -> dict[str, Any]:
         )
     )
     print(f"ratio {ratio:.3f} (target >= 0.8); met: {summary['met']}")
+    for name, run in (("celery no-op", noop), ("switchboard", real)):
+        shares = ", ".join(f"{k} {v:.2f}" for k, v in run["cpu_ms_per_task"].items())
+        print(f"CPU ms per task, {name}: {shares}")
     print(
         f"steady {args.steady_rate:.0f} events/s for {args.steady_seconds:.0f} s: "
         f"webhook-to-vendor p50 {held['p50_ms']:.1f} ms, p99 {held['p99_ms']:.1f} ms "

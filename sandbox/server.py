@@ -1,7 +1,13 @@
 """All vendor simulators in one threaded HTTP server, each mounted at ``/<kind>``.
 
 ``http://127.0.0.1:8100/perfexcrm`` is a PerfexCRM base URL, ``/portabilling`` a
-PortaBilling one, and so on. State lives in this process's memory.
+PortaBilling one, and so on. State lives in one process's memory.
+
+Two ways to serve it: :func:`serve_forever` (``switchboard sandbox``) runs gunicorn with
+ONE worker process (so the state is shared) and many threads, with HTTP keep-alive as real
+vendors offer it; :func:`serve_in_thread` runs werkzeug's server inside the calling
+process (tests read the simulators' state directly). Werkzeug's server closes every
+connection, so each vendor call there pays a TCP connect and a new server thread.
 """
 
 from __future__ import annotations
@@ -41,6 +47,30 @@ def serve(host: str = "127.0.0.1", port: int = 8100) -> BaseWSGIServer:
     """Create the threaded server (``.serve_forever()`` runs it; port 0 picks a free one)."""
     app, _ = build()
     return make_server(host, port, app, threaded=True)
+
+
+def serve_forever(host: str = "127.0.0.1", port: int = 8100, threads: int = 64) -> None:
+    """Serve every simulator with gunicorn (one process, ``threads`` threads, keep-alive)."""
+    from gunicorn.app.base import BaseApplication
+
+    class _Sandbox(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in {
+                "bind": f"{host}:{port}",
+                "workers": 1,  # the simulators' state lives in this one process
+                "worker_class": "gthread",
+                "threads": threads,  # latency/hang knobs sleep in a thread each
+                "keepalive": 75,
+                "timeout": 120,  # the worker's own heartbeat; hangs sleep in threads
+                "graceful_timeout": 2,
+                "loglevel": "warning",
+            }.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return build()[0]
+
+    _Sandbox().run()
 
 
 def serve_in_thread(host: str = "127.0.0.1", port: int = 0) -> tuple[BaseWSGIServer, str]:

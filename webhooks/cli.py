@@ -81,12 +81,11 @@ def worker(concurrency: int, name: str) -> None:
 @click.option("--port", default=8100, show_default=True)
 def sandbox(host: str, port: int) -> None:
     """Run the vendor simulators (all of them, one server, /<kind> each)."""
-    from sandbox.server import SIMULATORS, serve
+    from sandbox.server import SIMULATORS, serve_forever
 
-    server = serve(host, port)
     click.echo(f"sandbox on http://{host}:{port}/ ({', '.join(sorted(SIMULATORS))})")
     with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
+        serve_forever(host, port)
 
 
 # -- config and rules ---------------------------------------------------------------------

@@ -78,7 +78,8 @@ class RelayStep(bootsteps.StartStopStep):
     def start(self, parent: Any) -> None:
         from worker.relay import Relay
 
-        self.relay = Relay(name=parent.hostname)
+        threads = parent.concurrency if isinstance(parent.concurrency, int) else 1
+        self.relay = Relay(name=parent.hostname, concurrency=threads)
         self.relay.start()
 
     def stop(self, parent: Any) -> None:

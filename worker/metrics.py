@@ -171,12 +171,19 @@ def status_class(status: int | None) -> str:
 
 
 # -- the task wrapper ---------------------------------------------------------------------
+def note_task(task: Any, attempts: list[dict[str, Any]]) -> None:
+    """The runner's word on the task it ran and its attempts as it last wrote them, so
+    :func:`run_observed` records the run without reading the task back from Redis."""
+    _local.task = (task, attempts)
+
+
 def run_observed(rt: Any, task_id: str, gen: int, process: Callable[..., str]) -> str:
     """Run ``process(rt, task_id, gen)``; count, time and log its outcome.
 
     Recording never fails the task: a Redis error while recording is logged and dropped.
     """
     _local.calls = []
+    _local.task = None
     started = time.perf_counter()
     outcome = "error"
     try:
@@ -185,8 +192,9 @@ def run_observed(rt: Any, task_id: str, gen: int, process: Callable[..., str]) -
     finally:
         duration = time.perf_counter() - started
         calls, _local.calls = _local.calls, None
+        known, _local.task = _local.task, None
         try:
-            record_task(rt.redis, task_id, gen, outcome, duration, calls)
+            record_task(rt.redis, task_id, gen, outcome, duration, calls, known)
         except redis_lib.RedisError as exc:
             log.warning("metrics not recorded (%s)", type(exc).__name__)
 
@@ -198,13 +206,19 @@ def record_task(
     outcome: str,
     duration: float,
     calls: list[tuple[str, str, float]],
+    known: tuple[Any, list[dict[str, Any]]] | None = None,
 ) -> None:
+    """Count and log one run; ``known`` = (UpdateTask, attempts) from :func:`note_task`,
+    else (a task the runner never loaded) the record is read from Redis."""
     task: dict[str, Any] = {}
     attempts: list[dict[str, Any]] = []
-    raw_task, raw_attempts = client.hmget(keys.task(task_id), "task", "attempts")
-    if raw_task:
-        task = json.loads(raw_task)
-        attempts = json.loads(raw_attempts or b"[]")
+    if known is not None:
+        task, attempts = vars(known[0]), known[1]
+    else:
+        raw_task, raw_attempts = client.hmget(keys.task(task_id), "task", "attempts")
+        if raw_task:
+            task = json.loads(raw_task)
+            attempts = json.loads(raw_attempts or b"[]")
     vendor = task.get("vendor", "(unknown)")
     op = task.get("op", "(unknown)")
     last = attempts[-1] if attempts else {}

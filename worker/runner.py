@@ -26,6 +26,7 @@ from typing import Any
 
 from worker import ordering
 from worker.circuit import Circuit
+from worker.metrics import note_task
 from worker.queue import TaskRecord
 from worker.retry import GiveUp, decide
 from worker.runtime import Runtime
@@ -52,6 +53,7 @@ def process(rt: Runtime, task_id: str, gen: int) -> str:
     record = rt.queue.load_task(task_id)
     if record is None:
         return "missing"
+    note_task(record.task, record.attempts)
     if record.finished or record.gen != gen:
         return "duplicate"
     task = record.task
@@ -188,6 +190,7 @@ def _complete(
     applied: list[str],
 ) -> None:
     task = record.task
+    note_task(task, attempts)
     rt.steps.complete(
         task.id,
         record.gen,
@@ -215,6 +218,7 @@ def _failed(rt: Runtime, record: TaskRecord, exc: errors.VendorError, started: f
     decision = decide(exc, attempts_in_run(attempts), vendor.retry)
     if isinstance(decision, GiveUp):
         return dead(rt, record, decision.code, str(exc), attempts)
+    note_task(record.task, attempts)
     rt.queue.reschedule(record, time.time() + decision.delay, "retrying", attempts)
     return "retrying"
 
@@ -267,6 +271,7 @@ def dead(
             _attempt(time.time(), code, None, rt.redactor.text(message), None)
         ]
     attempts = attempts[:-1] + [{**attempts[-1], "code": code, "final": True}]
+    note_task(record.task, attempts)
     rt.dead_letters.put(record.task, code, message, attempts)
     rt.queue.finish(record, "dead", attempts)
     return "dead"

@@ -1,13 +1,20 @@
-"""The Celery task: a thin shell around :func:`worker.runner.process`.
+"""The Celery tasks: thin shells around :func:`worker.runner.process`.
 
-Every run is timed, counted and logged by one wrapper (:func:`worker.metrics.run_observed`),
-not by the task body. The worker's logging is ours (JSON lines, :mod:`config.logs`):
-connecting ``setup_logging`` stops Celery from configuring the root logger itself.
+The relay publishes ``apply_updates`` with one or more ``(task id, gen)`` deliveries per
+message (see :mod:`worker.relay`); each delivery is run on its own, in order, and one that
+fails unexpectedly does not stop the rest (its lease brings it back). ``apply_update`` (one
+delivery) stays for messages published before batching. Every run is timed, counted and
+logged by one wrapper (:func:`worker.metrics.run_observed`), not by the task body.
+
+The worker's logging is ours (JSON lines, :mod:`config.logs`): connecting
+``setup_logging`` stops Celery from configuring the root logger itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections.abc import Sequence
 from typing import Any
 
 from celery import signals
@@ -17,10 +24,25 @@ from worker.metrics import run_observed
 from worker.runner import process
 from worker.runtime import get_runtime
 
+log = logging.getLogger("switchboard.worker")
+
 
 @app.task(name="switchboard.apply_update")
 def apply_update(task_id: str, gen: int) -> str:
     return run_observed(get_runtime(), task_id, gen, process)
+
+
+@app.task(name="switchboard.apply_updates")
+def apply_updates(deliveries: Sequence[Sequence[Any]]) -> list[str]:
+    rt = get_runtime()
+    outcomes = []
+    for task_id, gen in deliveries:
+        try:
+            outcomes.append(run_observed(rt, str(task_id), int(gen), process))
+        except Exception:  # counted as "error" by run_observed; the lease retries it
+            log.exception("task %s failed unexpectedly; its lease will bring it back", task_id)
+            outcomes.append("error")
+    return outcomes
 
 
 @signals.setup_logging.connect
