@@ -45,7 +45,8 @@ TARGETS = 2000
 
 
 def fill(client: redis_lib.Redis, count: int, hold_until: float) -> float:
-    """Store ``count`` events of one task each, due at ``hold_until``; returns seconds."""
+    """Store ``count`` events of one task each, due from ``hold_until`` on in the order
+    they were stored (as webhooks arriving one after another); returns seconds."""
     from webhooks.sources.base import Event
     from worker.model import UpdateTask
     from worker.queue import Queue
@@ -69,13 +70,39 @@ def fill(client: redis_lib.Redis, count: int, hold_until: float) -> float:
             base + i / 1000,
         )
         event = Event("stripe", eid, task.event_type, task.occurred_at, base, {"i": i}, {})
-        queue.store_event(event, [task], now=hold_until)
+        queue.store_event(event, [task], now=hold_until + i / 1000)
     return time.perf_counter() - started
 
 
+def outcomes(client: redis_lib.Redis) -> dict[str, int]:
+    """How many task records are in each state (applied, stale, dead, queued...)."""
+    counts: dict[str, int] = {}
+    batch: list[bytes] = []
+
+    def tally() -> None:
+        pipe = client.pipeline(transaction=False)
+        for key in batch:
+            pipe.hget(key, "state")
+        for state in pipe.execute():
+            name = state.decode() if state else "gone"
+            counts[name] = counts.get(name, 0) + 1
+        batch.clear()
+
+    for key in client.scan_iter("sb:task:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            tally()
+    tally()
+    return dict(sorted(counts.items()))
+
+
 def release(client: redis_lib.Redis) -> None:
-    """Make every held task due now (one atomic command) and wake the relays."""
-    client.zunionstore("sb:due", {"sb:due": 0})
+    """Make every held task due now (one atomic command) and wake the relays.
+
+    Scaling every score by 1e-9 moves them all into the past and keeps their order (with
+    equal scores Redis would order tasks by id, i.e. at random, and a task for a record
+    that a later event already updated would turn ``stale`` without a vendor call)."""
+    client.zunionstore("sb:due", {"sb:due": 1e-9})
     client.rpush("sb:wake", "1")
 
 
@@ -106,6 +133,7 @@ def drain(
     cpu = cpu_delta(cpu_before, procs.cpu_seconds())
     procs.stop(started_workers)
     client.delete("sb:heartbeats")
+    states = outcomes(client)
     done = count - left
     return {
         "tasks": count,
@@ -116,6 +144,7 @@ def drain(
         "fill_seconds": round(filled, 3),
         "used_memory_after_fill": memory,
         "timed_out": bool(left),
+        "outcomes": states,
         "cpu_seconds": cpu,
         "cpu_ms_per_task": {k: round(v / max(done, 1) * 1000, 3) for k, v in cpu.items()},
     }
@@ -276,6 +305,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         )
     )
     print(f"ratio {ratio:.3f} (target >= 0.8); met: {summary['met']}")
+    print(f"Switchboard task outcomes: {real['outcomes']}")
     for name, run in (("celery no-op", noop), ("switchboard", real)):
         shares = ", ".join(f"{k} {v:.2f}" for k, v in run["cpu_ms_per_task"].items())
         print(f"CPU ms per task, {name}: {shares}")

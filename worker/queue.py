@@ -134,6 +134,19 @@ def event_from_json(text: str | bytes) -> Event:
     )
 
 
+def _record(data: dict[bytes, bytes]) -> TaskRecord | None:
+    if not data or b"task" not in data:
+        return None
+    return TaskRecord(
+        task=UpdateTask.from_json(data[b"task"]),
+        state=_text(data[b"state"]),
+        gen=int(data[b"gen"]),
+        attempts=json.loads(data.get(b"attempts", b"[]")),
+        queued_at=float(data.get(b"queued_at", 0)),
+        stale_fields=json.loads(data.get(b"stale_fields", b"[]")),
+    )
+
+
 class Queue:
     """Thin, typed access to the durable queue's keys; one per Redis client."""
 
@@ -178,17 +191,14 @@ class Queue:
 
     # -- reading -------------------------------------------------------------------------
     def load_task(self, task_id: str) -> TaskRecord | None:
-        data = self.redis.hgetall(keys.task(task_id))
-        if not data or b"task" not in data:
-            return None
-        return TaskRecord(
-            task=UpdateTask.from_json(data[b"task"]),
-            state=_text(data[b"state"]),
-            gen=int(data[b"gen"]),
-            attempts=json.loads(data.get(b"attempts", b"[]")),
-            queued_at=float(data.get(b"queued_at", 0)),
-            stale_fields=json.loads(data.get(b"stale_fields", b"[]")),
-        )
+        return _record(self.redis.hgetall(keys.task(task_id)))
+
+    def load_tasks(self, task_ids: Sequence[str]) -> dict[str, TaskRecord | None]:
+        """Several records in one round trip (a batch of deliveries)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hgetall(keys.task(task_id))
+        return {tid: _record(data) for tid, data in zip(task_ids, pipe.execute(), strict=True)}
 
     def load_event(self, source: str, event_id: str) -> tuple[Event, list[str]] | None:
         data = self.redis.hgetall(keys.event(source, event_id))

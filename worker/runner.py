@@ -49,8 +49,15 @@ def hold_seconds(rt: Runtime, instance: VendorInstance) -> float:
     return max(rt.run_lease, 4 * instance.timeout + RATE_WAIT_INLINE + 2)
 
 
-def process(rt: Runtime, task_id: str, gen: int) -> str:
-    record = rt.queue.load_task(task_id)
+def process(
+    rt: Runtime, task_id: str, gen: int, preloaded: dict[str, TaskRecord | None] | None = None
+) -> str:
+    """Run one delivery; ``preloaded`` records (read for a whole batch in one round trip)
+    save reading this one: ``begin`` re-checks gen and state atomically anyway."""
+    if preloaded is not None and task_id in preloaded:
+        record = preloaded[task_id]
+    else:
+        record = rt.queue.load_task(task_id)
     if record is None:
         return "missing"
     note_task(record.task, record.attempts)

@@ -13,6 +13,7 @@ The worker's logging is ours (JSON lines, :mod:`config.logs`): connecting
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -35,10 +36,12 @@ def apply_update(task_id: str, gen: int) -> str:
 @app.task(name="switchboard.apply_updates")
 def apply_updates(deliveries: Sequence[Sequence[Any]]) -> list[str]:
     rt = get_runtime()
+    records = rt.queue.load_tasks([str(task_id) for task_id, _ in deliveries])
+    run = functools.partial(process, preloaded=records)
     outcomes = []
     for task_id, gen in deliveries:
         try:
-            outcomes.append(run_observed(rt, str(task_id), int(gen), process))
+            outcomes.append(run_observed(rt, str(task_id), int(gen), run))
         except Exception:  # counted as "error" by run_observed; the lease retries it
             log.exception("task %s failed unexpectedly; its lease will bring it back", task_id)
             outcomes.append("error")

@@ -197,26 +197,29 @@ class Connector:
 
     def check_common(self, response: httpx.Response) -> httpx.Response:
         status = response.status_code
-        excerpt = self.excerpt(response)
+        if status < 300 or (400 <= status < 500 and status not in (408, 429)):
+            return response  # the common case: no excerpt built for an answer we keep
         if 300 <= status < 400:
             location = response.headers.get("location", "(none)")
             raise errors.Rejected(
                 f"{self.name} answered {status} redirect to {location}; not followed",
                 status=status,
-                excerpt=excerpt,
+                excerpt=self.excerpt(response),
             )
         if status == 429:
             raise errors.RateLimited(
                 f"{self.name} rate limited the call",
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
                 status=status,
-                excerpt=excerpt,
+                excerpt=self.excerpt(response),
             )
         if status == 408:
-            raise errors.Timeout(f"{self.name} answered 408", status=status, excerpt=excerpt)
+            raise errors.Timeout(
+                f"{self.name} answered 408", status=status, excerpt=self.excerpt(response)
+            )
         if status >= 500 and not self.handles_5xx:
             raise errors.Unavailable(
-                f"{self.name} answered {status}", status=status, excerpt=excerpt
+                f"{self.name} answered {status}", status=status, excerpt=self.excerpt(response)
             )
         return response
 
