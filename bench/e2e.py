@@ -200,6 +200,7 @@ def steady(
     wait_workers(client, workers)
     port = embedded_redis.free_port()
     url = procs.gunicorn("webhooks.wsgi:app", port, environ)
+    cpu_before = procs.cpu_seconds()
     out = subprocess.run(
         [
             PY,
@@ -230,17 +231,20 @@ def steady(
     deadline = time.monotonic() + 120
     while client.zcard("sb:waiting") and time.monotonic() < deadline:
         time.sleep(0.1)
-    latencies = []
+    cpu = cpu_delta(cpu_before, procs.cpu_seconds())
+    latencies, waits, calls = [], [], []
     pipe = client.pipeline()
     for event_id, _ in load["sent"]:
         pipe.hget(f"sb:event:stripe:{event_id}", "tasks")
     task_lists = pipe.execute()
     pipe = client.pipeline()
     for tasks in task_lists:
-        pipe.hget(f"sb:task:{json.loads(tasks)[0]}", "attempts")
-    for (_, sent_at), attempts in zip(load["sent"], pipe.execute(), strict=True):
+        pipe.hmget(f"sb:task:{json.loads(tasks)[0]}", "attempts", "queued_at")
+    for (_, sent_at), (attempts, queued_at) in zip(load["sent"], pipe.execute(), strict=True):
         last = json.loads(attempts)[-1]
         latencies.append((last["at"] + last["duration"] - sent_at) * 1000)
+        waits.append((last["at"] - float(queued_at)) * 1000)  # stored -> vendor call starts
+        calls.append(last["duration"] * 1000)
     procs.stop(started_workers + [procs.children[-1]])
     client.delete("sb:heartbeats")
     return {
@@ -251,6 +255,14 @@ def steady(
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
         "max_ms": max(latencies),
+        # where the time goes: queued (stored -> vendor call starts), then the call itself
+        "queued_p50_ms": percentile(waits, 50),
+        "queued_p99_ms": percentile(waits, 99),
+        "call_p50_ms": percentile(calls, 50),
+        "call_p99_ms": percentile(calls, 99),
+        "cpu_ms_per_event": {
+            k: round(v / max(len(latencies), 1) * 1000, 3) for k, v in cpu.items()
+        },
     }
 
 

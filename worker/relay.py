@@ -10,6 +10,9 @@ Deliveries are published several to a message (:func:`batch_size`): a Celery mes
 costs about as much CPU as applying a task, so a backlog goes out in messages of up to
 ``SWITCHBOARD_BATCH_MAX`` (default 20) deliveries, while a trickle still goes one per
 message, spread over every consumer thread (live workers x this worker's concurrency).
+One script per wake-up claims, drops finished tasks, reads the Celery queue's length
+and the next due time (:func:`claim_due`), so the relay costs three round trips per
+wake: claim, publish, wait.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import math
 import os
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis as redis_lib
@@ -29,9 +33,26 @@ from worker.runtime import get_runtime
 log = logging.getLogger("switchboard.relay")
 
 _CLAIM = """
+-- KEYS[1] due, KEYS[2] the Celery queue (a list), KEYS[3] wake
+-- ARGV[1] now, ARGV[2] lease until, ARGV[3] most to claim
+-- Returns {celery queue length, next due score or '', entries taken, id1, gen1, ...}.
+-- Task records are read by id (sb:task:<id>): one Redis, not a cluster (as everywhere).
+redis.call('DEL', KEYS[3])
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
-for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
-return ids
+local out = {tostring(redis.call('LLEN', KEYS[2])), '', tostring(#ids)}
+for _, id in ipairs(ids) do
+  local cur = redis.call('HMGET', 'sb:task:' .. id, 'gen', 'state')
+  if (not cur[1]) or cur[2] == 'applied' or cur[2] == 'stale' or cur[2] == 'dead' then
+    redis.call('ZREM', KEYS[1], id)  -- expired or finished: nothing to deliver
+  else
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    out[#out + 1] = id
+    out[#out + 1] = cur[1]
+  end
+end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if nxt[2] then out[2] = nxt[2] end
+return out
 """
 
 BATCH = 500
@@ -44,8 +65,16 @@ def batch_max() -> int:
     return max(1, int(os.environ.get("SWITCHBOARD_BATCH_MAX") or 20))
 
 
-def batch_size(due: int, consumers: int, largest: int) -> int:
-    """Deliveries per message: ``due`` spread over ``consumers`` threads, 1..``largest``."""
+def batch_size(due: int, consumers: int, largest: int, backlog: int = 0) -> int:
+    """Deliveries per message, 1..``largest``.
+
+    While the Celery queue is empty, ``due`` deliveries are spread over ``consumers``
+    threads (a trickle goes one per message: lowest latency). When messages are already
+    waiting there (``backlog``), every consumer is busy and spreading gains nothing, so
+    messages are as full as allowed: fewer messages, less broker work per task.
+    """
+    if backlog > 0:
+        return max(1, largest)
     return max(1, min(largest, math.ceil(due / max(1, consumers))))
 
 
@@ -71,10 +100,13 @@ class Relay(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 self._beat(rt.redis)
-                size = lambda due: batch_size(due, self.consumers, self.largest)  # noqa: E731
-                moved = relay_due(rt.redis, claim, apply_updates, rt.queue_lease, size)
-                if moved < BATCH:
-                    self._sleep(rt.redis)
+                found = claim_due(claim, rt.queue_lease)
+                size = batch_size(
+                    len(found.deliveries), self.consumers, self.largest, found.backlog
+                )
+                publish(apply_updates, found.deliveries, size)
+                if found.claimed < BATCH:
+                    self._sleep(rt.redis, found.next_due)
             except redis_lib.RedisError as exc:  # Redis restarting: wait and go on
                 log.warning("relay: redis unavailable (%s); retrying", type(exc).__name__)
                 self._stop_event.wait(1.0)
@@ -88,51 +120,49 @@ class Relay(threading.Thread):
             live = sum(1 for b in beats if now - float(b) < LIVE_WITHIN)
             self.consumers = max(1, live) * self.concurrency
 
-    def _sleep(self, client: redis_lib.Redis) -> None:
+    def _sleep(self, client: redis_lib.Redis, next_due: float | None) -> None:
         """Until woken by ingest or the next task falls due, at most one second."""
-        nxt = client.zrange(keys.DUE, 0, 0, withscores=True)
-        timeout = 1.0
-        if nxt:
-            timeout = min(1.0, max(0.0, float(nxt[0][1]) - time.time()))
-        if timeout <= 0.01:
-            return
-        if client.blpop([keys.WAKE], timeout=timeout):
-            client.delete(keys.WAKE)
+        timeout = 1.0 if next_due is None else min(1.0, max(0.0, next_due - time.time()))
+        if timeout > 0.01:
+            client.blpop([keys.WAKE], timeout=timeout)  # the next claim clears the list
 
 
-def relay_due(
-    client: redis_lib.Redis,
-    claim: Any,
-    task: Any,
-    queue_lease: float,
-    size: Any = lambda due: 1,
-) -> int:
-    """Publish up to BATCH due tasks, ``size(n)`` deliveries per message; returns how many
-    were claimed. Deliveries keep their due order inside and across messages."""
+@dataclass(frozen=True)
+class Claimed:
+    """What one claim found: deliveries to publish, in due order, and the queue's state."""
+
+    claimed: int  # entries taken from sb:due (finished ones are dropped, not delivered)
+    deliveries: list[tuple[str, int]]
+    backlog: int  # messages waiting in the Celery queue
+    next_due: float | None  # earliest score left in sb:due
+
+
+def claim_due(claim: Any, queue_lease: float) -> Claimed:
+    """Claim up to BATCH due tasks (one script: lease, drop finished, queue length)."""
     now = time.time()
-    ids = claim(keys=[keys.DUE], args=[now, now + queue_lease, BATCH])
-    if not ids:
-        return 0
-    pipe = client.pipeline()
-    for task_id in ids:
-        pipe.hmget(keys.task(task_id.decode()), "gen", "state")
-    deliveries: list[tuple[str, int]] = []
-    gone: list[str] = []
-    for task_id, (gen, state) in zip(ids, pipe.execute(), strict=True):
-        if gen is None or state in (b"applied", b"stale", b"dead"):
-            gone.append(task_id.decode())  # expired or finished: nothing to deliver
-        else:
-            deliveries.append((task_id.decode(), int(gen)))
-    if gone:
-        client.zrem(keys.DUE, *gone)
-    step = size(len(deliveries)) if deliveries else 1
+    reply = claim(
+        keys=[keys.DUE, keys.CELERY_QUEUE, keys.WAKE], args=[now, now + queue_lease, BATCH]
+    )
+    pairs = reply[3:]
+    deliveries = [(pairs[i].decode(), int(pairs[i + 1])) for i in range(0, len(pairs), 2)]
+    return Claimed(
+        claimed=int(reply[2]),
+        deliveries=deliveries,
+        backlog=int(reply[0]),
+        next_due=float(reply[1]) if reply[1] not in (b"", "") else None,
+    )
+
+
+def publish(task: Any, deliveries: list[tuple[str, int]], size: int) -> None:
+    """Publish ``deliveries`` in order, ``size`` to a message."""
+    if not deliveries:
+        return
     with task.app.producer_or_acquire() as producer:
-        for start in range(0, len(deliveries), step):
-            chunk = deliveries[start : start + step]
+        for start in range(0, len(deliveries), size):
+            chunk = deliveries[start : start + size]
             first, gen = chunk[0]
             task.apply_async(
                 args=(chunk,),
                 producer=producer,
                 task_id=f"{first}.{gen}" + (f"+{len(chunk) - 1}" if len(chunk) > 1 else ""),
             )
-    return len(ids)
