@@ -1,0 +1,122 @@
+"""The relay: claims due tasks in one script and publishes several deliveries per message.
+
+Real Redis throughout; the last test runs the real worker (its relay and Celery pool)
+against the PerfexCRM simulator.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis as redis_lib
+
+from tests.helpers import wait_for
+from webhooks.sources.base import Event
+from worker import keys
+from worker.model import UpdateTask
+from worker.queue import Queue
+from worker.relay import _CLAIM, batch_size, claim_due
+
+
+def _task(i: int, target: str, occurred_at: float, **extra: object) -> UpdateTask:
+    return UpdateTask(
+        "stripe",
+        f"evt_relay_{i}_{time.time()}",
+        "payment_intent.succeeded",
+        "payment-activates-crm",
+        0,
+        "perfex",
+        "update_customer",
+        target,
+        {"vat": f"relay {i}"},
+        occurred_at,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _store(queue: Queue, task: UpdateTask, due: float) -> None:
+    event = Event("stripe", task.event_id, task.event_type, task.occurred_at, due, {}, {})
+    assert queue.store_event(event, [task], now=due)
+
+
+def test_batch_size_spreads_a_trickle_and_fills_messages_under_a_backlog():
+    assert batch_size(1, consumers=16, largest=20) == 1
+    assert batch_size(16, consumers=16, largest=20) == 1  # one each: lowest latency
+    assert batch_size(40, consumers=16, largest=20) == 3
+    assert batch_size(500, consumers=16, largest=20) == 20  # capped
+    assert batch_size(2, consumers=16, largest=20, backlog=5) == 20  # everyone busy
+    assert batch_size(0, consumers=0, largest=0) == 1
+
+
+@pytest.fixture
+def private_db(redis_server) -> redis_lib.Redis:
+    """A database no worker's relay reads, so claims here are the test's alone."""
+    client = redis_lib.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/7")
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+def test_claim_leases_due_tasks_in_order_and_drops_finished_ones(private_db):
+    queue = Queue(private_db)
+    now = time.time()
+    tasks = [_task(i, str(100 + i), now) for i in range(4)]
+    for i, task in enumerate(tasks):
+        _store(queue, task, now - 10 + i)  # due, oldest first
+    later = _task(9, "109", now)
+    _store(queue, later, now + 60)  # not due yet
+    private_db.hset(keys.task(tasks[1].id), "state", "applied")  # finished meanwhile
+    private_db.delete(keys.task(tasks[2].id))  # expired meanwhile
+    private_db.rpush(keys.CELERY_QUEUE, "m1", "m2")  # two messages waiting
+    private_db.rpush(keys.WAKE, "1")
+
+    found = claim_due(private_db.register_script(_CLAIM), queue_lease=30)
+
+    assert found.deliveries == [(tasks[0].id, 1), (tasks[3].id, 1)]
+    assert found.claimed == 4  # the two finished ones were taken off sb:due too
+    assert found.backlog == 2
+    assert found.next_due == pytest.approx(now + 30, abs=1)  # the claimed leases
+    assert not private_db.exists(keys.WAKE)
+    due = dict(private_db.zrange(keys.DUE, 0, -1, withscores=True))
+    assert set(due) == {tasks[0].id.encode(), tasks[3].id.encode(), later.id.encode()}
+    assert due[tasks[0].id.encode()] == pytest.approx(now + 30, abs=1)
+    assert due[later.id.encode()] == pytest.approx(now + 60, abs=0.01)
+
+
+def _lpush_calls(client: redis_lib.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_lpush", {}).get("calls", 0))
+
+
+def test_a_backlog_goes_out_in_fewer_messages_and_every_task_gets_its_outcome(
+    worker, sandbox, redis
+):
+    """24 tasks released at once: all applied (one a mapping error: dead), in < 24 messages.
+
+    The Celery message count is Redis' own LPUSH count (kombu publishes with LPUSH).
+    """
+    queue = Queue(redis)
+    template = sandbox.record("perfexcrm", 7)
+    now = time.time()
+    hold = now + 3600  # held until released below, so the relay sees them all at once
+    tasks = []
+    for i in range(24):
+        target = str(5000 + i)
+        sandbox.http.put(
+            f"/perfexcrm/_sim/records/{target}", json={**template, "userid": target}
+        ).raise_for_status()
+        broken = {"mapping_error": "UndefinedError: no key"} if i == 5 else {}
+        tasks.append(_task(i, target, now, **broken))
+        _store(queue, tasks[-1], hold + i / 1000)
+    before = _lpush_calls(redis)
+    redis.zunionstore(keys.DUE, {keys.DUE: 1e-9})  # all due now, order kept
+    redis.rpush(keys.WAKE, "1")
+
+    def states() -> list[str]:
+        return [(redis.hget(keys.task(t.id), "state") or b"").decode() for t in tasks]
+
+    wait_for(lambda: all(s in ("applied", "dead") for s in states()), timeout=30)
+    assert states() == ["dead" if i == 5 else "applied" for i in range(24)]
+    assert sandbox.record("perfexcrm", 5000 + 23)["vat"] == "relay 23"
+    messages = _lpush_calls(redis) - before
+    assert 1 <= messages < 24
