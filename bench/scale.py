@@ -2,7 +2,9 @@
 queued task and per dead letter.
 
 ``python -m bench.scale [--sizes 1000,10000,100000] [--latency-ms 20]`` drains each
-backlog as :mod:`bench.e2e` does (held, then released to two workers) on a fresh Redis;
+backlog as :mod:`bench.e2e` does (held, then released to two workers that have just run
+500 warm-up tasks, so first-call costs are not charged to the smallest size) on a fresh
+Redis;
 memory per queued task = ``used_memory`` growth while filling / tasks; per dead letter =
 growth while putting 1,000 dead letters (each with 3 attempts) / 1,000. Target: time per
 task within 10% from the smallest to the largest backlog. Prints a table and writes
@@ -88,6 +90,7 @@ def main(argv: list[str]) -> dict[str, Any]:
                     args.workers,
                     args.concurrency,
                     timeout=max(120, size / 20),
+                    warmup=500,
                 )
             )
     base = runs[0]["ms_per_task"]

@@ -13,6 +13,7 @@ line beside ``ts``, ``level``, ``logger`` and ``msg``. Values are never whole pa
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -26,6 +27,11 @@ from worker.redact import Redactor
 FIELDS_ATTR = "sb"
 
 
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 class JsonFormatter(logging.Formatter):
     """``{"ts": ..., "level": ..., "logger": ..., "msg": ..., <fields>}`` on one line."""
 
@@ -36,8 +42,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "ts": round(record.created, 6),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": _utc_second(int(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -48,8 +53,9 @@ class JsonFormatter(logging.Formatter):
                 line.setdefault(key, value)
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        line = self.redactor.deep(line)
-        return json.dumps(line, separators=(",", ":"), default=str)
+        # redacted once, in the finished text (secrets as json.dumps escapes them): cheaper
+        # than walking every value, and it also covers keys and default=str output
+        return self.redactor.json_text(json.dumps(line, separators=(",", ":"), default=str))
 
 
 def event(logger: logging.Logger, msg: str, **fields: Any) -> None:

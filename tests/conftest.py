@@ -86,6 +86,10 @@ def redis(redis_server: RedisServer) -> redis_lib.Redis:
     if redis_server.process is None:  # a test stopped it; bring it back
         redis_server.start()
     client = redis_lib.Redis.from_url(redis_server.url)
+    # counts an earlier test buffered in this process go out now, not into this test's Redis
+    from worker.metrics import BUFFER
+
+    BUFFER.flush()
     # only our keys: Celery's queue bindings (_kombu.*) must survive, or its publishes
     # would be routed to kombu's undeliverable queue
     keys = list(client.scan_iter("sb:*", count=1000))

@@ -203,8 +203,11 @@ def _ops_paths(spec: APISpec) -> None:
                 **secured,
                 "summary": "Replay one dead letter (idempotent: queued once)",
                 "responses": {
-                    "202": _json("ReplayResult", "queued"),
-                    "200": _json("ReplayResult", "already being replayed: nothing queued"),
+                    "202": _json(
+                        "ReplayResult",
+                        "under way: status queued (by this call) or already_replaying "
+                        "(an earlier press queued it; nothing queued again)",
+                    ),
                     "401": unauthorized,
                     "404": not_found,
                     "409": _err("cannot be replayed (event expired, rule gone)"),

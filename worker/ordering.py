@@ -35,10 +35,12 @@ return 0
 
 
 class TargetLock:
-    def __init__(self, client: redis_lib.Redis, vendor: str, target: str, ttl: float):
+    """The holder's side of the lock: its token, release and hold. The lock is *taken*
+    (with its time to live) by the ``begin`` step, atomically with the gen check."""
+
+    def __init__(self, client: redis_lib.Redis, vendor: str, target: str):
         self.redis = client
         self.key = keys.target_lock(vendor, target)
-        self.ttl_ms = int(ttl * 1000)
         self.token = uuid.uuid4().hex
         self._release = client.register_script(_RELEASE)
         self._hold = client.register_script(_HOLD)

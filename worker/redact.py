@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,6 +13,17 @@ class Redactor:
     def __init__(self, secrets: Iterable[str]):
         # longest first, so a secret containing another is replaced whole
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._escaped = sorted(
+            {json.dumps(s)[1:-1] for s in self.secrets} | set(self.secrets), key=len, reverse=True
+        )
+
+    def json_text(self, text: str) -> str:
+        """``text`` (JSON made by ``json.dumps`` with its defaults) with every secret blanked,
+        as it appears there: escaped the way ``json.dumps`` escapes a string."""
+        for secret in self._escaped:
+            if secret in text:
+                text = text.replace(secret, MARK)
+        return text
 
     def text(self, value: str | None) -> str | None:
         if not value:

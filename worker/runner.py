@@ -78,7 +78,7 @@ def process(
     except errors.PermanentError as exc:
         return dead(rt, record, exc.code, str(exc))
     hold = hold_seconds(rt, connector.instance)
-    lock = ordering.TargetLock(rt.redis, task.vendor, task.target, hold)
+    lock = ordering.TargetLock(rt.redis, task.vendor, task.target)
     begun = _begin(rt, record, lock, hold)
     if begun.status == "busy":
         return defer(rt, record, 0.1 + random.random() * 0.4)

@@ -151,6 +151,18 @@ def test_json_formatter_redacts_secrets():
     assert line["detail"] == "Bearer [redacted]"
 
 
+def test_json_formatter_redacts_secrets_that_json_escapes():
+    secret = 'pa"ss\\wörd'  # a quote, a backslash and a non-ASCII letter
+    record = logging.LogRecord("switchboard.web", logging.INFO, "", 0, f"x {secret}", (), None)
+    record.sb = {"detail": f"auth={secret};", secret: "as a key"}
+    text = JsonFormatter(__import__("worker.redact").redact.Redactor([secret])).format(record)
+    line = json.loads(text)
+    assert secret not in json.dumps(line, ensure_ascii=False)
+    assert line["msg"] == "x [redacted]"
+    assert line["detail"] == "auth=[redacted];"
+    assert line["[redacted]"] == "as a key"
+
+
 def test_grep_event_id_follows_the_webhook_across_web_and_worker_logs(sandbox, tmp_path):
     import io
 

@@ -179,7 +179,7 @@ def test_double_replay_queues_once(client, worker, sandbox, redis):
     first = client.post(f"/ops/dead-letters/{entry_id}/replay", headers=OPS)
     second = client.post(f"/ops/dead-letters/{entry_id}/replay", headers=OPS)
     assert (first.status_code, first.get_json()["status"]) == (202, "queued")
-    assert (second.status_code, second.get_json()["status"]) == (200, "already_replaying")
+    assert (second.status_code, second.get_json()["status"]) == (202, "already_replaying")
     wait_for(lambda: client.get(f"/ops/dead-letters/{entry_id}", headers=OPS).status_code == 404)
     time.sleep(0.5)
     assert puts(sandbox) - before == 1

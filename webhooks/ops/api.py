@@ -97,7 +97,9 @@ def show_dead_letter(entry_id: str) -> Response:
 @bp.post("/dead-letters/<entry_id>/replay")
 def replay_dead_letter(entry_id: str) -> tuple[Response, int]:
     result = ops().replay(entry_id, who=g.ops_who)
-    return jsonify(result), 202 if result["status"] == "queued" else 200
+    # 202 either way (DESIGN): the replay is under way; "status" says whether this call
+    # queued it or found it already queued by an earlier press
+    return jsonify(result), 202
 
 
 @bp.delete("/dead-letters/<entry_id>")
