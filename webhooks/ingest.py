@@ -29,7 +29,7 @@ def receive(source: str) -> tuple[Response, int]:
         raise NotFound(f"no source named {source!r}", code="unknown_source")
     inbound = InboundRequest(
         method=request.method,
-        url=request.url,
+        url=request.url if verifier.needs_url else request.path,
         headers=cast(Mapping[str, str], request.headers),  # werkzeug Headers: case-insensitive
         body=request.get_data(cache=False),  # MAX_CONTENT_LENGTH -> 413 while reading
         received_at=time.time(),

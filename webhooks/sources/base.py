@@ -19,7 +19,9 @@ class InboundRequest:
     """What a verifier may look at: nothing Flask-specific, so verifiers test alone."""
 
     method: str
-    url: str  # the full URL as the server saw it (scheme, host, path, query)
+    #: the full URL as the server saw it (scheme, host, path, query) for a source that signs
+    #: it (``Source.needs_url``); only the path for the others (building it costs ~5%)
+    url: str
     headers: Mapping[str, str]  # case-insensitive lookups: use .get() on a werkzeug Headers
     body: bytes
     received_at: float
@@ -54,6 +56,8 @@ class Source:
     kind: ClassVar[str]
     #: marshmallow schema of this kind's config block (besides ``kind``)
     schema: ClassVar[type[Schema]]
+    #: whether ``verify`` needs the full request URL (HubSpot signs it)
+    needs_url: ClassVar[bool] = False
 
     def __init__(self, name: str, settings: Mapping[str, Any]):
         self.name = name

@@ -89,6 +89,7 @@ def signed_uri(url: str, public_url: str | None) -> str:
 class HubSpotSource(Source):
     kind = "hubspot"
     schema = HubSpotSchema
+    needs_url = True  # v3 signs method + URI + body + timestamp
 
     def verify(self, request: InboundRequest) -> None:
         signature = (header(request.headers, SIGNATURE) or "").strip()
