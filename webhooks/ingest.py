@@ -1,7 +1,8 @@
 """``POST /webhooks/<source>``: verify -> parse -> map through rules -> store once -> 2xx.
 
 Each event is stored with its tasks in one atomic Redis write before we answer
-(:meth:`worker.queue.Queue.store_event`); a duplicate (same source and event id) queues
+(:meth:`worker.queue.Queue.store_event`, sent through :mod:`webhooks.commit` so concurrent
+requests share a pipeline); a duplicate (same source and event id) queues
 nothing. Answers (DESIGN §4): 202 accepted, 200 duplicate, 200 ignored (no rule matched,
 event stored), 400/401/404/413 with a JSON error, 503 when Redis cannot take the write.
 """
@@ -39,12 +40,12 @@ def receive(source: str) -> tuple[Response, int]:
     accepted: list[str] = []
     duplicates: list[str] = []
     tasks = 0
-    queue = state.queue
+    writer = state.commit  # concurrent requests share one pipeline (webhooks.commit)
     # (event, tasks, outcome) per event: counted and logged by webhooks.metrics
     g.sb_events = seen = []
     for event in events:
         event_tasks = state.rules.tasks_for(event)
-        if queue.store_event(event, event_tasks):
+        if writer.store_event(event, event_tasks):
             accepted.append(event.id)
             tasks += len(event_tasks)
             seen.append((event, event_tasks, "accepted" if event_tasks else "ignored"))

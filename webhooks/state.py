@@ -14,6 +14,7 @@ from flask import current_app
 
 from config.loader import Config
 from config.settings import Settings
+from webhooks.commit import GroupCommit
 from webhooks.rules import RuleSet
 from webhooks.sources import SOURCE_KINDS, Source
 from worker.deadletter import DeadLetters
@@ -30,6 +31,7 @@ class AppState:
     redis_url: str | None = None
     _redis: redis_lib.Redis | None = None
     _queue: Queue | None = None
+    _commit: GroupCommit | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -55,6 +57,13 @@ class AppState:
         if self._queue is None:
             self._queue = Queue(self.redis, self.settings.event_ttl_seconds)
         return self._queue
+
+    @property
+    def commit(self) -> GroupCommit:
+        """Ingest's writer: concurrent requests share one pipeline (webhooks.commit)."""
+        if self._commit is None:
+            self._commit = GroupCommit(self.queue)
+        return self._commit
 
     @property
     def dead_letters(self) -> DeadLetters:

@@ -165,6 +165,18 @@ class Queue:
         replay: bool = False,
     ) -> bool:
         """Store ``event`` and queue ``tasks`` atomically; False if it was a duplicate."""
+        script_keys, argv = self.store_call(event, tasks, now, replay)
+        return bool(self._store(keys=script_keys, args=argv))
+
+    def store_call(
+        self,
+        event: Event,
+        tasks: Sequence[UpdateTask],
+        now: float | None = None,
+        replay: bool = False,
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of :meth:`store_event`'s script (see :attr:`store_script`),
+        for a caller that sends several in one pipeline (:mod:`webhooks.commit`)."""
         now = time.time() if now is None else now
         task_keys = [keys.task(t.id) for t in tasks]
         argv: list[Any] = [
@@ -177,17 +189,18 @@ class Queue:
         if replay:
             argv.append("replay")
         argv += [t.to_json() for t in tasks]
-        stored = self._store(
-            keys=[
-                keys.event(event.source, event.id),
-                keys.DUE,
-                keys.WAITING,
-                keys.WAKE,
-                *task_keys,
-            ],
-            args=argv,
-        )
-        return bool(stored)
+        return [
+            keys.event(event.source, event.id),
+            keys.DUE,
+            keys.WAITING,
+            keys.WAKE,
+            *task_keys,
+        ], argv
+
+    @property
+    def store_script(self) -> Any:
+        """The registered store script (``.sha``, ``.script``)."""
+        return self._store
 
     # -- reading -------------------------------------------------------------------------
     def load_task(self, task_id: str) -> TaskRecord | None:

@@ -1,0 +1,93 @@
+"""Group commit (webhooks.commit): concurrent ingest writes share pipelines, each still
+answered for itself, against the real Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import redis as redis_lib
+
+from webhooks.commit import GroupCommit
+from webhooks.sources.base import Event
+from worker.model import UpdateTask
+from worker.queue import Queue
+
+
+def _event(i: int, run: str) -> tuple[Event, list[UpdateTask]]:
+    now = time.time()
+    event = Event("stripe", f"evt_gc_{run}_{i}", "x.y", now, now, {"i": i}, {})
+    task = UpdateTask(
+        "stripe", event.id, "x.y", "r", 0, "perfex", "update_customer", "7", {"vat": i}, now
+    )
+    return event, [task]
+
+
+def _store_all(commit: GroupCommit, items, threads: int = 16) -> list[bool]:
+    results: list[bool | None] = [None] * len(items)
+    barrier = threading.Barrier(threads)
+
+    def work(offset: int) -> None:
+        barrier.wait()
+        for i in range(offset, len(items), threads):
+            results[i] = commit.store_event(*items[i])
+
+    pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=60)
+    return results  # type: ignore[return-value]
+
+
+def test_concurrent_writes_share_rounds_and_each_gets_its_own_answer(redis):
+    queue = Queue(redis)
+    commit = GroupCommit(queue)
+    items = [_event(i, "a") for i in range(400)]
+    items += [items[i] for i in range(0, 400, 4)]  # 100 repeats of stored events
+    results = _store_all(commit, items)
+    assert results[:400] == [True] * 400
+    assert results[400:] == [False] * 100  # duplicates, whichever round they were in
+    assert commit.rounds < len(items)  # pipelines were shared
+    for event, tasks in items[:400]:
+        stored = queue.load_event("stripe", event.id)
+        assert stored is not None and stored[1] == [tasks[0].id]
+        assert redis.zscore("sb:due", tasks[0].id) is not None
+
+
+def test_a_flushed_script_cache_is_reloaded(redis):
+    commit = GroupCommit(Queue(redis))
+    redis.script_flush()
+    assert commit.store_event(*_event(1, "b")) is True
+    assert commit.store_event(*_event(1, "b")) is False
+
+
+def test_redis_down_fails_every_waiting_write_and_the_next_ones_recover(redis_server, redis):
+    commit = GroupCommit(Queue(redis))
+    redis_server.stop(sig="kill")
+    try:
+        items = [_event(i, "c") for i in range(32)]
+        errors: list[BaseException] = []
+
+        def work(item) -> None:
+            try:
+                commit.store_event(*item)
+            except redis_lib.RedisError as exc:
+                errors.append(exc)
+
+        pool = [threading.Thread(target=work, args=(item,)) for item in items]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join(timeout=60)
+        assert len(errors) == 32  # every caller got an error (-> 503), none hung
+    finally:
+        redis_server.start()
+    assert commit.store_event(*_event(99, "c")) is True
+
+
+def test_a_lone_writer_sends_at_once(redis):
+    commit = GroupCommit(Queue(redis))
+    for i in range(5):
+        assert commit.store_event(*_event(i, "d")) is True
+    assert commit.rounds == 5
