@@ -8,7 +8,8 @@ switchboard, bare, ...), so drift in the machine's speed hits both alike: closed
 (as fast as it answers: the rate), then open loop at ``--rate`` req/s (latency from the
 scheduled start). One unmeasured round warms both up. The figures are the medians over
 the rounds; every round is kept in ``bench/results/ingest.json`` (this VM's speed varies
-by +-30% from one run to the next, so single rounds mislead). Targets: rate >= 0.75 of bare; p99 < 25 ms at 1,000 req/s.
+by +-30% from one run to the next, so single rounds mislead). Targets: rate >= 0.75 of
+bare; p99 < 25 ms at 1,000 req/s.
 """
 
 from __future__ import annotations
