@@ -98,6 +98,16 @@ def redis(redis_server: RedisServer) -> redis_lib.Redis:
     return client
 
 
+@pytest.fixture
+def private_db(redis_server: RedisServer) -> Iterator[redis_lib.Redis]:
+    """Database 7 of the test Redis: no worker's relay reads it, so what a test queues
+    there stays queued (the session's worker, if running, uses database 0)."""
+    client = redis_lib.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/7")
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
 @pytest.fixture(scope="session")
 def worker_process(
     redis_server: RedisServer, sandbox_server: Sandbox

@@ -40,7 +40,8 @@ def _store_all(commit: GroupCommit, items, threads: int = 16) -> list[bool]:
     return results  # type: ignore[return-value]
 
 
-def test_concurrent_writes_share_rounds_and_each_gets_its_own_answer(redis):
+def test_concurrent_writes_share_rounds_and_each_gets_its_own_answer(private_db):
+    redis = private_db
     queue = Queue(redis)
     commit = GroupCommit(queue)
     items = [_event(i, "a") for i in range(400)]
@@ -55,15 +56,16 @@ def test_concurrent_writes_share_rounds_and_each_gets_its_own_answer(redis):
         assert redis.zscore("sb:due", tasks[0].id) is not None
 
 
-def test_a_flushed_script_cache_is_reloaded(redis):
+def test_a_flushed_script_cache_is_reloaded(private_db):
+    redis = private_db
     commit = GroupCommit(Queue(redis))
     redis.script_flush()
     assert commit.store_event(*_event(1, "b")) is True
     assert commit.store_event(*_event(1, "b")) is False
 
 
-def test_redis_down_fails_every_waiting_write_and_the_next_ones_recover(redis_server, redis):
-    commit = GroupCommit(Queue(redis))
+def test_redis_down_fails_every_waiting_write_and_the_next_ones_recover(redis_server, private_db):
+    commit = GroupCommit(Queue(private_db))
     redis_server.stop(sig="kill")
     try:
         items = [_event(i, "c") for i in range(32)]
@@ -86,8 +88,8 @@ def test_redis_down_fails_every_waiting_write_and_the_next_ones_recover(redis_se
     assert commit.store_event(*_event(99, "c")) is True
 
 
-def test_a_lone_writer_sends_at_once(redis):
-    commit = GroupCommit(Queue(redis))
+def test_a_lone_writer_sends_at_once(private_db):
+    commit = GroupCommit(Queue(private_db))
     for i in range(5):
         assert commit.store_event(*_event(i, "d")) is True
     assert commit.rounds == 5

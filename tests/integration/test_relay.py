@@ -49,15 +49,6 @@ def test_batch_size_spreads_a_trickle_and_fills_messages_under_a_backlog():
     assert batch_size(0, consumers=0, largest=0) == 1
 
 
-@pytest.fixture
-def private_db(redis_server) -> redis_lib.Redis:
-    """A database no worker's relay reads, so claims here are the test's alone."""
-    client = redis_lib.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/7")
-    client.flushdb()
-    yield client
-    client.flushdb()
-
-
 def test_claim_leases_due_tasks_in_order_and_drops_finished_ones(private_db):
     queue = Queue(private_db)
     now = time.time()
