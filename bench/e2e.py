@@ -112,6 +112,17 @@ def run_warmup(client: redis_lib.Redis, count: int, timeout: float = 120) -> Non
         time.sleep(0.05)
 
 
+def middle_ms_per_task(progress: list[tuple[float, int]], count: int) -> float | None:
+    """Milliseconds per task between 10% and 90% done: the steady part of a drain, without
+    its start (first claims and publishes) and its tail (the last messages finishing
+    while other consumers are already idle), which are fixed costs per drain."""
+    start = next((t for t, left in progress if left <= count * 0.9), None)
+    end = next((t for t, left in progress if left <= count * 0.1), None)
+    if start is None or end is None or end <= start:
+        return None
+    return (end - start) / (count * 0.8) * 1000
+
+
 def release(client: redis_lib.Redis) -> None:
     """Make every held task due now (one atomic command) and wake the relays.
 
@@ -146,7 +157,9 @@ def drain(
     started = time.perf_counter()
     release(client)
     deadline = time.monotonic() + timeout
-    while client.zcard("sb:waiting"):
+    progress: list[tuple[float, int]] = []  # (seconds since release, tasks left)
+    while left_now := client.zcard("sb:waiting"):
+        progress.append((time.perf_counter() - started, left_now))
         if time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -163,6 +176,7 @@ def drain(
         "seconds": round(took, 3),
         "rate": done / took,
         "ms_per_task": took / max(done, 1) * 1000,
+        "middle_ms_per_task": middle_ms_per_task(progress, count),
         "fill_seconds": round(filled, 3),
         "used_memory_after_fill": memory,
         "timed_out": bool(left),
