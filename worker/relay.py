@@ -34,14 +34,14 @@ log = logging.getLogger("switchboard.relay")
 
 _CLAIM = """
 -- KEYS[1] due, KEYS[2] the Celery queue (a list), KEYS[3] wake
--- ARGV[1] now, ARGV[2] lease until, ARGV[3] most to claim
+-- ARGV[1] now, ARGV[2] lease until, ARGV[3] most to claim, ARGV[4] task key prefix
 -- Returns {celery queue length, next due score or '', entries taken, id1, gen1, ...}.
--- Task records are read by id (sb:task:<id>): one Redis, not a cluster (as everywhere).
+-- Task records are read by id (prefix .. id): one Redis, not a cluster (as everywhere).
 redis.call('DEL', KEYS[3])
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
 local out = {tostring(redis.call('LLEN', KEYS[2])), '', tostring(#ids)}
 for _, id in ipairs(ids) do
-  local cur = redis.call('HMGET', 'sb:task:' .. id, 'gen', 'state')
+  local cur = redis.call('HMGET', ARGV[4] .. id, 'gen', 'state')
   if (not cur[1]) or cur[2] == 'applied' or cur[2] == 'stale' or cur[2] == 'dead' then
     redis.call('ZREM', KEYS[1], id)  -- expired or finished: nothing to deliver
   else
@@ -141,7 +141,8 @@ def claim_due(claim: Any, queue_lease: float) -> Claimed:
     """Claim up to BATCH due tasks (one script: lease, drop finished, queue length)."""
     now = time.time()
     reply = claim(
-        keys=[keys.DUE, keys.CELERY_QUEUE, keys.WAKE], args=[now, now + queue_lease, BATCH]
+        keys=[keys.DUE, keys.CELERY_QUEUE, keys.WAKE],
+        args=[now, now + queue_lease, BATCH, keys.task("")],
     )
     pairs = reply[3:]
     deliveries = [(pairs[i].decode(), int(pairs[i + 1])) for i in range(0, len(pairs), 2)]
