@@ -108,6 +108,16 @@ def private_db(redis_server: RedisServer) -> Iterator[redis_lib.Redis]:
     client.flushdb()
 
 
+@pytest.fixture
+def private_client(redis_server: RedisServer, private_db: redis_lib.Redis, sandbox: Sandbox):
+    """A test client of an app on database 7 (``private_db``), which no worker reads:
+    what it queues stays queued even while the session's worker runs."""
+    from webhooks import create_app
+
+    settings = make_settings(redis_server.url.rsplit("/", 1)[0] + "/7", max_body=64 * 1024)
+    return create_app(settings, load_config(TEST_CONFIG)).test_client()
+
+
 @pytest.fixture(scope="session")
 def worker_process(
     redis_server: RedisServer, sandbox_server: Sandbox

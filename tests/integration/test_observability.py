@@ -41,18 +41,6 @@ def states(redis, event_id: str) -> list[str]:
     return [Queue(redis).load_task(t).state for t in ids]  # type: ignore[union-attr]
 
 
-@pytest.fixture
-def private_client(redis_server, private_db, sandbox):
-    """An app on database 7, which no worker reads: what it queues stays queued, so the
-    queue gauges are exact even while the session's worker runs."""
-    from config.loader import load_config
-    from tests.helpers import TEST_CONFIG, make_settings
-    from webhooks import create_app
-
-    url = redis_server.url.rsplit("/", 1)[0] + "/7"
-    return create_app(make_settings(url), load_config(TEST_CONFIG)).test_client()
-
-
 def test_metrics_count_ingest_outcomes_by_source_and_reason(private_client):
     client = private_client
     body = with_changes("stripe/payment_intent.succeeded.json", id="evt_m_1")
