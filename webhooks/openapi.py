@@ -132,6 +132,9 @@ def _path(name: str, description: str) -> dict[str, Any]:
 def _ops_paths(spec: APISpec) -> None:
     secured = {"security": [{"opsToken": []}], "tags": ["ops"]}
     unauthorized = _err("missing or wrong ops token")
+    too_many = _err(
+        "this address failed too often; wait Retry-After seconds (code too_many_failures)"
+    )
     not_found = _err("no such dead letter / event / job")
     bad = _err("invalid query or body")
     entry_id = _path("entry_id", "dead-letter id (its task's id)")
@@ -146,6 +149,7 @@ def _ops_paths(spec: APISpec) -> None:
                     "200": _json("DeadLetterPage", "a page"),
                     "400": bad,
                     "401": unauthorized,
+                    "429": too_many,
                 },
             }
         },
@@ -167,6 +171,7 @@ def _ops_paths(spec: APISpec) -> None:
                     },
                     "400": bad,
                     "401": unauthorized,
+                    "429": too_many,
                 },
             }
         },
@@ -181,6 +186,7 @@ def _ops_paths(spec: APISpec) -> None:
                 "responses": {
                     "200": _json("DeadLetter", "the entry"),
                     "401": unauthorized,
+                    "429": too_many,
                     "404": not_found,
                 },
             },
@@ -190,6 +196,7 @@ def _ops_paths(spec: APISpec) -> None:
                 "responses": {
                     "204": {"description": "discarded"},
                     "401": unauthorized,
+                    "429": too_many,
                     "404": not_found,
                 },
             },
@@ -209,6 +216,7 @@ def _ops_paths(spec: APISpec) -> None:
                         "(an earlier press queued it; nothing queued again)",
                     ),
                     "401": unauthorized,
+                    "429": too_many,
                     "404": not_found,
                     "409": _err("cannot be replayed (event expired, rule gone)"),
                 },
@@ -225,6 +233,7 @@ def _ops_paths(spec: APISpec) -> None:
                 "responses": {
                     "200": _json("Job", "the job"),
                     "401": unauthorized,
+                    "429": too_many,
                     "404": not_found,
                 },
             }
@@ -251,6 +260,7 @@ def _ops_paths(spec: APISpec) -> None:
                     "200": _json("AuditLog", "records"),
                     "400": bad,
                     "401": unauthorized,
+                    "429": too_many,
                 },
             }
         },
@@ -267,6 +277,7 @@ def _ops_paths(spec: APISpec) -> None:
                 "responses": {
                     "200": _json("EventDetail", "the event"),
                     "401": unauthorized,
+                    "429": too_many,
                     "404": not_found,
                 },
             }
@@ -283,6 +294,7 @@ def _ops_paths(spec: APISpec) -> None:
                     "202": _json("EventReplay", "queued"),
                     "200": _json("EventReplay", "no rule matches it now"),
                     "401": unauthorized,
+                    "429": too_many,
                     "404": not_found,
                     "409": _err("a task of this event is still in flight"),
                 },

@@ -13,7 +13,7 @@ from marshmallow import Schema, ValidationError
 
 from webhooks.errors import ApiError, BadRequest, Conflict, NotFound, Unauthorized
 from webhooks.http_errors import error_response
-from webhooks.ops import schemas
+from webhooks.ops import schemas, throttle
 from webhooks.ops.auth import identify
 from webhooks.ops.service import ConflictError, NotFoundError, Ops, OpsError
 from webhooks.state import get_state
@@ -33,12 +33,21 @@ def tokens() -> dict[str, str]:
 
 @bp.before_request
 def _authenticate() -> None:
+    client, address = get_state().redis, request.remote_addr or "unknown"
+    throttle.check(client, address)  # 429 while this address has failed too often
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
     who = identify(tokens(), presented.strip()) if scheme.lower() == "bearer" else None
     if who is None:
+        throttle.failed(client, address)
         raise Unauthorized("a valid ops bearer token is required")
     g.ops_who = who
+
+
+@bp.errorhandler(throttle.TooManyFailures)
+def _too_many(exc: throttle.TooManyFailures) -> tuple[Response, int, dict[str, str]]:
+    response, status = error_response(exc.status, exc.code, exc.message)
+    return response, status, {"Retry-After": str(exc.retry_after)}
 
 
 @bp.after_request

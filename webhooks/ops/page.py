@@ -27,10 +27,11 @@ from flask import (
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response as BaseResponse
 
-from webhooks.ops import schemas
+from webhooks.ops import schemas, throttle
 from webhooks.ops.api import ops, tokens
 from webhooks.ops.auth import identify
 from webhooks.ops.service import ConflictError, NotFoundError
+from webhooks.state import get_state
 
 bp = Blueprint(
     "ops_page",
@@ -106,9 +107,16 @@ def _safe_next(target: str | None) -> str:
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> BaseResponse | tuple[str, int] | str:
     if request.method == "POST":
+        client, address = get_state().redis, request.remote_addr or "unknown"
+        wait = throttle.refused_for(client, address)
+        if wait:
+            error = f"Too many failed attempts from this address. Try again in {wait} s."
+            return render_template("ops_login.html", error=error), 429
         who = identify(tokens(), request.form.get("token", "").strip())
         if who is None:
+            throttle.failed(client, address)
             return render_template("ops_login.html", error="That token is not valid."), 401
+        throttle.succeeded(client, address)
         session.clear()
         session.permanent = True
         session["who"] = who
