@@ -4,8 +4,8 @@ After :data:`LIMIT` failures (a wrong or missing API token, a wrong token on the
 page) within :data:`WINDOW` seconds of the first one, that address is refused with 429
 and ``Retry-After`` until the window runs out, even with a good token: a token cannot be
 found by trying. A successful login clears the count. The address is the connection's
-(``REMOTE_ADDR``): behind a reverse proxy every client shares the proxy's, unless the
-proxy's forwarding is trusted (see docs/ops.md).
+(``REMOTE_ADDR``): behind a reverse proxy every client shares the proxy's; forwarded
+headers are not trusted (see docs/ops.md).
 """
 
 from __future__ import annotations
