@@ -70,8 +70,13 @@ def web(workers: int) -> None:
 def worker(concurrency: int, name: str) -> None:
     """Run a Celery worker (same as `celery -A worker worker --pool threads`)."""
     from webhooks.supervisor import worker_command
+    from worker.relay import batch_max
 
     _load()
+    try:
+        batch_max()  # fail here, clearly, not in the worker's relay thread
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     command = worker_command(concurrency, name)
     os.execvp(command[0], command)
 

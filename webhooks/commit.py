@@ -97,6 +97,8 @@ class GroupCommit:
 
     def _send(self, batch: list[_Write], retried: bool = False) -> None:
         script = self.queue.store_script
+        # EVALSHA itself, not the Script object: a pipeline holding Script objects sends a
+        # SCRIPT EXISTS first on every execute (a second round trip); NOSCRIPT is rare
         pipe = self.queue.redis.pipeline(transaction=False)
         for write in batch:
             pipe.evalsha(script.sha, len(write.keys), *write.keys, *write.args)

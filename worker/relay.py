@@ -62,7 +62,11 @@ LIVE_WITHIN = 10.0
 
 
 def batch_max() -> int:
-    return max(1, int(os.environ.get("SWITCHBOARD_BATCH_MAX") or 20))
+    """``SWITCHBOARD_BATCH_MAX`` (default 20); ValueError naming the variable if invalid."""
+    raw = os.environ.get("SWITCHBOARD_BATCH_MAX") or "20"
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ValueError(f"SWITCHBOARD_BATCH_MAX must be a whole number >= 1, not {raw!r}")
+    return int(raw)
 
 
 def batch_size(due: int, consumers: int, largest: int, backlog: int = 0) -> int:

@@ -68,3 +68,11 @@ def test_rules_test_on_an_unknown_source_exits_1():
     result = run("rules", "test", "nobody", str(body))
     assert result.exit_code == 1
     assert "no source named 'nobody'" in result.output
+
+
+def test_worker_refuses_a_bad_batch_max_clearly():
+    for bad in ("0", "many", "-3", "2.5"):
+        result = run("worker", env={"SWITCHBOARD_BATCH_MAX": bad})
+        assert result.exit_code == 1
+        assert f"SWITCHBOARD_BATCH_MAX must be a whole number >= 1, not '{bad}'" in result.output
+        assert "Traceback" not in result.output
