@@ -50,10 +50,16 @@ def hold_seconds(rt: Runtime, instance: VendorInstance) -> float:
 
 
 def process(
-    rt: Runtime, task_id: str, gen: int, preloaded: dict[str, TaskRecord | None] | None = None
+    rt: Runtime,
+    task_id: str,
+    gen: int,
+    preloaded: dict[str, TaskRecord | None] | None = None,
+    lock_wait: float = LOCK_WAIT,
 ) -> str:
     """Run one delivery; ``preloaded`` records (read for a whole batch in one round trip)
-    save reading this one: ``begin`` re-checks gen and state atomically anyway."""
+    save reading this one: ``begin`` re-checks gen and state atomically anyway.
+    ``lock_wait``: how long to wait for a busy target before deferring (0 inside a
+    message of several deliveries, so one busy record does not hold up the others)."""
     if preloaded is not None and task_id in preloaded:
         record = preloaded[task_id]
     else:
@@ -79,7 +85,7 @@ def process(
         return dead(rt, record, exc.code, str(exc))
     hold = hold_seconds(rt, connector.instance)
     lock = ordering.TargetLock(rt.redis, task.vendor, task.target)
-    begun = _begin(rt, record, lock, hold)
+    begun = _begin(rt, record, lock, hold, lock_wait)
     if begun.status == "busy":
         return defer(rt, record, 0.1 + random.random() * 0.4)
     if begun.status != "ok":
@@ -97,10 +103,12 @@ def process(
             lock.release()
 
 
-def _begin(rt: Runtime, record: TaskRecord, lock: ordering.TargetLock, hold: float) -> Begun:
+def _begin(
+    rt: Runtime, record: TaskRecord, lock: ordering.TargetLock, hold: float, lock_wait: float
+) -> Begun:
     """``begin`` (lock + lease + field versions), retried while the target is busy."""
     task = record.task
-    deadline = time.monotonic() + LOCK_WAIT
+    deadline = time.monotonic() + lock_wait
     while True:
         begun = rt.steps.begin(
             task.id,

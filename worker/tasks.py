@@ -2,9 +2,11 @@
 
 The relay publishes ``apply_updates`` with one or more ``(task id, gen)`` deliveries per
 message (see :mod:`worker.relay`); each delivery is run on its own, in order, and one that
-fails unexpectedly does not stop the rest (its lease brings it back). ``apply_update`` (one
-delivery) stays for messages published before batching. Every run is timed, counted and
-logged by one wrapper (:func:`worker.metrics.run_observed`), not by the task body.
+fails unexpectedly does not stop the rest (its lease brings it back); one whose record is
+busy (another worker holds its lock) is deferred at once rather than waited for.
+``apply_update`` (one delivery) stays for messages published before batching. Every run
+is timed, counted and logged by one wrapper (:func:`worker.metrics.run_observed`), not by
+the task body.
 
 The worker's logging is ours (JSON lines, :mod:`config.logs`): connecting
 ``setup_logging`` stops Celery from configuring the root logger itself.
@@ -22,7 +24,7 @@ from celery import signals
 
 from worker.celery_app import app
 from worker.metrics import run_observed
-from worker.runner import process
+from worker.runner import LOCK_WAIT, process
 from worker.runtime import get_runtime
 
 log = logging.getLogger("switchboard.worker")
@@ -37,7 +39,10 @@ def apply_update(task_id: str, gen: int) -> str:
 def apply_updates(deliveries: Sequence[Sequence[Any]]) -> list[str]:
     rt = get_runtime()
     records = rt.queue.load_tasks([str(task_id) for task_id, _ in deliveries])
-    run = functools.partial(process, preloaded=records)
+    # with several deliveries, a busy target is deferred at once instead of waited for:
+    # waiting would hold up the other records of this message (head-of-line blocking)
+    wait = LOCK_WAIT if len(deliveries) == 1 else 0.0
+    run = functools.partial(process, preloaded=records, lock_wait=wait)
     outcomes = []
     for task_id, gen in deliveries:
         try:
