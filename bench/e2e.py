@@ -78,18 +78,23 @@ def fill(
     return time.perf_counter() - started
 
 
-def outcomes(client: redis_lib.Redis) -> dict[str, int]:
-    """How many task records are in each state (applied, stale, dead, queued...)."""
+def outcomes(client: redis_lib.Redis) -> tuple[dict[str, int], list[float]]:
+    """How many task records are in each state (applied, stale, dead, queued...), and the
+    duration of each task's last vendor call as the worker timed it (milliseconds)."""
     counts: dict[str, int] = {}
+    calls: list[float] = []
     batch: list[bytes] = []
 
     def tally() -> None:
         pipe = client.pipeline(transaction=False)
         for key in batch:
-            pipe.hget(key, "state")
-        for state in pipe.execute():
+            pipe.hmget(key, "state", "attempts")
+        for state, attempts in pipe.execute():
             name = state.decode() if state else "gone"
             counts[name] = counts.get(name, 0) + 1
+            tried = json.loads(attempts) if attempts else []
+            if tried:
+                calls.append(tried[-1]["duration"] * 1000)
         batch.clear()
 
     for key in client.scan_iter("sb:task:*", count=1000):
@@ -97,7 +102,7 @@ def outcomes(client: redis_lib.Redis) -> dict[str, int]:
         if len(batch) >= 1000:
             tally()
     tally()
-    return dict(sorted(counts.items()))
+    return dict(sorted(counts.items())), calls
 
 
 def run_warmup(client: redis_lib.Redis, count: int, timeout: float = 120) -> None:
@@ -168,7 +173,7 @@ def drain(
     cpu = cpu_delta(cpu_before, procs.cpu_seconds())
     procs.stop(started_workers)
     client.delete("sb:heartbeats")
-    states = outcomes(client)
+    states, calls = outcomes(client)
     done = count - left
     return {
         "tasks": count,
@@ -181,6 +186,10 @@ def drain(
         "used_memory_after_fill": memory,
         "timed_out": bool(left),
         "outcomes": states,
+        # the vendor call as the worker timed it: the simulator's latency plus the wait
+        # for a connection, for the simulator's threads and for this process's GIL
+        "call_p50_ms": round(percentile(calls, 50), 1),
+        "call_p99_ms": round(percentile(calls, 99), 1),
         "cpu_seconds": cpu,
         "cpu_ms_per_task": {k: round(v / max(done, 1) * 1000, 3) for k, v in cpu.items()},
     }
@@ -354,6 +363,10 @@ def main(argv: list[str]) -> dict[str, Any]:
     )
     print(f"ratio {ratio:.3f} (target >= 0.8); met: {summary['met']}")
     print(f"Switchboard task outcomes: {real['outcomes']}")
+    print(
+        f"vendor call as the worker timed it: p50 {real['call_p50_ms']} ms, "
+        f"p99 {real['call_p99_ms']} ms (simulator latency {args.latency_ms:g} ms)"
+    )
     for name, run in (("celery no-op", noop), ("switchboard", real)):
         shares = ", ".join(f"{k} {v:.2f}" for k, v in run["cpu_ms_per_task"].items())
         print(f"CPU ms per task, {name}: {shares}")

@@ -114,6 +114,7 @@ def private_client(redis_server: RedisServer, private_db: redis_lib.Redis, sandb
     what it queues stays queued even while the session's worker runs."""
     from webhooks import create_app
 
+    os.environ["SANDBOX_URL"] = sandbox.url
     settings = make_settings(redis_server.url.rsplit("/", 1)[0] + "/7", max_body=64 * 1024)
     return create_app(settings, load_config(TEST_CONFIG)).test_client()
 

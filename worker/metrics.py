@@ -62,7 +62,7 @@ QUIET_OUTCOMES = frozenset({"deferred", "duplicate"})
 
 
 def field(*labels: object) -> str:
-    return SEP.join(str(label) for label in labels)
+    return SEP.join(map(str, labels))
 
 
 def bucket_index(buckets: tuple[float, ...], value: float) -> int:
@@ -98,11 +98,13 @@ class Buffer:
         buckets: tuple[float, ...],
         value: float,
     ) -> None:
+        base = field(*labels) + SEP
+        bucket = (key, base + str(bucket_index(buckets, value)))
+        count, sum_key = (key, base + "count"), (key, base + "sum")
         with self._lock:
             pending = self._for(client)
-            for name in (field(*labels, bucket_index(buckets, value)), field(*labels, "count")):
-                pending.counts[(key, name)] = pending.counts.get((key, name), 0) + 1
-            sum_key = (key, field(*labels, "sum"))
+            pending.counts[bucket] = pending.counts.get(bucket, 0) + 1
+            pending.counts[count] = pending.counts.get(count, 0) + 1
             pending.sums[sum_key] = pending.sums.get(sum_key, 0.0) + value
 
     def _for(self, client: redis_lib.Redis) -> _Pending:

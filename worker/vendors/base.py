@@ -3,7 +3,8 @@
 A connector is built once per vendor instance (``vendors:`` in the config) and owns one
 pooled ``httpx.Client`` with explicit timeouts and limits. ``apply(op, target, fields)``
 validates the fields against the op's marshmallow schema, then calls the vendor; every
-failure leaves as a :mod:`worker.vendors.errors` exception. Redirects are never followed:
+failure leaves as a :mod:`worker.vendors.errors` exception. The client keeps no cookies
+and caches joined URLs (:mod:`worker.vendors.http`). Redirects are never followed:
 a followed 3xx turns a PUT/POST into a GET that "succeeds".
 """
 
@@ -22,6 +23,7 @@ from marshmallow import Schema, ValidationError, fields
 from worker.metrics import observe_call
 from worker.redact import MARK
 from worker.vendors import errors
+from worker.vendors.http import VendorClient
 
 EXCERPT_CHARS = 500
 T = TypeVar("T")
@@ -78,7 +80,7 @@ class Connector:
     def __init__(self, instance: VendorInstance, transport: httpx.BaseTransport | None = None):
         self.instance = instance
         self.name = instance.name
-        self.http = httpx.Client(
+        self.http = VendorClient(
             base_url=instance.base_url.rstrip("/"),
             timeout=httpx.Timeout(instance.timeout, connect=min(5.0, instance.timeout)),
             limits=httpx.Limits(
@@ -162,7 +164,7 @@ class Connector:
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         started = time.perf_counter()
         try:
-            response = self.http.request(method, url, **kwargs)
+            response = self.http.request(method, self.http.url(url), **kwargs)
         except httpx.TimeoutException as exc:
             observe_call(self.name, None, time.perf_counter() - started)
             raise errors.Timeout(f"{self.name}: {type(exc).__name__} calling {url}") from exc

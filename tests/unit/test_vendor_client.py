@@ -1,0 +1,72 @@
+"""The connectors' HTTP client: no cookies carried between calls, URLs joined like httpx."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from worker.vendors.http import VendorClient
+
+
+class _Echo(BaseHTTPRequestHandler):
+    """Answers every GET with the path and Cookie header it got, and sets a cookie."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        body = json.dumps({"path": self.path, "cookie": self.headers.get("Cookie")}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Set-Cookie", "session=abc123; Path=/")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def echo_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_a_cookie_set_by_one_answer_is_not_sent_with_the_next_call(echo_url):
+    with VendorClient(base_url=echo_url) as client:
+        first = client.get(client.url("/a"))
+        assert first.headers["set-cookie"].startswith("session=")
+        second = client.get(client.url("/b")).json()
+    assert second == {"path": "/b", "cookie": None}
+    assert not client.cookies
+
+
+def test_cookies_cannot_be_configured_on_it(echo_url):
+    with pytest.raises(ValueError), VendorClient(base_url=echo_url) as client:
+        client.cookies = {"session": "x"}
+
+
+@pytest.mark.parametrize(
+    ("base", "path", "expected"),
+    [
+        ("http://h/perfexcrm", "/api/customers/7", "http://h/perfexcrm/api/customers/7"),
+        ("http://h/perfexcrm/", "api/customers/7", "http://h/perfexcrm/api/customers/7"),
+        ("http://h", "/api?x=1", "http://h/api?x=1"),
+        ("http://h/p", "https://other/x", "https://other/x"),
+    ],
+)
+def test_urls_are_joined_as_httpx_joins_them(base, path, expected):
+    with VendorClient(base_url=base) as client, httpx.Client(base_url=base) as plain:
+        assert str(client.url(path)) == expected
+        assert client.url(path) == plain.build_request("GET", path).url
+        assert client.url(path) is client.url(path)  # joined once, then reused
+
+
+def test_the_path_reaches_the_server_unchanged(echo_url):
+    with VendorClient(base_url=echo_url + "/base") as client:
+        assert client.get(client.url("/x/1?q=a%20b")).json()["path"] == "/base/x/1?q=a%20b"
