@@ -16,12 +16,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterable
 from typing import Any
 
+from config.environment import Reader
+from config.settings import LOG_LEVELS
 from worker.redact import Redactor
 
 FIELDS_ATTR = "sb"
@@ -69,7 +70,7 @@ def configure_logging(
 ) -> logging.Handler:
     """Send every log record to ``stream`` (stderr) as JSON; returns the handler."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    if (os.environ.get("SWITCHBOARD_LOG_FORMAT") or "json").lower() == "text":
+    if Reader().choice("SWITCHBOARD_LOG_FORMAT", "json", ("json", "text")) == "text":
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     else:
         handler.setFormatter(JsonFormatter(Redactor(secrets)))
@@ -80,6 +81,7 @@ def configure_logging(
     root.addHandler(handler)
     if root.level == logging.NOTSET or root.level > logging.WARNING:
         root.setLevel(logging.WARNING)
-    level = (level or os.environ.get("SWITCHBOARD_LOG_LEVEL") or "INFO").upper()
+    # a bad value is reported by Settings.from_env at start-up; here it falls back to INFO
+    level = (level or Reader().choice("SWITCHBOARD_LOG_LEVEL", "INFO", LOG_LEVELS)).upper()
     logging.getLogger("switchboard").setLevel(level)
     return handler

@@ -1,13 +1,21 @@
-"""Settings from the environment (DESIGN §2), read once into a frozen dataclass."""
+"""Settings from the environment (DESIGN §2), read once into a frozen dataclass.
+
+Every variable is checked as it is read (:mod:`config.environment`): a bad value stops
+the start with a message naming it, e.g. ``PORT must be a whole number from 1 to 65535``.
+"""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from config.environment import EnvError, Reader
+
 DEFAULT_CONFIG = "config/switchboard.yaml"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+__all__ = ["DEFAULT_CONFIG", "EnvError", "Settings"]
 
 
 @dataclass(frozen=True)
@@ -19,19 +27,35 @@ class Settings:
     event_ttl_days: float = 7
     max_body: int = 1024 * 1024
     var_dir: Path = Path("var")
+    #: how long a running task's lease lasts (its vendor timeout is far below it)
+    run_lease: float = 120.0
+    #: how long a published task may wait in the Celery queue before it is published again
+    queue_lease: float = 3600.0
+    #: most deliveries the relay puts in one Celery message
+    batch_max: int = 20
+    sandbox_port: int = 8100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        return cls(
-            config_path=Path(env.get("SWITCHBOARD_CONFIG") or DEFAULT_CONFIG),
-            redis_url=env.get("REDIS_URL") or None,
-            ops_token=env.get("SWITCHBOARD_OPS_TOKEN") or None,
-            port=int(env.get("PORT") or 8000),
-            event_ttl_days=float(env.get("SWITCHBOARD_EVENT_TTL_DAYS") or 7),
-            max_body=int(env.get("SWITCHBOARD_MAX_BODY") or 1024 * 1024),
-            var_dir=Path(env.get("SWITCHBOARD_VAR_DIR") or "var"),
+        """Read the environment; :class:`EnvError` lists every variable with a bad value."""
+        read = Reader(env)
+        settings = cls(
+            config_path=Path(read.text("SWITCHBOARD_CONFIG", DEFAULT_CONFIG) or DEFAULT_CONFIG),
+            redis_url=read.text("REDIS_URL"),
+            ops_token=read.text("SWITCHBOARD_OPS_TOKEN"),
+            port=read.integer("PORT", 8000, minimum=1, maximum=65535),
+            event_ttl_days=read.number("SWITCHBOARD_EVENT_TTL_DAYS", 7),
+            max_body=read.integer("SWITCHBOARD_MAX_BODY", 1024 * 1024, minimum=1),
+            var_dir=Path(read.text("SWITCHBOARD_VAR_DIR", "var") or "var"),
+            run_lease=read.number("SWITCHBOARD_RUN_LEASE", 120),
+            queue_lease=read.number("SWITCHBOARD_QUEUE_LEASE", 3600),
+            batch_max=read.integer("SWITCHBOARD_BATCH_MAX", 20, minimum=1, maximum=1000),
+            sandbox_port=read.integer("SWITCHBOARD_SANDBOX_PORT", 8100, minimum=1, maximum=65535),
         )
+        read.choice("SWITCHBOARD_LOG_LEVEL", "INFO", LOG_LEVELS)  # checked here, used by logs
+        read.choice("SWITCHBOARD_LOG_FORMAT", "json", ("json", "text"))
+        read.done()
+        return settings
 
     @property
     def event_ttl_seconds(self) -> int:

@@ -18,11 +18,15 @@ import click
 
 from config.errors import ConfigError
 from config.loader import Config, load_config
-from config.settings import Settings
+from config.settings import EnvError, Settings
 
 
 def _settings() -> Settings:
-    return Settings.from_env()
+    """The settings from the environment; a bad variable ends the command (exit 1)."""
+    try:
+        return Settings.from_env()
+    except EnvError as exc:
+        raise click.ClickException("bad environment: " + "; ".join(exc.problems)) from None
 
 
 def _load(path: str | None = None) -> Config:
@@ -70,13 +74,8 @@ def web(workers: int) -> None:
 def worker(concurrency: int, name: str) -> None:
     """Run a Celery worker (same as `celery -A worker worker --pool threads`)."""
     from webhooks.supervisor import worker_command
-    from worker.relay import batch_max
 
-    _load()
-    try:
-        batch_max()  # fail here, clearly, not in the worker's relay thread
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+    _load()  # also checks the environment: fail here, clearly, not in the worker
     command = worker_command(concurrency, name)
     os.execvp(command[0], command)
 

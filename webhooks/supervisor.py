@@ -22,10 +22,8 @@ from config import embedded_redis
 from config.loader import Config
 from config.settings import Settings
 
-SANDBOX_PORT = int(os.environ.get("SWITCHBOARD_SANDBOX_PORT") or 8100)
 
-
-def sandbox_wanted(config: Config, port: int = SANDBOX_PORT) -> bool:
+def sandbox_wanted(config: Config, port: int) -> bool:
     """True when a vendor's base URL points at the local sandbox port."""
     for vendor in config.vendors.values():
         url = urlsplit(vendor.base_url)
@@ -102,8 +100,8 @@ class Supervisor:
         env["REDIS_URL"] = redis_url
         token = self.settings.ops_token or secrets.token_urlsafe(18)
         env["SWITCHBOARD_OPS_TOKEN"] = token
-        if sandbox_wanted(self.config):
-            self.start("sandbox", sandbox_command(SANDBOX_PORT), env)
+        if sandbox_wanted(self.config, self.settings.sandbox_port):
+            self.start("sandbox", sandbox_command(self.settings.sandbox_port), env)
         self.start("worker", worker_command(), env)
         self.start("web", web_command(self.settings.port), env)
         base = f"http://127.0.0.1:{self.settings.port}"
@@ -134,8 +132,8 @@ class Supervisor:
             f"  ops page  {base}/ops/   (token: {token})",
             f"  redis     {redis_url}",
         ]
-        if sandbox_wanted(self.config):
-            lines.append(f"  sandbox   http://127.0.0.1:{SANDBOX_PORT}/")
+        if sandbox_wanted(self.config, self.settings.sandbox_port):
+            lines.append(f"  sandbox   http://127.0.0.1:{self.settings.sandbox_port}/")
         lines.append("Ctrl-C stops everything.")
         print("\n".join(lines), flush=True)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -61,14 +60,6 @@ HEARTBEAT_EVERY = 1.0
 LIVE_WITHIN = 10.0
 
 
-def batch_max() -> int:
-    """``SWITCHBOARD_BATCH_MAX`` (default 20); ValueError naming the variable if invalid."""
-    raw = os.environ.get("SWITCHBOARD_BATCH_MAX") or "20"
-    if not raw.strip().isdigit() or int(raw) < 1:
-        raise ValueError(f"SWITCHBOARD_BATCH_MAX must be a whole number >= 1, not {raw!r}")
-    return int(raw)
-
-
 def batch_size(due: int, consumers: int, largest: int, backlog: int = 0) -> int:
     """Deliveries per message, 1..``largest``.
 
@@ -88,7 +79,6 @@ class Relay(threading.Thread):
         self.worker_name = name
         self.concurrency = max(1, concurrency)
         self.consumers = self.concurrency  # refreshed with each heartbeat
-        self.largest = batch_max()
         self._stop_event = threading.Event()
         self._last_beat = 0.0
 
@@ -106,7 +96,7 @@ class Relay(threading.Thread):
                 self._beat(rt.redis)
                 found = claim_due(claim, rt.queue_lease)
                 size = batch_size(
-                    len(found.deliveries), self.consumers, self.largest, found.backlog
+                    len(found.deliveries), self.consumers, rt.settings.batch_max, found.backlog
                 )
                 publish(apply_updates, found.deliveries, size)
                 if found.claimed < BATCH:

@@ -25,10 +25,6 @@ from worker.vendors import connector_for
 from worker.vendors.base import Connector
 
 
-def lease_seconds(name: str, default: float) -> float:
-    return float(os.environ.get(name) or default)
-
-
 @dataclass
 class Runtime:
     settings: Settings
@@ -123,8 +119,8 @@ def build_runtime(settings: Settings, config: Config | None = None) -> Runtime:
         limiter=RateLimiter(client),
         steps=Steps(client),
         redactor=redactor,
-        run_lease=lease_seconds("SWITCHBOARD_RUN_LEASE", 120),
-        queue_lease=lease_seconds("SWITCHBOARD_QUEUE_LEASE", 3600),
+        run_lease=settings.run_lease,
+        queue_lease=settings.queue_lease,
     )
 
 

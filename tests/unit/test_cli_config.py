@@ -74,5 +74,17 @@ def test_worker_refuses_a_bad_batch_max_clearly():
     for bad in ("0", "many", "-3", "2.5"):
         result = run("worker", env={"SWITCHBOARD_BATCH_MAX": bad})
         assert result.exit_code == 1
-        assert f"SWITCHBOARD_BATCH_MAX must be a whole number >= 1, not '{bad}'" in result.output
+        assert f"SWITCHBOARD_BATCH_MAX must be a whole number from 1 to 1000, not '{bad}'" in (
+            result.output
+        )
         assert "Traceback" not in result.output
+
+
+def test_every_running_command_names_each_bad_variable_and_exits_1():
+    bad = {"PORT": "eighty", "SWITCHBOARD_RUN_LEASE": "-1", "SWITCHBOARD_LOG_LEVEL": "loud"}
+    for command in (["up"], ["web"], ["worker"], ["config", "check"]):
+        result = run(*command, env=bad)
+        assert result.exit_code == 1, (command, result.output)
+        assert "Traceback" not in result.output
+        for name in bad:
+            assert name in result.output, (command, name, result.output)

@@ -1,0 +1,68 @@
+"""Settings from the environment: defaults, parsed values, and every bad value named."""
+
+from __future__ import annotations
+
+import pytest
+
+from config.environment import EnvError, Reader
+from config.settings import Settings
+
+
+def test_unset_and_empty_variables_take_the_defaults():
+    for env in ({}, {"PORT": "", "SWITCHBOARD_MAX_BODY": " "}):
+        settings = Settings.from_env(env)
+        assert (settings.port, settings.max_body, settings.batch_max) == (8000, 1 << 20, 20)
+        assert (settings.run_lease, settings.queue_lease) == (120.0, 3600.0)
+        assert settings.redis_url is None
+
+
+def test_values_are_parsed():
+    settings = Settings.from_env(
+        {
+            "PORT": "9000",
+            "SWITCHBOARD_EVENT_TTL_DAYS": "0.5",
+            "SWITCHBOARD_MAX_BODY": "2048",
+            "SWITCHBOARD_RUN_LEASE": "30",
+            "SWITCHBOARD_QUEUE_LEASE": "600",
+            "SWITCHBOARD_BATCH_MAX": "5",
+            "SWITCHBOARD_SANDBOX_PORT": "8200",
+            "SWITCHBOARD_LOG_LEVEL": "debug",
+            "REDIS_URL": "redis://h:6379/1",
+        }
+    )
+    assert settings.port == 9000 and settings.event_ttl_seconds == 43200
+    assert (settings.max_body, settings.run_lease, settings.queue_lease) == (2048, 30, 600)
+    assert (settings.batch_max, settings.sandbox_port) == (5, 8200)
+    assert settings.redis_url == "redis://h:6379/1"
+
+
+def test_every_bad_value_is_named_at_once():
+    with pytest.raises(EnvError) as caught:
+        Settings.from_env(
+            {
+                "PORT": "70000",
+                "SWITCHBOARD_EVENT_TTL_DAYS": "nan",
+                "SWITCHBOARD_MAX_BODY": "1MB",
+                "SWITCHBOARD_QUEUE_LEASE": "0",
+                "SWITCHBOARD_LOG_FORMAT": "xml",
+            }
+        )
+    assert caught.value.problems == [
+        "PORT must be a whole number from 1 to 65535, not '70000'",
+        "SWITCHBOARD_EVENT_TTL_DAYS must be a number above 0, not 'nan'",
+        "SWITCHBOARD_MAX_BODY must be a whole number >= 1, not '1MB'",
+        "SWITCHBOARD_QUEUE_LEASE must be a number above 0, not '0'",
+        "SWITCHBOARD_LOG_FORMAT must be one of json, text, not 'xml'",
+    ]
+
+
+@pytest.mark.parametrize("raw", ["inf", "-5", "1e999", "ten"])
+def test_numbers_must_be_finite_and_positive(raw):
+    read = Reader({"X": raw})
+    assert read.number("X", 3.0) == 3.0  # the default, and the problem noted
+    with pytest.raises(EnvError, match="X must be a number above 0"):
+        read.done()
+
+
+def test_choices_match_without_case_and_come_back_as_listed():
+    assert Reader({"L": "Warning"}).choice("L", "INFO", ("DEBUG", "WARNING")) == "WARNING"
