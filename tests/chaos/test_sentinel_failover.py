@@ -138,9 +138,7 @@ def send_until_accepted(client, event_id: str, target: str, amount: int, codes: 
         time.sleep(0.1)
 
 
-def test_a_sentinel_failover_loses_no_accepted_webhook(
-    topology, sandbox, tmp_path, monkeypatch
-):
+def test_a_sentinel_failover_loses_no_accepted_webhook(topology, sandbox, tmp_path, monkeypatch):
     from webhooks import create_app
 
     for rid in TARGETS:
