@@ -34,6 +34,10 @@ class Settings:
     #: most deliveries the relay puts in one Celery message
     batch_max: int = 20
     sandbox_port: int = 8100
+    #: replicas that must have an event before ingest answers 2xx (Redis WAIT); 0: none
+    min_replicas: int = 0
+    #: how long ingest waits for them before answering 503
+    replica_timeout: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -51,6 +55,8 @@ class Settings:
             queue_lease=read.number("SWITCHBOARD_QUEUE_LEASE", 3600),
             batch_max=read.integer("SWITCHBOARD_BATCH_MAX", 20, minimum=1, maximum=1000),
             sandbox_port=read.integer("SWITCHBOARD_SANDBOX_PORT", 8100, minimum=1, maximum=65535),
+            min_replicas=read.integer("SWITCHBOARD_MIN_REPLICAS", 0, minimum=0, maximum=100),
+            replica_timeout=read.number("SWITCHBOARD_REPLICA_TIMEOUT", 1.0),
         )
         read.choice("SWITCHBOARD_LOG_LEVEL", "INFO", LOG_LEVELS)  # checked here, used by logs
         read.choice("SWITCHBOARD_LOG_FORMAT", "json", ("json", "text"))

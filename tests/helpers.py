@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import time
 from pathlib import Path
+
+import redis as redis_lib
 
 from config import embedded_redis
 from config.settings import Settings
@@ -69,17 +72,35 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, replica_of: RedisServer | None = None) -> None:
+        """Start it (``replica_of``: as a replica of that server, which must be running)."""
         args = embedded_redis.server_args(self.directory, self.port, fsync="everysec")
+        if replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(replica_of.port)]
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
         embedded_redis.wait_ready(self.url)
+
+    def replica_synced(self, count: int = 1) -> bool:
+        """This (master) server has ``count`` linked replicas holding all it has written."""
+        info = redis_lib.Redis.from_url(self.url).info("replication")
+        replicas = [info.get(f"slave{i}") for i in range(count)]
+        return all(r and r["offset"] == info["master_repl_offset"] for r in replicas)
 
     def stop(self, sig: str = "term") -> None:
         if self.process is not None:
             if sig == "kill":
                 self.process.kill()
-            else:
+            # Redis refuses a SIGTERM while it writes its first AOF ("can't exit") and does
+            # not retry it: ask again until it goes, and kill it only as a last resort
+            deadline = time.monotonic() + 10
+            while sig != "kill" and time.monotonic() < deadline:
                 self.process.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=0.5)
+                    break
+            if self.process.poll() is None:
+                self.process.kill()
             self.process.wait(timeout=10)
             self.process = None
 

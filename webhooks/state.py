@@ -62,7 +62,11 @@ class AppState:
     def commit(self) -> GroupCommit:
         """Ingest's writer: concurrent requests share one pipeline (webhooks.commit)."""
         if self._commit is None:
-            self._commit = GroupCommit(self.queue)
+            self._commit = GroupCommit(
+                self.queue,
+                min_replicas=self.settings.min_replicas,
+                replica_timeout=self.settings.replica_timeout,
+            )
         return self._commit
 
     @property

@@ -1,19 +1,24 @@
-"""Redis Sentinel failover under traffic: the master is SIGKILLed, a Sentinel promotes the
-replica, and ingest and a real Celery worker (``REDIS_URL=sentinel://...``) carry on.
+"""Redis Sentinel failover: the master is SIGKILLed, a Sentinel promotes a replica, and
+ingest and a real Celery worker (``REDIS_URL=sentinel://...``) carry on.
 
-Processes: a Redis master, a replica of it, one Sentinel (quorum 1, down after 1 s), a
-Celery worker process; the web app runs in this process on the same Sentinel URL.
-Checks: while there is no master, webhooks get a JSON 503 (the sender retries), never a
-500; every event answered 2xx before or after the failover is applied at the vendor,
-once; the worker needed no restart.
+Processes: a Redis master, two replicas, one Sentinel (quorum 1, down after 1 s), a Celery
+worker process; the web app runs in this process on the same Sentinel URL, with
+``SWITCHBOARD_MIN_REPLICAS=1`` (each event confirmed by a replica before its 2xx).
 
-Replication is asynchronous: a write the master acknowledged in its last moments can be
-lost with it (docs/scaling.md). This test waits for the replica to catch up before the
-kill, so it checks the failover itself, not that window.
+1. The worker and ingest follow a failover: while there is no master, webhooks get a JSON
+   503 (the sender retries), never a 500; every event answered 2xx before or after it is
+   applied at the vendor exactly once; the worker needs no restart. The worker is idle at
+   the kill (a vendor call whose completion the dead master never recorded would be made
+   again: delivery is at least once).
+2. No acknowledged webhook is lost with the master: replicas that fall behind make ingest
+   answer 503 instead of 202, so the events are resent and land on the new master. With
+   ``SWITCHBOARD_MIN_REPLICAS=0`` this test fails: the events answered 202 are gone.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -42,11 +47,15 @@ TARGETS = [str(t) for t in range(3000, 3010)]
 
 
 class Topology:
-    """A master, its replica and one Sentinel watching them, all on loopback."""
+    """A master, two replicas and one Sentinel watching them, all on loopback.
+
+    Two replicas, because ingest runs with ``SWITCHBOARD_MIN_REPLICAS=1``: after a
+    failover the new master still has one (a lone replica, once promoted, has none, and
+    ingest would answer 503 until the old master came back as a replica)."""
 
     def __init__(self, root: Path):
         self.master = RedisServer(root / "master")
-        self.replica = RedisServer(root / "replica")
+        self.replicas = [RedisServer(root / "replica1"), RedisServer(root / "replica2")]
         self.sentinel_port = embedded_redis.free_port()
         self.root = root
         self.sentinel: subprocess.Popen[bytes] | None = None
@@ -56,14 +65,9 @@ class Topology:
         return f"sentinel://127.0.0.1:{self.sentinel_port}/0"
 
     def start(self) -> None:
-        for server in (self.master, self.replica):
-            server.directory.mkdir(parents=True)
         self.master.start()
-        args = embedded_redis.server_args(self.replica.directory, self.replica.port)
-        self.replica.process = subprocess.Popen(
-            [*args, "--replicaof", "127.0.0.1", str(self.master.port)], stdout=subprocess.DEVNULL
-        )
-        embedded_redis.wait_ready(self.replica.url)
+        for replica in self.replicas:
+            replica.start(replica_of=self.master)
         conf = self.root / "sentinel.conf"
         conf.write_text(
             f"port {self.sentinel_port}\nbind 127.0.0.1\ndir {self.root}\n"
@@ -76,24 +80,25 @@ class Topology:
             [binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL
         )
         embedded_redis.wait_ready(f"redis://127.0.0.1:{self.sentinel_port}/0")
-        wait_for(lambda: self.master_port() == self.master.port and self.replica_synced())
+        wait_for(lambda: self.master_port() == self.master.port and self.synced())
+
+    def synced(self) -> bool:
+        return self.master.replica_synced(len(self.replicas))
+
+    def promoted(self) -> bool:
+        """A Sentinel has made one of the replicas the master."""
+        return self.master_port() in {r.port for r in self.replicas}
 
     def master_port(self) -> int | None:
         sentinel = redis_lib.Redis(port=self.sentinel_port, socket_timeout=2)
         found = sentinel.execute_command("SENTINEL", "get-master-addr-by-name", MASTER_NAME)
         return int(found[1]) if found else None
 
-    def replica_synced(self) -> bool:
-        """The replica is linked and has every byte the master has written."""
-        info = redis_lib.Redis.from_url(self.master.url).info("replication")
-        replica = info.get("slave0")
-        return bool(replica) and replica["offset"] == info["master_repl_offset"]
-
     def stop(self) -> None:
         if self.sentinel is not None:
             self.sentinel.terminate()
             self.sentinel.wait(timeout=10)
-        for server in (self.replica, self.master):
+        for server in (*self.replicas, self.master):
             server.stop()
 
 
@@ -138,13 +143,39 @@ def send_until_accepted(client, event_id: str, target: str, amount: int, codes: 
         time.sleep(0.1)
 
 
-def test_a_sentinel_failover_loses_no_accepted_webhook(topology, sandbox, tmp_path, monkeypatch):
-    from webhooks import create_app
-
+def seed_targets(sandbox) -> None:
+    template = sandbox.record("perfexcrm", 7)
     for rid in TARGETS:
         sandbox.http.put(
-            f"/perfexcrm/_sim/records/{rid}", json={**sandbox.record("perfexcrm", 7), "userid": rid}
+            f"/perfexcrm/_sim/records/{rid}", json={**template, "userid": rid}
         ).raise_for_status()
+
+
+def applied_all(store: redis_lib.Redis, event_ids) -> bool:
+    """Every event's task is finished as applied (or stale: a newer event got there first)."""
+    queue = Queue(store)
+    for event_id in event_ids:
+        try:
+            loaded = queue.load_event("stripe", event_id)
+        except redis_lib.ConnectionError:  # the Sentinels still settling on the new master
+            return False
+        assert loaded is not None, f"{event_id} was answered 2xx but is not stored"
+        record = queue.load_task(loaded[1][0])
+        if record is None or record.state not in ("applied", "stale"):
+            return False
+    return True
+
+
+def vendor_writes(sandbox) -> list[str]:
+    return [e["body"]["vat"] for e in sandbox.log("perfexcrm") if e["method"] == "PUT"]
+
+
+@pytest.fixture
+def setup(topology, sandbox, tmp_path, monkeypatch):
+    """(web test client, Redis client via Sentinel, a start_worker() for this topology)."""
+    from webhooks import create_app
+
+    seed_targets(sandbox)
     monkeypatch.setenv("SWITCHBOARD_SENTINEL_MASTER", MASTER_NAME)
     monkeypatch.setenv("SANDBOX_URL", sandbox.url)
     env = worker_env(
@@ -154,46 +185,80 @@ def test_a_sentinel_failover_loses_no_accepted_webhook(topology, sandbox, tmp_pa
         SWITCHBOARD_RUN_LEASE="5",
         SWITCHBOARD_QUEUE_LEASE="10",
     )
-    worker = start_worker(env, "wfail", log=tmp_path / "worker.log")
-    client = create_app(make_settings(topology.url)).test_client()
-    store = connect(topology.url)
+    workers = []
+
+    def worker():
+        workers.append(start_worker(env, "wfail", log=tmp_path / "worker.log"))
+        return workers[-1]
+
+    settings = make_settings(topology.url, min_replicas=1, replica_timeout=0.3)
+    yield create_app(settings).test_client(), connect(topology.url), worker
+    for process in workers:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_the_worker_and_ingest_follow_a_failover(topology, sandbox, setup):
+    client, store, start = setup
+    worker = start()
     codes: list[int] = []
-    sent: dict[str, str] = {}  # event id -> target
-
-    def all_applied() -> bool:
-        queue = Queue(store)
-        for event_id in sent:
-            _, task_ids = queue.load_event("stripe", event_id)  # type: ignore[misc]
-            record = queue.load_task(task_ids[0])
-            if record is None or record.state not in ("applied", "stale"):
-                return False
-        return True
-
-    try:
-        wait_for(lambda: store.hlen("sb:heartbeats") > 0)
-        for i in range(30):  # before the failover
-            sent[f"evt_fo_a{i}"] = TARGETS[i % len(TARGETS)]
-            send_until_accepted(client, f"evt_fo_a{i}", TARGETS[i % len(TARGETS)], 100 + i, codes)
-        # no vendor call in flight at the kill: a call whose completion the dead master
-        # never recorded is made again (at least once), which would blur the count below
-        wait_for(all_applied, timeout=60)
-        wait_for(topology.replica_synced)
-        topology.master.stop("kill")
-        for i in range(30):  # during and after it: retried until a master takes them
-            sent[f"evt_fo_b{i}"] = TARGETS[i % len(TARGETS)]
-            send_until_accepted(client, f"evt_fo_b{i}", TARGETS[i % len(TARGETS)], 200 + i, codes)
-        wait_for(lambda: topology.master_port() == topology.replica.port, timeout=30)
-        wait_for(all_applied, timeout=60)
-        assert worker.poll() is None, "the worker died in the failover"
-    finally:
-        worker.terminate()
-        worker.wait(timeout=20)
-    assert 500 not in codes
-    puts = [e for e in sandbox.log("perfexcrm") if e["method"] == "PUT"]
-    vats = [e["body"]["vat"] for e in puts]
-    # each event reached the vendor once at most (no duplicate writes of one event),
-    # and each target ends with its newest value
-    assert len(vats) == len(set(vats))
-    for i, target in enumerate(TARGETS):
+    sent: list[str] = []
+    wait_for(lambda: store.hlen("sb:heartbeats") > 0)
+    for i in range(30):  # before the failover
+        sent.append(f"evt_fo_a{i}")
+        send_until_accepted(client, sent[-1], TARGETS[i % len(TARGETS)], 100 + i, codes)
+    # no vendor call in flight at the kill: a call whose completion the dead master never
+    # recorded is made again (at least once), which would blur the count below
+    wait_for(lambda: applied_all(store, sent), timeout=60)
+    wait_for(topology.synced)
+    topology.master.stop("kill")
+    for i in range(30):  # during and after it: retried until a master takes them
+        sent.append(f"evt_fo_b{i}")
+        send_until_accepted(client, sent[-1], TARGETS[i % len(TARGETS)], 200 + i, codes)
+    wait_for(topology.promoted, timeout=30)
+    wait_for(lambda: applied_all(store, sent), timeout=60)
+    assert worker.poll() is None, "the worker died in the failover"
+    assert 500 not in codes and 503 in codes  # the gap was answered, and never with a 500
+    vats = vendor_writes(sandbox)
+    assert len(vats) == len(set(vats)), "an event was written to the vendor twice"
+    for i, target in enumerate(TARGETS):  # each target ends with its newest value
         newest = max(200 + j for j in range(30) if j % len(TARGETS) == i)
         assert sandbox.record("perfexcrm", target)["vat"] == f"paid {newest / 100}"
+
+
+def test_with_min_replicas_no_acknowledged_webhook_is_lost(topology, sandbox, setup):
+    """The replicas fall behind (stopped, links cut) while events arrive, then the master
+    dies. Without SWITCHBOARD_MIN_REPLICAS those events would be answered 202 from the
+    master alone and vanish with it; with it they are answered 503, resent, and stored on
+    the new master."""
+    client, store, start = setup
+    accepted: list[str] = []
+    waiting: list[tuple[str, str, int]] = []  # answered 503: the gateway will resend
+    for i in range(5):
+        send_until_accepted(client, f"evt_mr_a{i}", TARGETS[i], 300 + i, [])
+        accepted.append(f"evt_mr_a{i}")
+    lagging = [r.process.pid for r in topology.replicas if r.process is not None]
+    for pid in lagging:
+        os.kill(pid, signal.SIGSTOP)
+    # cut their links too: what a stopped replica's socket already holds still reaches it
+    redis_lib.Redis.from_url(topology.master.url).client_kill_filter(_type="replica")
+    try:
+        for i in range(5):  # the replica is stopped: no confirmation
+            event = (f"evt_mr_b{i}", TARGETS[5 + i], 400 + i)
+            status = post(client, *event).status_code
+            (accepted.append(event[0]) if status in (200, 202) else waiting.append(event))
+        topology.master.stop("kill")
+    finally:
+        for pid in lagging:
+            os.kill(pid, signal.SIGCONT)
+    wait_for(topology.promoted, timeout=30)
+    for event in waiting:
+        send_until_accepted(client, *event, [])
+        accepted.append(event[0])
+    start()
+    wait_for(lambda: applied_all(store, accepted), timeout=60)
+    assert len(accepted) == 10
+    assert sorted(vendor_writes(sandbox)) == sorted(
+        [f"paid {(300 + i) / 100}" for i in range(5)]
+        + [f"paid {(400 + i) / 100}" for i in range(5)]
+    )

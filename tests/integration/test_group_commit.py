@@ -8,7 +8,7 @@ import time
 
 import redis as redis_lib
 
-from webhooks.commit import GroupCommit
+from webhooks.commit import GroupCommit, NotReplicated
 from webhooks.sources.base import Event
 from worker.model import UpdateTask
 from worker.queue import Queue
@@ -93,3 +93,44 @@ def test_a_lone_writer_sends_at_once(private_db):
     for i in range(5):
         assert commit.store_event(*_event(i, "d")) is True
     assert commit.rounds == 5
+
+
+def test_with_min_replicas_an_event_is_acknowledged_only_once_a_replica_has_it(tmp_path):
+    """SWITCHBOARD_MIN_REPLICAS: WAIT in the round. A stopped replica makes the write fail
+    (503 at the edge) although the master stored it; once the replica is back, the retry
+    is answered as a duplicate and the replica holds the event."""
+    import os
+    import signal
+
+    from tests.helpers import RedisServer, wait_for
+
+    master, replica = RedisServer(tmp_path / "m"), RedisServer(tmp_path / "r")
+    master.start()
+    replica.start(replica_of=master)
+    try:
+        wait_for(master.replica_synced)
+        client = redis_lib.Redis.from_url(master.url)
+        commit = GroupCommit(Queue(client), min_replicas=1, replica_timeout=0.3)
+        first, second = _event(1, "wait"), _event(2, "wait")
+        assert commit.store_event(*first) is True
+        assert redis_lib.Redis.from_url(replica.url).exists("sb:event:stripe:evt_gc_wait_1")
+        assert replica.process is not None
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            try:
+                commit.store_event(*second)
+                raise AssertionError("acknowledged without a replica")
+            except NotReplicated as exc:
+                assert "0 of 1 replica(s)" in str(exc)
+            assert time.monotonic() - started >= 0.3
+            assert client.exists("sb:event:stripe:evt_gc_wait_2")  # stored on the master
+        finally:
+            os.kill(replica.process.pid, signal.SIGCONT)
+        assert commit.store_event(*second) is False  # the sender's retry: a duplicate
+        replica_client = redis_lib.Redis.from_url(replica.url)
+        assert replica_client.exists("sb:event:stripe:evt_gc_wait_2")
+        assert GroupCommit(Queue(client)).store_event(*_event(3, "wait")) is True  # no WAIT
+    finally:
+        replica.stop()
+        master.stop()
