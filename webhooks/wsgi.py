@@ -1,11 +1,24 @@
 """The WSGI entry point for gunicorn: ``gunicorn webhooks.wsgi:app`` (settings from env).
 
 Logging is configured here (JSON lines on stderr, secrets redacted), not in the factory:
-tests and embedders build apps without touching the process's logging.
+tests and embedders build apps without touching the process's logging. So is the thread
+that resumes bulk-replay jobs whose process died (:mod:`webhooks.ops.jobs`): one per
+gunicorn worker (the module is imported after the fork; no ``--preload``).
 """
 
 from config.logs import configure_logging
 from webhooks import create_app
+from webhooks.ops.jobs import JobResumer
 
 app = create_app()
 configure_logging(app.extensions["switchboard"].config.secrets)
+
+
+def _resume_stalled_jobs() -> list[str]:
+    from webhooks.ops.api import ops
+
+    with app.app_context():
+        return ops().resume_stalled()  # type: ignore[no-any-return]
+
+
+JobResumer(_resume_stalled_jobs).start()

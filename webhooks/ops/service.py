@@ -10,12 +10,14 @@ is down); the web builds one per request from its app state. Tree of failures::
 Replay of a dead letter re-queues its stored task, except a ``mapping_error``: that one
 is mapped again from the stored event with the *current* rules (the fixed template),
 keeping the task's id so the entry's history follows it. Bulk replay runs as a job whose
-progress lives in Redis (``sb:job:<id>``), readable from any process.
+progress lives in Redis (:mod:`webhooks.ops.jobs`), readable from any process, and resumed
+by another web process if the one running it dies.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import dataclasses
 import json
 import threading
@@ -25,7 +27,9 @@ from collections.abc import Callable
 from typing import Any
 
 import redis as redis_lib
+from redis.exceptions import LockError
 
+from webhooks.ops import jobs
 from webhooks.rules import RuleSet
 from worker import keys
 from worker.deadletter import DeadLetters, Page
@@ -33,8 +37,6 @@ from worker.model import UpdateTask
 from worker.queue import Queue
 from worker.redact import Redactor
 
-JOB_TTL = 7 * 86400
-JOB_STALLED_AFTER = 60.0  # a running job not updated for this long lost its process
 JOB_ERRORS_KEPT = 20
 ACTIVE_STATES = frozenset({"queued", "retrying"})
 
@@ -49,10 +51,6 @@ class NotFoundError(OpsError):
 
 class ConflictError(OpsError):
     pass
-
-
-def job_key(job_id: str) -> str:
-    return f"{keys.PREFIX}job:{job_id}"
 
 
 class Ops:
@@ -126,7 +124,7 @@ class Ops:
     ) -> builtins.list[dict[str, Any]]:
         return self.dead_letters.audit_log(limit=limit, action=action, entry_id=entry_id)
 
-    # -- bulk replay jobs ------------------------------------------------------------
+    # -- bulk replay jobs (state in Redis: webhooks.ops.jobs) ---------------------------
     def start_bulk_replay(self, filters: dict[str, Any], who: str) -> dict[str, Any]:
         """Record a job for replaying every entry matching ``filters``; run it with
         :meth:`run_bulk_replay` (in a thread for the API, inline for the CLI)."""
@@ -145,72 +143,117 @@ class Ops:
             "queued": 0,
             "already_replaying": 0,
             "failed": 0,
+            "resumed": 0,
             "errors": [],
         }
         self._save_job(job)
+        self.redis.sadd(jobs.ACTIVE, job_id)
         self.dead_letters.audit("bulk_replay", job_id, who, filter=filters)
         return job
 
     def run_bulk_replay(
         self, job_id: str, progress: Callable[[dict[str, Any]], None] | None = None
     ) -> dict[str, Any]:
-        job = self.job(job_id)
-        filters = dict(job["filter"])
-        ids = [e["id"] for e in self.dead_letters.iter_newest(**filters)]
-        job.update(state="running", total=len(ids))
+        """Run (or resume: from the first entry not yet done) a job; ConflictError if
+        another process is running it."""
+        runner = jobs.lease(self.redis, job_id)
+        if not runner.acquire():
+            raise ConflictError(f"job {job_id} is being run by another process")
+        try:
+            return self._run_job(self.job(job_id), runner, progress)
+        finally:
+            with contextlib.suppress(LockError):
+                runner.release()
+
+    def _run_job(
+        self, job: dict[str, Any], runner: Any, progress: Callable[..., None] | None
+    ) -> dict[str, Any]:
+        if job["total"] is None:  # first run: fix the list of entries it will replay
+            ids = [e["id"] for e in self.dead_letters.iter_newest(**dict(job["filter"]))]
+            jobs.save_ids(self.redis, job["id"], ids)
+            job["total"] = len(ids)
+        else:  # resumed after its runner died: the entries not yet done
+            job["resumed"] = job.get("resumed", 0) + 1
+        job["state"] = "running"
         self._save_job(job)
         if progress:
             progress(job)
-        for n, entry_id in enumerate(ids, 1):
-            try:
-                outcome = self.replay(entry_id, who=job["who"])["status"]
-                job[outcome] += 1
-            except NotFoundError:
-                pass  # resolved or discarded since the scan: nothing left to do
-            except OpsError as exc:
-                job["failed"] += 1
-                if len(job["errors"]) < JOB_ERRORS_KEPT:
-                    job["errors"].append({"id": entry_id, "message": str(exc)})
+        for entry_id in jobs.iter_ids(self.redis, job["id"], job["done"]):
+            self._replay_one(job, entry_id)
             job["done"] += 1
-            if n % 25 == 0 or n == len(ids):
-                self._save_job(job)
+            self._save_job(job)  # after every entry: a resumed job starts right after it
+            try:
+                runner.reacquire()  # renew the lease
+            except LockError:  # lost it (this process stalled): another runner has the job
+                return job
             if progress:
                 progress(job)
         job.update(state="done", finished_at=time.time())
         self._save_job(job)
+        self.redis.srem(jobs.ACTIVE, job["id"])
         if progress:
             progress(job)
         return job
+
+    def _replay_one(self, job: dict[str, Any], entry_id: str) -> None:
+        try:
+            outcome = self.replay(entry_id, who=job["who"])["status"]
+            job[outcome] += 1
+        except NotFoundError:
+            pass  # resolved or discarded since the scan: nothing left to do
+        except OpsError as exc:
+            job["failed"] += 1
+            if len(job["errors"]) < JOB_ERRORS_KEPT:
+                job["errors"].append({"id": entry_id, "message": str(exc)})
 
     def run_bulk_replay_in_thread(self, job_id: str) -> threading.Thread:
         def run() -> None:
             try:
                 self.run_bulk_replay(job_id)
+            except ConflictError:
+                pass  # another process took it first: it is running
             except Exception as exc:  # recorded on the job; the thread must not die loud
                 job = self.job(job_id)
                 job.update(state="failed", finished_at=time.time())
                 job["errors"].append({"id": None, "message": type(exc).__name__})
                 self._save_job(job)
+                self.redis.srem(jobs.ACTIVE, job_id)
 
         thread = threading.Thread(target=run, name=f"bulk-replay-{job_id}", daemon=True)
         thread.start()
         return thread
 
+    def resume_stalled(self) -> builtins.list[str]:
+        """Start every stalled job again in a thread of this process; returns their ids."""
+        resumed = []
+        for raw in self.redis.smembers(jobs.ACTIVE):
+            job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+            try:
+                job = self.job(job_id)
+            except NotFoundError:  # expired
+                self.redis.srem(jobs.ACTIVE, job_id)
+                continue
+            if job["state"] == "stalled":
+                self.run_bulk_replay_in_thread(job_id)
+                resumed.append(job_id)
+        return resumed
+
     def job(self, job_id: str) -> dict[str, Any]:
-        raw = self.redis.get(job_key(job_id))
+        raw = self.redis.get(jobs.record_key(job_id))
         if raw is None:
             raise NotFoundError(f"no job {job_id}")
         job: dict[str, Any] = json.loads(raw)
         if (
             job["state"] in ("pending", "running")
-            and time.time() - job["updated_at"] > JOB_STALLED_AFTER
+            and time.time() - job["updated_at"] > jobs.STALLED_AFTER
+            and not jobs.has_runner(self.redis, job_id)
         ):
-            job["state"] = "stalled"  # its process went away; start it again to finish
+            job["state"] = "stalled"  # its process went away; resumed by a JobResumer
         return job
 
     def _save_job(self, job: dict[str, Any]) -> None:
         job["updated_at"] = time.time()
-        self.redis.set(job_key(job["id"]), json.dumps(job, default=str), ex=JOB_TTL)
+        self.redis.set(jobs.record_key(job["id"]), json.dumps(job, default=str), ex=jobs.TTL)
 
     # -- events ------------------------------------------------------------------------
     def event(self, source: str, event_id: str) -> dict[str, Any]:

@@ -1,0 +1,86 @@
+"""Bulk-replay jobs kept in Redis so that any web process can finish one another began.
+
+A job is a JSON record (``sb:job:<id>``), the entry ids its filter matched when it
+started (a list, ``sb:job:<id>:ids``, so a resumed job replays exactly the rest) and a
+runner lease (a redis-py ``Lock``, ``sb:job:<id>:runner``) held by whoever runs it and
+renewed as it goes. Running jobs are listed in ``sb:jobs:active``. A job with no
+lease that has not moved for ``STALLED_AFTER`` seconds lost its process: it shows as
+``stalled``, and :class:`JobResumer` (a thread in each gunicorn worker) starts it again
+where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis as redis_lib
+from redis.lock import Lock
+
+from worker import keys
+
+log = logging.getLogger("switchboard.ops")
+
+TTL = 7 * 86400
+STALLED_AFTER = 60.0  # seconds without progress (and no runner) before a job is stalled
+LEASE_SECONDS = 30.0  # a runner renews it with every entry; a dead one loses it this fast
+RESUME_EVERY = 15.0
+ACTIVE = keys.PREFIX + "jobs:active"
+
+
+def record_key(job_id: str) -> str:
+    return f"{keys.PREFIX}job:{job_id}"
+
+
+def ids_key(job_id: str) -> str:
+    return f"{keys.PREFIX}job:{job_id}:ids"
+
+
+def lease(client: redis_lib.Redis, job_id: str) -> Lock:
+    """The runner lease of one job (taken without blocking: a job has one runner)."""
+    return client.lock(f"{keys.PREFIX}job:{job_id}:runner", timeout=LEASE_SECONDS, blocking=False)
+
+
+def has_runner(client: redis_lib.Redis, job_id: str) -> bool:
+    return bool(client.exists(f"{keys.PREFIX}job:{job_id}:runner"))
+
+
+def save_ids(client: redis_lib.Redis, job_id: str, ids: list[str]) -> None:
+    pipe = client.pipeline()
+    pipe.delete(ids_key(job_id))
+    for start in range(0, len(ids), 1000):
+        pipe.rpush(ids_key(job_id), *ids[start : start + 1000])
+    pipe.expire(ids_key(job_id), TTL)
+    pipe.execute()
+
+
+def iter_ids(client: redis_lib.Redis, job_id: str, start: int, page: int = 500) -> Any:
+    """The job's entry ids from index ``start`` on, read a page at a time."""
+    while True:
+        chunk = client.lrange(ids_key(job_id), start, start + page - 1)
+        if not chunk:
+            return
+        for raw in chunk:
+            yield raw.decode() if isinstance(raw, bytes) else str(raw)
+        start += len(chunk)
+
+
+class JobResumer(threading.Thread):
+    """Every ``every`` seconds, runs ``resume()`` (:meth:`Ops.resume_stalled`); errors are
+    logged and the loop goes on (Redis may be restarting)."""
+
+    def __init__(self, resume: Callable[[], list[str]], every: float = RESUME_EVERY):
+        super().__init__(name="job-resumer", daemon=True)
+        self.resume = resume
+        self.every = every
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            try:
+                for job_id in self.resume():
+                    log.warning("bulk replay job %s had stalled; resumed here", job_id)
+            except redis_lib.RedisError as exc:
+                log.warning("job resumer: redis unavailable (%s)", type(exc).__name__)
