@@ -154,6 +154,7 @@ class Job(Schema):
     queued = fields.Integer()
     already_replaying = fields.Integer()
     failed = fields.Integer()
+    resumed = fields.Integer(metadata={"description": "times resumed after its runner died"})
     errors = fields.List(fields.Dict())
 
 
