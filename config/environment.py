@@ -37,21 +37,18 @@ class Reader:
         return self.env.get(name) or default
 
     def integer(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
-        raw = self.env.get(name, "").strip()
-        if not raw:
+        raw = self._raw(name)
+        if raw is None:
             return default
-        try:
-            value = int(raw)
-        except ValueError:
-            return self._bad(name, raw, f"a whole number{_range(minimum, maximum)}", default)
-        if value < minimum or (maximum is not None and value > maximum):
+        value = int(raw) if raw.lstrip("+-").isdigit() else None
+        if value is None or value < minimum or (maximum is not None and value > maximum):
             return self._bad(name, raw, f"a whole number{_range(minimum, maximum)}", default)
         return value
 
     def number(self, name: str, default: float, minimum: float = 0.0) -> float:
         """A finite number above ``minimum`` (exclusive: 0 means "more than zero")."""
-        raw = self.env.get(name, "").strip()
-        if not raw:
+        raw = self._raw(name)
+        if raw is None:
             return default
         try:
             value = float(raw)
@@ -63,13 +60,17 @@ class Reader:
 
     def choice(self, name: str, default: str, choices: Iterable[str]) -> str:
         """One of ``choices``, matched without regard to case; returned as listed."""
-        raw = self.env.get(name, "").strip()
-        if not raw:
+        raw = self._raw(name)
+        if raw is None:
             return default
         by_key = {c.lower(): c for c in choices}
         if raw.lower() not in by_key:
             return self._bad(name, raw, "one of " + ", ".join(by_key.values()), default)
         return by_key[raw.lower()]
+
+    def _raw(self, name: str) -> str | None:
+        """The variable's value without surrounding blanks; None when unset or blank."""
+        return self.env.get(name, "").strip() or None
 
     def done(self) -> None:
         if self.problems:
