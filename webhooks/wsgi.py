@@ -1,16 +1,24 @@
 """The WSGI entry point for gunicorn: ``gunicorn webhooks.wsgi:app`` (settings from env).
 
 Logging is configured here (JSON lines on stderr, secrets redacted), not in the factory:
-tests and embedders build apps without touching the process's logging. So is the thread
+tests and embedders build apps without touching the process's logging. A bad setting or
+config stops gunicorn with one line naming it (``AppImportError``). So is the thread
 that resumes bulk-replay jobs whose process died (:mod:`webhooks.ops.jobs`): one per
 gunicorn worker (the module is imported after the fork; no ``--preload``).
 """
 
+from gunicorn.errors import AppImportError
+
+from config.errors import ConfigError
 from config.logs import configure_logging
+from config.settings import EnvError
 from webhooks import create_app
 from webhooks.ops.jobs import JobResumer
 
-app = create_app()
+try:
+    app = create_app()
+except (EnvError, ConfigError) as exc:  # gunicorn prints this line and stops, no traceback
+    raise AppImportError(f"switchboard: {exc}") from None
 configure_logging(app.extensions["switchboard"].config.secrets)
 
 

@@ -53,9 +53,12 @@ def broker_url() -> str:
     happens to run RabbitMQ would silently carry (and share) our tasks there.
     """
     from config.embedded_redis import resolve_redis_url
-    from config.settings import Settings
+    from config.settings import EnvError, Settings
 
-    return resolve_redis_url(Settings.from_env())
+    try:
+        return resolve_redis_url(Settings.from_env())
+    except EnvError as exc:  # `celery -A worker worker` run by hand: one line, no traceback
+        raise SystemExit(f"switchboard: bad environment: {exc}") from None
 
 
 app.conf.broker_url = broker_url()

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
+from config import embedded_redis
 from config.environment import EnvError, Reader
 from config.settings import Settings
+from tests.helpers import ROOT, TEST_CONFIG
 
 
 def test_unset_and_empty_variables_take_the_defaults():
@@ -66,3 +72,42 @@ def test_numbers_must_be_finite_and_positive(raw):
 
 def test_choices_match_without_case_and_come_back_as_listed():
     assert Reader({"L": "Warning"}).choice("L", "INFO", ("DEBUG", "WARNING")) == "WARNING"
+
+
+def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), "SWITCHBOARD_CONFIG": str(TEST_CONFIG)}
+    environ.update(SANDBOX_URL="http://127.0.0.1:9", **env)
+    return subprocess.run(
+        args, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_bare_gunicorn_stops_with_one_line_naming_the_variable():
+    port = str(embedded_redis.free_port())
+    done = _run(
+        [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "webhooks.wsgi:app"],
+        SWITCHBOARD_MAX_BODY="lots",
+    )
+    assert done.returncode != 0
+    assert "switchboard: SWITCHBOARD_MAX_BODY must be a whole number >= 1, not 'lots'" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_bare_gunicorn_names_a_config_problem_too(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sources: 3\n")
+    done = _run(
+        [sys.executable, "-m", "gunicorn", "-b", "127.0.0.1:0", "webhooks.wsgi:app"],
+        SWITCHBOARD_CONFIG=str(bad),
+    )
+    assert done.returncode != 0 and str(bad) in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bare_celery_stops_with_one_line_naming_the_variable():
+    done = _run([sys.executable, "-c", "import worker.celery_app"], SWITCHBOARD_RUN_LEASE="-1")
+    assert done.returncode == 1
+    assert "SWITCHBOARD_RUN_LEASE must be a number above 0, not '-1'" in done.stderr
+    assert "Traceback" not in done.stderr
