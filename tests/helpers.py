@@ -82,10 +82,15 @@ class RedisServer:
         embedded_redis.wait_ready(self.url)
 
     def replica_synced(self, count: int = 1) -> bool:
-        """This (master) server has ``count`` linked replicas holding all it has written."""
-        info = redis_lib.Redis.from_url(self.url).info("replication")
-        replicas = [info.get(f"slave{i}") for i in range(count)]
-        return all(r and r["offset"] == info["master_repl_offset"] for r in replicas)
+        """``count`` replicas of this (master) server hold all it has written so far.
+
+        A barrier: a write, then ``WAIT`` on the same connection (replication is in order,
+        so every earlier write of any client is confirmed with it). Comparing offsets in
+        ``INFO`` instead can lag for ever while anything keeps writing (heartbeats)."""
+        pipe = redis_lib.Redis.from_url(self.url).pipeline(transaction=False)
+        pipe.set("test:replication-barrier", time.time())
+        pipe.execute_command("WAIT", count, 2000)
+        return int(pipe.execute()[1]) >= count
 
     def stop(self, sig: str = "term") -> None:
         if self.process is not None:

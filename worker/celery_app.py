@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery, bootsteps
 
 from worker import keys
+from worker.broker import transport_for
 
 app = Celery("switchboard", include=["worker.tasks"])
 
@@ -62,6 +63,8 @@ def broker_url() -> str:
 
 
 app.conf.broker_url = broker_url()
+# kombu's Redis transports with a fix for a dropped connection (see worker.broker)
+app.conf.broker_transport = transport_for(app.conf.broker_url)
 if app.conf.broker_url.startswith("sentinel://"):
     # Redis Sentinel: kombu asks the sentinels for this master (worker.runtime.connect too)
     app.conf.broker_transport_options["master_name"] = (

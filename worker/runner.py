@@ -24,6 +24,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
 from worker import ordering
 from worker.circuit import Circuit
 from worker.metrics import note_task
@@ -38,6 +41,11 @@ log = logging.getLogger("switchboard.worker")
 
 LOCK_WAIT = 1.0  # seconds to wait for a busy target before deferring the task
 RATE_WAIT_INLINE = 1.0  # rate-limit waits up to this long are slept, longer ones deferred
+#: recording the outcome after the vendor call rides out a Redis restart or a Sentinel
+#: failover (~20 s: 0.2, 0.4, 0.8, 1.6, then 2 s apart); the step is gen-guarded, so a
+#: retry of one that did land changes nothing. Giving up leaves the task to its lease,
+#: and then the vendor gets the same update a second time.
+COMPLETE_RETRY = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=12)
 
 
 def hold_seconds(rt: Runtime, instance: VendorInstance) -> float:
@@ -206,17 +214,25 @@ def _complete(
 ) -> None:
     task = record.task
     note_task(task, attempts)
-    rt.steps.complete(
-        task.id,
-        record.gen,
-        task.vendor,
-        task.target,
-        state,
-        attempts,
-        stale,
-        lock.token,
-        task.occurred_at,
-        applied,
+
+    def waiting(exc: Exception) -> None:
+        why = type(exc).__name__
+        log.warning("task %s: cannot record %s yet (%s); retrying", task.id, state, why)
+
+    COMPLETE_RETRY.call_with_retry(
+        lambda: rt.steps.complete(
+            task.id,
+            record.gen,
+            task.vendor,
+            task.target,
+            state,
+            attempts,
+            stale,
+            lock.token,
+            task.occurred_at,
+            applied,
+        ),
+        waiting,
     )
 
 

@@ -262,3 +262,26 @@ def test_with_min_replicas_no_acknowledged_webhook_is_lost(topology, sandbox, se
         [f"paid {(300 + i) / 100}" for i in range(5)]
         + [f"paid {(400 + i) / 100}" for i in range(5)]
     )
+
+
+def test_a_vendor_call_in_flight_at_the_kill_is_recorded_once(topology, sandbox, setup):
+    """The master dies while the worker waits for the vendor: the worker records the
+    outcome on the new master once it is promoted (it retries that step), so the vendor
+    is not called a second time when the task's lease runs out; and the worker process,
+    which held that task's unacknowledged message, survives."""
+    client, store, start = setup
+    worker = start()
+    wait_for(lambda: store.hlen("sb:heartbeats") > 0)
+    sandbox.knobs("perfexcrm", latency_ms=1500)  # under the connector's 2 s timeout
+    send_until_accepted(client, "evt_fo_inflight", TARGETS[0], 500, [])
+    wait_for(lambda: vendor_writes(sandbox) == ["paid 5.0"])  # the call is under way
+    wait_for(topology.synced)  # what begin wrote (lock, lease) is on the replicas
+    topology.master.stop("kill")
+    wait_for(lambda: applied_all(store, ["evt_fo_inflight"]), timeout=60)
+    assert vendor_writes(sandbox) == ["paid 5.0"]
+    # the worker lived through it (kombu's close of a channel holding an unacknowledged
+    # message used to crash it: worker.broker) and still takes work
+    sandbox.knobs("perfexcrm", latency_ms=0)
+    send_until_accepted(client, "evt_fo_after", TARGETS[1], 501, [])
+    wait_for(lambda: applied_all(store, ["evt_fo_after"]), timeout=30)
+    assert worker.poll() is None
