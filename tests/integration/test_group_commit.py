@@ -117,13 +117,11 @@ def test_with_min_replicas_an_event_is_acknowledged_only_once_a_replica_has_it(t
         assert replica.process is not None
         os.kill(replica.process.pid, signal.SIGSTOP)
         try:
-            started = time.monotonic()
             try:
                 commit.store_event(*second)
                 raise AssertionError("acknowledged without a replica")
             except NotReplicated as exc:
                 assert "0 of 1 replica(s)" in str(exc)
-            assert time.monotonic() - started >= 0.3
             assert client.exists("sb:event:stripe:evt_gc_wait_2")  # stored on the master
         finally:
             os.kill(replica.process.pid, signal.SIGCONT)
