@@ -94,7 +94,7 @@ class Relay(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 self._beat(rt.redis)
-                found = claim_due(claim, rt.queue_lease)
+                found = claim_due(claim, rt.settings.queue_lease)
                 size = batch_size(
                     len(found.deliveries), self.consumers, rt.settings.batch_max, found.backlog
                 )

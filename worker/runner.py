@@ -54,7 +54,7 @@ def hold_seconds(rt: Runtime, instance: VendorInstance) -> float:
     One vendor call is bounded by pool + connect + write + read timeouts (httpx applies
     each separately), plus the inline rate-limit wait and some slack for Redis calls.
     """
-    return max(rt.run_lease, 4 * instance.timeout + RATE_WAIT_INLINE + 2)
+    return max(rt.settings.run_lease, 4 * instance.timeout + RATE_WAIT_INLINE + 2)
 
 
 def process(

@@ -35,10 +35,6 @@ class Runtime:
     limiter: RateLimiter
     steps: Steps
     redactor: Redactor
-    #: how long a running task's lease lasts (its vendor timeout is far below it)
-    run_lease: float = 120.0
-    #: how long a published task may wait in the Celery queue before it is published again
-    queue_lease: float = 3600.0
     _connectors: dict[str, Connector] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -119,8 +115,6 @@ def build_runtime(settings: Settings, config: Config | None = None) -> Runtime:
         limiter=RateLimiter(client),
         steps=Steps(client),
         redactor=redactor,
-        run_lease=settings.run_lease,
-        queue_lease=settings.queue_lease,
     )
 
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import redis as redis_lib
 from redis.lock import Lock
@@ -38,13 +37,17 @@ def ids_key(job_id: str) -> str:
     return f"{keys.PREFIX}job:{job_id}:ids"
 
 
+def runner_key(job_id: str) -> str:
+    return f"{keys.PREFIX}job:{job_id}:runner"
+
+
 def lease(client: redis_lib.Redis, job_id: str) -> Lock:
     """The runner lease of one job (taken without blocking: a job has one runner)."""
-    return client.lock(f"{keys.PREFIX}job:{job_id}:runner", timeout=LEASE_SECONDS, blocking=False)
+    return client.lock(runner_key(job_id), timeout=LEASE_SECONDS, blocking=False)
 
 
 def has_runner(client: redis_lib.Redis, job_id: str) -> bool:
-    return bool(client.exists(f"{keys.PREFIX}job:{job_id}:runner"))
+    return bool(client.exists(runner_key(job_id)))
 
 
 def save_ids(client: redis_lib.Redis, job_id: str, ids: list[str]) -> None:
@@ -56,7 +59,7 @@ def save_ids(client: redis_lib.Redis, job_id: str, ids: list[str]) -> None:
     pipe.execute()
 
 
-def iter_ids(client: redis_lib.Redis, job_id: str, start: int, page: int = 500) -> Any:
+def iter_ids(client: redis_lib.Redis, job_id: str, start: int, page: int = 500) -> Iterator[str]:
     """The job's entry ids from index ``start`` on, read a page at a time."""
     while True:
         chunk = client.lrange(ids_key(job_id), start, start + page - 1)
