@@ -33,6 +33,8 @@ class Settings:
     queue_lease: float = 3600.0
     #: most deliveries the relay puts in one Celery message
     batch_max: int = 20
+    #: a worker silent this long is gone: what it had reserved is due again
+    worker_dead_after: float = 30.0
     sandbox_port: int = 8100
     #: replicas that must have an event before ingest answers 2xx (Redis WAIT); 0: none
     min_replicas: int = 0
@@ -54,6 +56,7 @@ class Settings:
             run_lease=read.number("SWITCHBOARD_RUN_LEASE", 120),
             queue_lease=read.number("SWITCHBOARD_QUEUE_LEASE", 3600),
             batch_max=read.integer("SWITCHBOARD_BATCH_MAX", 20, minimum=1, maximum=1000),
+            worker_dead_after=read.number("SWITCHBOARD_WORKER_DEAD_AFTER", 30),
             sandbox_port=read.integer("SWITCHBOARD_SANDBOX_PORT", 8100, minimum=1, maximum=65535),
             min_replicas=read.integer("SWITCHBOARD_MIN_REPLICAS", 0, minimum=0, maximum=100),
             replica_timeout=read.number("SWITCHBOARD_REPLICA_TIMEOUT", 1.0),

@@ -193,11 +193,12 @@ class RedisCollector(Collector):
         for key in wm.ALL:
             pipe.hgetall(key)
         pipe.hgetall(keys.HEARTBEATS)
+        pipe.hgetall(keys.RECOVERED)
         for vendor in vendors:
             pipe.hget(keys.circuit(vendor), "state")
         results = pipe.execute()
-        webhooks, tasks, dead, vendor_call, task_run, beats = results[:6]
-        circuits = results[6:]
+        webhooks, tasks, dead, vendor_call, task_run, beats, recovered = results[:7]
+        circuits = results[7:]
         detail = queue_detail(client, now)
         out: list[Metric] = []
         out.extend(self._webhooks(webhooks))
@@ -261,6 +262,14 @@ class RedisCollector(Collector):
             labels=["worker"],
         )
         for name, value in sorted(beats.items()):
+            family.add_metric([name.decode()], float(value))
+        out.append(family)
+        family = CounterMetricFamily(
+            "switchboard_deliveries_recovered",
+            "Deliveries a worker had reserved, made due again after it went silent",
+            labels=["worker"],
+        )
+        for name, value in sorted(recovered.items()):
             family.add_metric([name.decode()], float(value))
         out.append(family)
         since = detail["seconds_since_heartbeat"]

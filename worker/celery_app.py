@@ -73,24 +73,30 @@ if app.conf.broker_url.startswith("sentinel://"):
 
 
 class RelayStep(bootsteps.StartStopStep):
-    """Runs the relay (due tasks -> Celery queue) and the heartbeat beside the worker."""
+    """Runs the relay (due tasks -> Celery queue, heartbeat) and the holdings writer (what
+    this worker has reserved, see worker.holdings) beside the worker."""
 
     requires = {"celery.worker.components:Pool"}
 
     def __init__(self, parent: Any, **kwargs: Any):
         super().__init__(parent, **kwargs)
-        self.relay: Any = None
+        self.threads: list[Any] = []
 
     def start(self, parent: Any) -> None:
+        from worker.holdings import HoldingsWriter
         from worker.relay import Relay
 
         threads = parent.concurrency if isinstance(parent.concurrency, int) else 1
-        self.relay = Relay(name=parent.hostname, concurrency=threads)
-        self.relay.start()
+        self.threads = [
+            Relay(name=parent.hostname, concurrency=threads),
+            HoldingsWriter(name=parent.hostname),
+        ]
+        for thread in self.threads:
+            thread.start()
 
     def stop(self, parent: Any) -> None:
-        if self.relay is not None:
-            self.relay.stop()
+        for thread in self.threads:
+            thread.stop()
 
 
 app.steps["worker"].add(RelayStep)

@@ -4,7 +4,8 @@ Each worker process runs one (a thread beside the pool). A batch of due tasks is
 *claimed* atomically by pushing their due time ``queue_lease`` ahead, then published;
 if the relay dies between the two, the claim expires and any relay publishes them.
 Several relays share the work safely. It wakes on ``sb:wake`` (ingest pushes it) or
-when the next task falls due, and writes this worker's heartbeat.
+when the next task falls due, writes this worker's heartbeat, and makes what dead
+workers held due again (:mod:`worker.holdings`).
 
 Deliveries are published several to a message (:func:`batch_size`): a Celery message
 costs about as much CPU as applying a task, so a backlog goes out in messages of up to
@@ -27,6 +28,7 @@ from typing import Any
 import redis as redis_lib
 
 from worker import keys
+from worker.holdings import Recoverer
 from worker.runtime import get_runtime
 
 log = logging.getLogger("switchboard.relay")
@@ -45,6 +47,7 @@ for _, id in ipairs(ids) do
     redis.call('ZREM', KEYS[1], id)  -- expired or finished: nothing to deliver
   else
     redis.call('ZADD', KEYS[1], ARGV[2], id)
+    redis.call('HSET', ARGV[4] .. id, 'leased_until', ARGV[2])  -- see worker.holdings
     out[#out + 1] = id
     out[#out + 1] = cur[1]
   end
@@ -91,9 +94,10 @@ class Relay(threading.Thread):
 
         rt = get_runtime()
         claim = rt.redis.register_script(_CLAIM)
+        recoverer = Recoverer(rt.redis)
         while not self._stop_event.is_set():
             try:
-                self._beat(rt.redis)
+                self._beat(recoverer, rt.settings.worker_dead_after)
                 found = claim_due(claim, rt.settings.queue_lease)
                 size = batch_size(
                     len(found.deliveries), self.consumers, rt.settings.batch_max, found.backlog
@@ -105,14 +109,17 @@ class Relay(threading.Thread):
                 log.warning("relay: redis unavailable (%s); retrying", type(exc).__name__)
                 self._stop_event.wait(1.0)
 
-    def _beat(self, client: redis_lib.Redis) -> None:
+    def _beat(self, recoverer: Recoverer, dead_after: float) -> None:
+        """Beat, count the live consumers, and recover what dead workers held."""
         now = time.time()
         if now - self._last_beat >= HEARTBEAT_EVERY:
+            client = recoverer.client
             client.hset(keys.HEARTBEATS, self.worker_name, now)
             self._last_beat = now
-            beats = client.hvals(keys.HEARTBEATS)
-            live = sum(1 for b in beats if now - float(b) < LIVE_WITHIN)
+            beats = {k.decode(): float(v) for k, v in client.hgetall(keys.HEARTBEATS).items()}
+            live = sum(1 for b in beats.values() if now - b < LIVE_WITHIN)
             self.consumers = max(1, live) * self.concurrency
+            recoverer.recover_dead(beats, now, dead_after)
 
     def _sleep(self, client: redis_lib.Redis, next_due: float | None) -> None:
         """Until woken by ingest or the next task falls due, at most one second."""

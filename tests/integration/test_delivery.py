@@ -64,7 +64,7 @@ class Server:
 class Workers:
     """Celery worker processes on the delivery config; stderr to files (never a full pipe)."""
 
-    def __init__(self, redis_url: str, sandbox_url: str, logs: Path):
+    def __init__(self, redis_url: str, sandbox_url: str, logs: Path, **extra: str):
         self.env = dict(os.environ)
         self.env.update(
             {
@@ -74,6 +74,7 @@ class Workers:
                 "PYTHONPATH": str(ROOT),
                 "SWITCHBOARD_RUN_LEASE": "3",
                 "SWITCHBOARD_QUEUE_LEASE": "20",
+                **extra,
             }
         )
         self.logs = logs
@@ -369,6 +370,49 @@ def test_worker_killed_mid_task_is_recovered_by_its_lease(r, sandbox, workers):
     assert sandbox.record("perfexcrm", 111)["city"] == "Survivor"
     record = Queue(r).load_task(task.id)
     assert record is not None and len(record.attempts) == 1
+
+
+def test_deliveries_a_killed_worker_had_reserved_run_once_it_is_seen_dead(
+    r, sandbox, workers, server, tmp_path
+):
+    """A worker SIGKILLed with messages reserved and not started: the other worker runs
+    them once the dead one has been silent for SWITCHBOARD_WORKER_DEAD_AFTER (3 s here),
+    not after the queue lease and kombu's visibility timeout (an hour each, as in
+    production). Only the deliveries that were mid-call may reach the vendor twice."""
+    workers.signal_all(signal.SIGTERM)
+    workers.wait_all()
+    crew = Workers(
+        server.url,
+        sandbox.url,
+        tmp_path,
+        SWITCHBOARD_QUEUE_LEASE="3600",
+        SWITCHBOARD_WORKER_DEAD_AFTER="3",
+    )
+    try:
+        sandbox.knobs("perfexcrm", latency_ms=300)
+        tasks = [enqueue(r, t, {"city": f"Held {t}"}, 1000.0) for t in TARGETS[:32]]
+        victim = crew.start("victim")
+        name = f"victim@{os.uname().nodename}"
+
+        def holds() -> list:  # what the victim says it holds (written within 0.1 s)
+            return json.loads(r.get(keys.held(name)) or "[]")
+
+        wait_for(lambda: len(holds()) >= 8, timeout=30)
+        victim.kill()
+        victim.wait(timeout=10)
+        assert holds() and not all_done(r, tasks)
+
+        crew.start("survivor")
+        wait_for(lambda: all_done(r, tasks), timeout=60)
+
+        assert {state(r, t) for t in tasks} == {"applied"}
+        assert int(r.hget(keys.RECOVERED, name) or 0) >= 1
+        per_target = [len(puts(sandbox, t.target)) for t in tasks]
+        assert min(per_target) == 1
+        assert sum(per_target) <= len(tasks) + 4  # only the calls in flight (-c 4) twice
+    finally:
+        crew.stop()
+        sandbox.knobs("perfexcrm", latency_ms=0)
 
 
 def test_sigterm_finishes_the_task_in_flight(r, sandbox, workers):

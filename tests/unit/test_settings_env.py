@@ -19,6 +19,7 @@ def test_unset_and_empty_variables_take_the_defaults():
         settings = Settings.from_env(env)
         assert (settings.port, settings.max_body, settings.batch_max) == (8000, 1 << 20, 20)
         assert (settings.run_lease, settings.queue_lease) == (120.0, 3600.0)
+        assert settings.worker_dead_after == 30.0
         assert settings.redis_url is None
 
 
@@ -31,6 +32,7 @@ def test_values_are_parsed():
             "SWITCHBOARD_RUN_LEASE": "30",
             "SWITCHBOARD_QUEUE_LEASE": "600",
             "SWITCHBOARD_BATCH_MAX": "5",
+            "SWITCHBOARD_WORKER_DEAD_AFTER": "12.5",
             "SWITCHBOARD_SANDBOX_PORT": "8200",
             "SWITCHBOARD_LOG_LEVEL": "debug",
             "REDIS_URL": "redis://h:6379/1",
@@ -39,6 +41,7 @@ def test_values_are_parsed():
     assert settings.port == 9000 and settings.event_ttl_seconds == 43200
     assert (settings.max_body, settings.run_lease, settings.queue_lease) == (2048, 30, 600)
     assert (settings.batch_max, settings.sandbox_port) == (5, 8200)
+    assert settings.worker_dead_after == 12.5
     assert settings.redis_url == "redis://h:6379/1"
 
 

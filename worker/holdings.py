@@ -1,0 +1,176 @@
+"""What each worker holds, so the deliveries a dead worker had reserved are due again soon.
+
+A worker takes messages from the Celery queue before it runs them (prefetch) and keeps
+each one, unacknowledged, until it has run every delivery in it. If the worker is killed,
+kombu hands those messages back only after its visibility timeout, and our own queue lease
+(``SWITCHBOARD_QUEUE_LEASE``) is as long: both one hour, because a message may wait that
+long in a deep queue. So each worker publishes what it holds:
+
+- :class:`HoldingsWriter`, a thread in every worker, writes ``sb:held:<worker>`` (JSON
+  ``[[task id, gen], ...]``, the deliveries of every message Celery has reserved and not
+  finished) whenever that set changes, at most every :data:`WRITE_EVERY` seconds, with
+  the worker's heartbeat.
+- :class:`Recoverer`, run by every relay for the workers silent for longer than
+  ``SWITCHBOARD_WORKER_DEAD_AFTER`` (30 s), makes each such delivery due now if it is
+  still leased by the claim that published it (the task record's ``leased_until`` equals
+  its due score): not finished, not running (``begin`` moved its lease), not deferred or
+  rescheduled. One script per call, so two relays cannot both recover the same worker.
+
+A delivery recovered while its message still runs somewhere (a worker that only looked
+dead) is harmless: the gen check and the per-target lock let one run call the vendor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable
+
+import redis as redis_lib
+from celery.worker import state as celery_state
+
+from worker import keys
+
+log = logging.getLogger("switchboard.relay")
+
+#: the holdings of a worker are written at most this often (and on every change)
+WRITE_EVERY = 0.1
+
+_RECOVER = """
+-- KEYS[1] heartbeats, KEYS[2] due, KEYS[3] wake, KEYS[4] recovered counts,
+-- KEYS[5..] the held keys of the workers to recover
+-- ARGV[1] now, ARGV[2] beaten before this = dead (inf: recover whatever the beat),
+-- ARGV[3] task key prefix, ARGV[4..] the workers' names (same order as KEYS[5..])
+-- Returns {name1, count1, name2, count2, ...} for the workers recovered.
+local out = {}
+local now = tonumber(ARGV[1])
+for i = 5, #KEYS do
+  local name = ARGV[i - 1]
+  local beat = tonumber(redis.call('HGET', KEYS[1], name) or '0')
+  local raw = redis.call('GET', KEYS[i])
+  if raw and (ARGV[2] == 'inf' or beat < tonumber(ARGV[2])) then
+    redis.call('DEL', KEYS[i])
+    local count = 0
+    for _, d in ipairs(cjson.decode(raw)) do
+      local id = d[1]
+      local cur = redis.call('HMGET', ARGV[3] .. id, 'gen', 'state', 'leased_until')
+      local score = redis.call('ZSCORE', KEYS[2], id)
+      if cur[1] == tostring(d[2]) and cur[2] ~= 'applied' and cur[2] ~= 'stale'
+          and cur[2] ~= 'dead' and score and cur[3]
+          and tonumber(score) == tonumber(cur[3]) and tonumber(score) > now then
+        redis.call('ZADD', KEYS[2], now, id)
+        count = count + 1
+      end
+    end
+    if count > 0 then
+      redis.call('HINCRBY', KEYS[4], name, count)
+      redis.call('RPUSH', KEYS[3], '1')
+    end
+    out[#out + 1] = name
+    out[#out + 1] = tostring(count)
+  end
+end
+return out
+"""
+
+
+def held_deliveries() -> list[tuple[str, int]]:
+    """The deliveries of every message this worker process has reserved and not finished
+    (Celery's own bookkeeping, kept in the consumer process for every pool)."""
+    for _ in range(10):
+        try:
+            requests = list(celery_state.reserved_requests)
+            break
+        except RuntimeError:  # the set changed while we copied it (another thread)
+            continue
+    else:
+        return []
+    out: list[tuple[str, int]] = []
+    for request in requests:
+        if request.name == "switchboard.apply_updates":
+            out.extend((str(task_id), int(gen)) for task_id, gen in request.args[0])
+        elif request.name == "switchboard.apply_update":
+            out.append((str(request.args[0]), int(request.args[1])))
+    return sorted(out)
+
+
+class Recoverer:
+    """Runs the recovery script; one per process (the script is registered once)."""
+
+    def __init__(self, client: redis_lib.Redis):
+        self.client = client
+        self._script = client.register_script(_RECOVER)
+
+    def recover(self, names: Iterable[str], dead_before: float | None) -> dict[str, int]:
+        """Make due now what the workers ``names`` held, if their heartbeat is older than
+        ``dead_before`` (None: whatever their heartbeat says). Returns the number of
+        deliveries made due, by worker, for the workers whose holdings were found."""
+        names = list(names)
+        if not names:
+            return {}
+        reply = self._script(
+            keys=[keys.HEARTBEATS, keys.DUE, keys.WAKE, keys.RECOVERED]
+            + [keys.held(n) for n in names],
+            args=[time.time(), "inf" if dead_before is None else dead_before, keys.task("")]
+            + names,
+        )
+        found = {reply[i].decode(): int(reply[i + 1]) for i in range(0, len(reply), 2)}
+        for name, count in found.items():
+            if count:
+                log.warning("worker %s is gone: %d deliveries it held are due again", name, count)
+        return found
+
+    def recover_dead(
+        self, beats: dict[str, float], now: float, dead_after: float
+    ) -> dict[str, int]:
+        """Recover every worker in ``beats`` (name -> last beat) silent for ``dead_after``."""
+        dead = [name for name, beat in beats.items() if now - beat > dead_after]
+        return self.recover(dead, now - dead_after)
+
+
+class HoldingsWriter(threading.Thread):
+    """Writes this worker's holdings (and heartbeat) whenever they change."""
+
+    def __init__(self, name: str, client: redis_lib.Redis | None = None):
+        super().__init__(name=f"holdings-{name}", daemon=True)
+        self.worker_name = name
+        self._client = client
+        self._stop_event = threading.Event()
+        self._written: list[tuple[str, int]] | None = None
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+
+    @property
+    def client(self) -> redis_lib.Redis:
+        if self._client is None:  # built in the worker, after Celery has started
+            from worker.runtime import get_runtime
+
+            self._client = get_runtime().redis
+        return self._client
+
+    def run(self) -> None:
+        recovered = False
+        while not self._stop_event.wait(WRITE_EVERY):
+            try:
+                if not recovered:
+                    # a worker of this name that ran before us is dead by definition
+                    Recoverer(self.client).recover([self.worker_name], None)
+                    recovered = True
+                self.write_if_changed()
+            except redis_lib.RedisError as exc:  # Redis restarting: next time
+                log.warning("holdings: redis unavailable (%s); retrying", type(exc).__name__)
+                self._stop_event.wait(1.0)
+
+    def write_if_changed(self) -> None:
+        held = held_deliveries()
+        if held == self._written:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(keys.held(self.worker_name), json.dumps(held, separators=(",", ":")))
+        pipe.hset(keys.HEARTBEATS, self.worker_name, time.time())
+        pipe.execute()
+        self._written = held
