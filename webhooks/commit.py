@@ -30,6 +30,9 @@ from redis.exceptions import NoScriptError
 from webhooks.sources.base import Event
 from worker.model import UpdateTask
 from worker.queue import Queue
+from worker.replication import NotReplicated, add_wait, confirm
+
+__all__ = ["GroupCommit", "NotReplicated"]
 
 
 class _Write:
@@ -42,10 +45,6 @@ class _Write:
         self.lead = False  # set when handed the next round
         self.stored: bool | None = None
         self.error: Exception | None = None
-
-
-class NotReplicated(redis_lib.RedisError):
-    """Stored on the master, but not confirmed by enough replicas in time."""
 
 
 class GroupCommit:
@@ -122,9 +121,14 @@ class GroupCommit:
         for write in batch:
             pipe.evalsha(script.sha, len(write.keys), *write.keys, *write.args)
         if self.min_replicas:  # on the same connection: WAIT covers this client's writes
-            pipe.execute_command("WAIT", self.min_replicas, int(self.replica_timeout * 1000))
+            add_wait(pipe, self.min_replicas, self.replica_timeout)
         replies = pipe.execute(raise_on_error=False)
-        acked = replies.pop() if self.min_replicas else None
+        replicated: NotReplicated | None = None
+        if self.min_replicas:
+            try:
+                confirm(replies, self.min_replicas, self.replica_timeout)
+            except NotReplicated as error:
+                replicated = error
         missing = []
         for write, reply in zip(batch, replies, strict=True):
             if isinstance(reply, NoScriptError) and not retried:
@@ -133,19 +137,10 @@ class GroupCommit:
                 write.error = reply
             else:
                 write.stored = bool(reply)
-        if self.min_replicas:
-            self._check_replicas([w for w in batch if w not in missing], acked)
+        if replicated is not None:  # every write of the round fails with it
+            for write in batch:
+                if write not in missing:
+                    write.error = write.error or replicated
         if missing:
             self.queue.redis.script_load(script.script)
             self._send(missing, retried=True)
-
-    def _check_replicas(self, batch: list[_Write], acked: Any) -> None:
-        """Fail the round's writes unless ``acked`` (WAIT's reply) reached ``min_replicas``."""
-        if isinstance(acked, int) and acked >= self.min_replicas:
-            return
-        error = NotReplicated(
-            f"stored, but {acked if isinstance(acked, int) else 'no'} of "
-            f"{self.min_replicas} replica(s) confirmed it within {self.replica_timeout:g} s"
-        )
-        for write in batch:
-            write.error = write.error or error

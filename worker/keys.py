@@ -7,6 +7,7 @@ DUE = PREFIX + "due"  # zset task_id -> unix time it is due to be (re)published
 WAKE = PREFIX + "wake"  # list pushed on new work so the relay wakes at once
 WAITING = PREFIX + "waiting"  # zset task_id -> time queued (oldest waiting task age)
 HEARTBEATS = PREFIX + "heartbeats"  # hash worker name -> last beat (unix time)
+REPLICATION_MARK = PREFIX + "replication-mark"  # written before each WAIT (worker.replication)
 RECOVERED = PREFIX + "m:recovered"  # hash worker name -> deliveries made due after it died
 DEAD_INDEX = PREFIX + "dl:index"  # zset dead-letter id -> time it (last) died
 AUDIT = PREFIX + "audit"  # list of JSON audit records, newest first

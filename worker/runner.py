@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from redis import exceptions as redis_errors
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -31,6 +33,7 @@ from worker import ordering
 from worker.circuit import Circuit
 from worker.metrics import note_task
 from worker.queue import TaskRecord
+from worker.replication import NotReplicated
 from worker.retry import GiveUp, decide
 from worker.runtime import Runtime
 from worker.steps import Begun
@@ -42,10 +45,21 @@ log = logging.getLogger("switchboard.worker")
 LOCK_WAIT = 1.0  # seconds to wait for a busy target before deferring the task
 RATE_WAIT_INLINE = 1.0  # rate-limit waits up to this long are slept, longer ones deferred
 #: recording the outcome after the vendor call rides out a Redis restart or a Sentinel
-#: failover (~20 s: 0.2, 0.4, 0.8, 1.6, then 2 s apart); the step is gen-guarded, so a
+#: failover (~20 s: 0.2, 0.4, 0.8, 1.6, then 2 s apart), and, with
+#: SWITCHBOARD_MIN_REPLICAS, a record the replicas have not confirmed (it is written
+#: again, to the new master if the old one died with it); the step is gen-guarded, so a
 #: retry of one that did land changes nothing. Giving up leaves the task to its lease,
 #: and then the vendor gets the same update a second time.
-COMPLETE_RETRY = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=12)
+COMPLETE_RETRY = Retry(
+    ExponentialBackoff(cap=2.0, base=0.1),
+    retries=12,
+    supported_errors=(
+        redis_errors.ConnectionError,
+        redis_errors.TimeoutError,
+        socket.timeout,
+        NotReplicated,
+    ),
+)
 
 
 def hold_seconds(rt: Runtime, instance: VendorInstance) -> float:

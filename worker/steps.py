@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis as redis_lib
+from redis.exceptions import NoScriptError
 
 from worker import keys
+from worker.replication import add_wait, confirm
 
 _BEGIN = """
 -- KEYS: task, due, lock, field versions, circuit
@@ -68,9 +70,17 @@ class Begun:
 
 
 class Steps:
-    def __init__(self, client: redis_lib.Redis):
+    """``min_replicas`` (``SWITCHBOARD_MIN_REPLICAS``): ``complete`` ends with ``WAIT`` and
+    raises :class:`~worker.replication.NotReplicated` when too few replicas confirm it, so
+    the runner records the outcome again (on the new master after a failover) instead of
+    leaving it to a master that may die with it, which would make the vendor call again."""
+
+    def __init__(self, client: redis_lib.Redis, min_replicas: int = 0, replica_timeout: float = 1):
+        self._client = client
         self._begin = client.register_script(_BEGIN)
         self._complete = client.register_script(_COMPLETE)
+        self.min_replicas = min_replicas
+        self.replica_timeout = replica_timeout
 
     def begin(
         self,
@@ -113,27 +123,43 @@ class Steps:
         names: list[str],
     ) -> bool:
         """Finish the task and release the lock; False if the task had moved on."""
-        return bool(
-            self._complete(
-                keys=[
-                    keys.task(task_id),
-                    keys.DUE,
-                    keys.WAITING,
-                    keys.field_versions(vendor, target),
-                    keys.target_lock(vendor, target),
-                ],
-                args=[
-                    gen,
-                    task_id,
-                    state,
-                    json.dumps(attempts),
-                    json.dumps(stale),
-                    token,
-                    repr(occurred_at),
-                    *names,
-                ],
-            )
-        )
+        script_keys = [
+            keys.task(task_id),
+            keys.DUE,
+            keys.WAITING,
+            keys.field_versions(vendor, target),
+            keys.target_lock(vendor, target),
+        ]
+        args = [
+            gen,
+            task_id,
+            state,
+            json.dumps(attempts),
+            json.dumps(stale),
+            token,
+            repr(occurred_at),
+            *names,
+        ]
+        if not self.min_replicas:
+            return bool(self._complete(keys=script_keys, args=args))
+        return self._complete_replicated(script_keys, args)
+
+    def _complete_replicated(self, script_keys: list[str], args: list[Any]) -> bool:
+        """``complete`` and ``WAIT`` in one pipeline (one connection, one round trip)."""
+        for attempt in range(2):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.evalsha(self._complete.sha, len(script_keys), *script_keys, *args)
+            add_wait(pipe, self.min_replicas, self.replica_timeout)
+            replies = pipe.execute(raise_on_error=False)
+            done = replies[0]
+            if isinstance(done, NoScriptError) and attempt == 0:
+                self._client.script_load(self._complete.script)  # Redis restarted
+                continue
+            if isinstance(done, Exception):
+                raise done
+            confirm(replies, self.min_replicas, self.replica_timeout)
+            return bool(done)
+        raise AssertionError("unreachable")
 
 
 def _text(value: Any) -> str:

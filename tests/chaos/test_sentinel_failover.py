@@ -13,6 +13,10 @@ worker process; the web app runs in this process on the same Sentinel URL, with
 2. No acknowledged webhook is lost with the master: replicas that fall behind make ingest
    answer 503 instead of 202, so the events are resent and land on the new master. With
    ``SWITCHBOARD_MIN_REPLICAS=0`` this test fails: the events answered 202 are gone.
+3. A vendor call in flight at the kill is recorded once (the worker retries recording).
+4. With ``SWITCHBOARD_MIN_REPLICAS`` in the worker too, an outcome the master recorded but
+   never replicated before dying is recorded again on the new master: the vendor is not
+   called a second time. Without it this test fails.
 """
 
 from __future__ import annotations
@@ -187,8 +191,8 @@ def setup(topology, sandbox, tmp_path, monkeypatch):
     )
     workers = []
 
-    def worker():
-        workers.append(start_worker(env, "wfail", log=tmp_path / "worker.log"))
+    def worker(**extra: str):
+        workers.append(start_worker({**env, **extra}, "wfail", log=tmp_path / "worker.log"))
         return workers[-1]
 
     settings = make_settings(topology.url, min_replicas=1, replica_timeout=0.3)
@@ -285,3 +289,38 @@ def test_a_vendor_call_in_flight_at_the_kill_is_recorded_once(topology, sandbox,
     send_until_accepted(client, "evt_fo_after", TARGETS[1], 501, [])
     wait_for(lambda: applied_all(store, ["evt_fo_after"]), timeout=30)
     assert worker.poll() is None
+
+
+def test_with_min_replicas_an_outcome_the_dead_master_took_is_recorded_again(
+    topology, sandbox, setup
+):
+    """The vendor call ends while the replicas are stopped: its outcome is on the master
+    only. The master dies. The worker, unconfirmed, writes the outcome again on the new
+    master, so the task is not run a second time (its run lease is a minute: a second run
+    would come too late for the wait below, and would be a second vendor write)."""
+    client, store, start = setup
+    start(
+        SWITCHBOARD_MIN_REPLICAS="1",
+        SWITCHBOARD_REPLICA_TIMEOUT="0.3",
+        SWITCHBOARD_RUN_LEASE="60",
+    )
+    wait_for(lambda: store.hlen("sb:heartbeats") > 0)
+    sandbox.knobs("perfexcrm", latency_ms=1500)
+    send_until_accepted(client, "evt_fo_unconfirmed", TARGETS[2], 600, [])
+    wait_for(lambda: vendor_writes(sandbox) == ["paid 6.0"])  # the call is under way
+    wait_for(topology.synced)  # begin's lock and lease are on the replicas
+    master = redis_lib.Redis.from_url(topology.master.url)
+    task_id = Queue(master).load_event("stripe", "evt_fo_unconfirmed")[1][0]
+    lagging = [r.process.pid for r in topology.replicas if r.process is not None]
+    for pid in lagging:
+        os.kill(pid, signal.SIGSTOP)
+    master.client_kill_filter(_type="replica")
+    try:  # the outcome lands on the master alone
+        wait_for(lambda: master.hget(f"sb:task:{task_id}", "state") == b"applied", timeout=10)
+        topology.master.stop("kill")
+    finally:
+        for pid in lagging:
+            os.kill(pid, signal.SIGCONT)
+    wait_for(topology.promoted, timeout=30)
+    wait_for(lambda: applied_all(store, ["evt_fo_unconfirmed"]), timeout=45)
+    assert vendor_writes(sandbox) == ["paid 6.0"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 import redis as redis_lib
 
 from webhooks.commit import GroupCommit, NotReplicated
@@ -123,6 +124,11 @@ def test_with_min_replicas_an_event_is_acknowledged_only_once_a_replica_has_it(t
             except NotReplicated as exc:
                 assert "0 of 1 replica(s)" in str(exc)
             assert client.exists("sb:event:stripe:evt_gc_wait_2")  # stored on the master
+            # the sender's retry reaches another web process (another connection), where
+            # the event is a duplicate and nothing is written: still not confirmed
+            other = redis_lib.Redis.from_url(master.url)
+            with pytest.raises(NotReplicated):
+                GroupCommit(Queue(other), min_replicas=1, replica_timeout=0.3).store_event(*second)
         finally:
             os.kill(replica.process.pid, signal.SIGCONT)
         assert commit.store_event(*second) is False  # the sender's retry: a duplicate

@@ -1,0 +1,65 @@
+"""SWITCHBOARD_MIN_REPLICAS in the worker: a task's outcome counts as recorded only once a
+replica holds it, whichever connection asks (worker.steps, worker.replication).
+
+A real master and replica; the replica is stopped (SIGSTOP) to hold replication back.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import redis as redis_lib
+
+from tests.helpers import RedisServer, wait_for
+from webhooks.sources.base import Event
+from worker.model import UpdateTask
+from worker.queue import Queue
+from worker.replication import NotReplicated
+from worker.steps import Steps
+
+
+def _complete(steps: Steps, task: UpdateTask) -> bool:
+    return steps.complete(
+        task.id, 1, "perfex", task.target, "applied", [], [], "tok", task.occurred_at, ["vat"]
+    )
+
+
+def test_an_outcome_is_recorded_only_once_a_replica_holds_it(tmp_path):
+    master, replica = RedisServer(tmp_path / "m"), RedisServer(tmp_path / "r")
+    master.start()
+    replica.start(replica_of=master)
+    try:
+        client = redis_lib.Redis.from_url(master.url)
+        now = time.time()
+        task = UpdateTask(
+            "stripe", "evt_repl", "payment_intent.succeeded", "payment-activates-crm", 0,
+            "perfex", "update_customer", "7", {"vat": "x"}, now,
+        )  # fmt: skip
+        event = Event("stripe", "evt_repl", task.event_type, now, now, {}, {})
+        assert Queue(client).store_event(event, [task])
+        steps = Steps(client, min_replicas=1, replica_timeout=0.3)
+        assert steps.begin(task.id, 1, "perfex", "7", ["vat"], now + 60, "tok", 60).status == "ok"
+        wait_for(master.replica_synced)
+        assert replica.process is not None
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(NotReplicated):
+                _complete(steps, task)  # applied on the master, unconfirmed
+            assert client.hget(f"sb:task:{task.id}", "state") == b"applied"
+            # the retry on another connection finds it done and writes nothing: it must
+            # still wait for the replica, or it would "confirm" what no replica has
+            other = Steps(redis_lib.Redis.from_url(master.url), 1, 0.3)
+            with pytest.raises(NotReplicated):
+                _complete(other, task)
+        finally:
+            os.kill(replica.process.pid, signal.SIGCONT)
+        assert _complete(other, task) is False  # done before; now confirmed
+        replica_client = redis_lib.Redis.from_url(replica.url)
+        assert replica_client.hget(f"sb:task:{task.id}", "state") == b"applied"
+        assert _complete(Steps(client), task) is False  # without MIN_REPLICAS: no WAIT
+    finally:
+        replica.stop()
+        master.stop()
