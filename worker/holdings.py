@@ -37,6 +37,8 @@ log = logging.getLogger("switchboard.relay")
 
 #: the holdings of a worker are written at most this often (and on every change)
 WRITE_EVERY = 0.1
+#: a worker silent this long is dropped from the heartbeats (names come and go with hosts)
+FORGET_AFTER = 86400.0
 
 _RECOVER = """
 -- KEYS[1] heartbeats, KEYS[2] due, KEYS[3] wake, KEYS[4] recovered counts,
@@ -125,9 +127,14 @@ class Recoverer:
     def recover_dead(
         self, beats: dict[str, float], now: float, dead_after: float
     ) -> dict[str, int]:
-        """Recover every worker in ``beats`` (name -> last beat) silent for ``dead_after``."""
+        """Recover every worker in ``beats`` (name -> last beat) silent for ``dead_after``;
+        forget those silent for :data:`FORGET_AFTER` (their heartbeat gauge goes too)."""
         dead = [name for name, beat in beats.items() if now - beat > dead_after]
-        return self.recover(dead, now - dead_after)
+        found = self.recover(dead, now - dead_after)
+        forgotten = [name for name in dead if now - beats[name] > FORGET_AFTER]
+        if forgotten:
+            self.client.hdel(keys.HEARTBEATS, *forgotten)
+        return found
 
 
 class HoldingsWriter(threading.Thread):

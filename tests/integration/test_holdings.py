@@ -91,6 +91,14 @@ def test_a_live_worker_is_left_alone_even_if_a_relay_read_an_old_beat(private_db
     assert private_db.exists(keys.held("w1@host"))
 
 
+def test_workers_silent_for_a_day_are_forgotten(private_db):
+    now = time.time()
+    beats = {"old@host": now - 90000, "dead@host": now - 60, "live@host": now}
+    private_db.hset(keys.HEARTBEATS, mapping=beats)
+    Recoverer(private_db).recover_dead(beats, now, dead_after=30)
+    assert set(private_db.hkeys(keys.HEARTBEATS)) == {b"dead@host", b"live@host"}
+
+
 def test_a_worker_recovers_what_its_own_previous_run_held(private_db, claimed):
     """Same name, new process: the old one is gone whatever its last beat says."""
     private_db.hset(keys.HEARTBEATS, "w1@host", time.time())
