@@ -256,22 +256,26 @@ class RedisCollector(Collector):
         out.append(
             _gauge("switchboard_dead_letters", "Dead letters in the store", detail["dead_letters"])
         )
-        family = GaugeMetricFamily(
-            "switchboard_worker_last_heartbeat_seconds",
-            "Unix time of each worker's last heartbeat",
-            labels=["worker"],
+        out.append(
+            _per_worker(
+                GaugeMetricFamily(
+                    "switchboard_worker_last_heartbeat_seconds",
+                    "Unix time of each worker's last heartbeat",
+                    labels=["worker"],
+                ),
+                beats,
+            )
         )
-        for name, value in sorted(beats.items()):
-            family.add_metric([name.decode()], float(value))
-        out.append(family)
-        family = CounterMetricFamily(
-            "switchboard_deliveries_recovered",
-            "Deliveries a worker had reserved, made due again after it went silent",
-            labels=["worker"],
+        out.append(
+            _per_worker(
+                CounterMetricFamily(
+                    "switchboard_deliveries_recovered",
+                    "Deliveries a worker had reserved, made due again after it went silent",
+                    labels=["worker"],
+                ),
+                recovered,
+            )
         )
-        for name, value in sorted(recovered.items()):
-            family.add_metric([name.decode()], float(value))
-        out.append(family)
         since = detail["seconds_since_heartbeat"]
         out.append(
             _gauge(
@@ -318,6 +322,13 @@ class RedisCollector(Collector):
             elif kind in families:
                 families[kind].add_metric([source], value)
         return [*families.values(), rejected]
+
+
+def _per_worker(family: Any, raw: dict[bytes, bytes]) -> Any:
+    """``family`` with one sample per worker from a Redis hash (worker name -> number)."""
+    for name, value in sorted(raw.items()):
+        family.add_metric([name.decode()], float(value))
+    return family
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
