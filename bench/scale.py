@@ -1,20 +1,24 @@
 """Benchmark 3, scale: time per task at backlogs of 1k, 10k and 100k; Redis memory per
 queued task and per dead letter.
 
-``python -m bench.scale [--sizes 1000,10000,100000] [--latency-ms 20]`` drains each
-backlog as :mod:`bench.e2e` does (held, then released to two workers that have just run
-500 warm-up tasks, so first-call costs are not charged to the smallest size) on a fresh
-Redis. Time per task is given for the whole drain and for its steady part (10% -> 90%
-done, without the fixed start and tail costs); the target is judged on the latter.
-Memory per queued task = ``used_memory`` growth while filling / tasks; per dead letter =
-growth while putting 1,000 dead letters (each with 3 attempts) / 1,000. Target: time per
-task within 10% from the smallest to the largest backlog. Prints a table and writes
+``python -m bench.scale [--sizes 1000,10000,100000] [--latency-ms 20] [--rounds 2]``
+drains each backlog as :mod:`bench.e2e` does (held, then released to two workers that
+have just run 500 warm-up tasks, so first-call costs are not charged to the smallest
+size) on a fresh Redis. The smaller sizes drain ``--rounds`` times, before and after the
+largest (:func:`sandwich`), and their medians are compared with it: a 1k drain lasts two
+seconds, and this VM's speed drifts by +-30% within minutes. Time per task is given for
+the whole drain and for its steady part (10% -> 90% done, without the fixed start and
+tail costs); the target is judged on the latter. Memory per queued task =
+``used_memory`` growth while filling / tasks; per dead letter = growth while putting
+1,000 dead letters (each with 3 attempts) / 1,000. Target: time per task within 10% from
+the smallest to the largest backlog. Prints a table and writes
 ``bench/results/scale.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from typing import Any
@@ -67,33 +71,58 @@ def memory_per_dead_letter(client: redis_lib.Redis, count: int = 1000) -> float:
     return (client.info("memory")["used_memory"] - before) / count
 
 
+def sandwich(sizes: list[int], rounds: int) -> list[int]:
+    """Drain order: the smaller sizes' rounds split before and after the largest (run
+    once, minutes long), e.g. 1k 10k 100k 10k 1k, so a drift in this VM's speed while
+    the largest drains weighs on the smaller sizes' medians from both sides."""
+    small, largest = sizes[:-1], sizes[-1:]
+    before = small * ((rounds + 1) // 2)
+    after = list(reversed(small)) * (rounds // 2)
+    return before + largest + after
+
+
+def median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One size's rounds as one: the median of each time per task, every round kept."""
+    out = dict(runs[0])
+    for key in ("ms_per_task", "middle_ms_per_task", "rate"):
+        values = [r[key] for r in runs if r[key] is not None]
+        out[key] = statistics.median(values) if values else None
+    out["seconds"] = statistics.median(r["seconds"] for r in runs)
+    out["rounds"] = runs
+    return out
+
+
 def main(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--latency-ms", type=float, default=20)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="drains of each smaller size, around the largest"
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
-    runs = []
+    rounds: dict[int, list[dict[str, Any]]] = {size: [] for size in sizes}
     with Procs() as procs:
         environ, client = setup(procs, args.latency_ms)
         per_task = memory_per_task(client)
         per_dead = memory_per_dead_letter(client)
-        for size in sizes:
+        for size in sandwich(sizes, args.rounds):
             client.flushdb()
-            runs.append(
-                drain(
-                    procs,
-                    environ,
-                    client,
-                    size,
-                    args.workers,
-                    args.concurrency,
-                    timeout=max(120, size / 20),
-                    warmup=500,
-                )
+            run = drain(
+                procs,
+                environ,
+                client,
+                size,
+                args.workers,
+                args.concurrency,
+                timeout=max(120, size / 20),
+                warmup=500,
             )
+            rounds[size].append(run)
+            print(f"round: {size} tasks, {run['middle_ms_per_task']} ms/task steady", flush=True)
+    runs = [median_round(rounds[size]) for size in sizes]
     base = runs[0]["ms_per_task"]
     spread = max(abs(r["ms_per_task"] - base) / base for r in runs)
     steady = [r["middle_ms_per_task"] for r in runs]

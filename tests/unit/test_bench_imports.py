@@ -23,3 +23,17 @@ def test_percentile_and_signed_request_shape():
     request = build_request("h", "/webhooks/stripe", "evt_1", 1001)
     assert request.startswith(b"POST /webhooks/stripe HTTP/1.1\r\n")
     assert b"Stripe-Signature: t=" in request and b'"perfex_customer":"1001"' in request
+
+
+def test_scale_sandwiches_the_smaller_sizes_around_the_largest():
+    from bench.scale import median_round, sandwich
+
+    assert sandwich([1000, 10000, 100000], 2) == [1000, 10000, 100000, 10000, 1000]
+    assert sandwich([1000, 10000, 100000], 1) == [1000, 10000, 100000]
+    assert sandwich([1000, 10000, 100000], 3) == [1000, 10000, 1000, 10000, 100000, 10000, 1000]
+    runs = [
+        {"ms_per_task": t, "middle_ms_per_task": t, "rate": 1000 / t, "seconds": t}
+        for t in (1.0, 3.0, 2.0)
+    ]
+    merged = median_round(runs)
+    assert merged["ms_per_task"] == 2.0 and merged["rounds"] == runs
