@@ -146,20 +146,21 @@ class Steps:
 
     def _complete_replicated(self, script_keys: list[str], args: list[Any]) -> bool:
         """``complete`` and ``WAIT`` in one pipeline (one connection, one round trip)."""
-        for attempt in range(2):
-            pipe = self._client.pipeline(transaction=False)
-            pipe.evalsha(self._complete.sha, len(script_keys), *script_keys, *args)
-            add_wait(pipe, self.min_replicas, self.replica_timeout)
-            replies = pipe.execute(raise_on_error=False)
-            done = replies[0]
-            if isinstance(done, NoScriptError) and attempt == 0:
-                self._client.script_load(self._complete.script)  # Redis restarted
-                continue
-            if isinstance(done, Exception):
-                raise done
-            confirm(replies, self.min_replicas, self.replica_timeout)
-            return bool(done)
-        raise AssertionError("unreachable")
+        replies = self._complete_and_wait(script_keys, args)
+        if isinstance(replies[0], NoScriptError):  # Redis restarted: load it, once
+            self._client.script_load(self._complete.script)
+            replies = self._complete_and_wait(script_keys, args)
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        done = bool(replies[0])
+        confirm(replies, self.min_replicas, self.replica_timeout)
+        return done
+
+    def _complete_and_wait(self, script_keys: list[str], args: list[Any]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.evalsha(self._complete.sha, len(script_keys), *script_keys, *args)
+        add_wait(pipe, self.min_replicas, self.replica_timeout)
+        return pipe.execute(raise_on_error=False)
 
 
 def _text(value: Any) -> str:
