@@ -198,6 +198,8 @@ def _ops() -> Any:
         RuleSet(config),
         Redactor(config.secrets),
         settings.event_ttl_seconds,
+        settings.min_replicas,
+        settings.replica_timeout,
     )
 
 

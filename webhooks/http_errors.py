@@ -2,7 +2,8 @@
 
 An unexpected exception is logged with its traceback and answered as a generic 500
 JSON body: no traceback, no exception text (it could hold data) reaches the client.
-A Redis outage is a 503 so the sender retries.
+A Redis outage is a 503 so the sender retries; so is a write that too few replicas
+confirmed (``SWITCHBOARD_MIN_REPLICAS``), with its own code.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from webhooks.errors import ApiError, Unavailable
+from worker.replication import NotReplicated
 
 log = logging.getLogger("switchboard.web")
 
@@ -34,6 +36,11 @@ def register(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> tuple[Response, int]:
         return error_response(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(NotReplicated)
+    def _not_replicated(exc: NotReplicated) -> tuple[Response, int]:
+        log.warning("not confirmed by replicas: %s", exc)
+        return error_response(503, "not_replicated", f"{exc}; send it again")
 
     @app.errorhandler(redis_lib.RedisError)
     def _redis_down(exc: redis_lib.RedisError) -> tuple[Response, int]:

@@ -49,3 +49,11 @@ def confirm(replies: list[Any], wanted: int, timeout: float) -> None:
     acked = replies.pop()
     replies.pop()
     require(acked, wanted, timeout)
+
+
+def confirm_writes(client: redis_lib.Redis, wanted: int, timeout: float) -> None:
+    """After writes made through ``client`` (any of its pooled connections): raise
+    :class:`NotReplicated` unless ``wanted`` replicas hold them (see :func:`add_wait`)."""
+    pipe = client.pipeline(transaction=False)
+    add_wait(pipe, wanted, timeout)
+    confirm(pipe.execute(), wanted, timeout)

@@ -64,3 +64,37 @@ def test_an_outcome_is_recorded_only_once_a_replica_holds_it(tmp_path):
     finally:
         replica.stop()
         master.stop()
+
+
+def test_an_ops_replay_is_answered_only_once_a_replica_has_it(tmp_path, monkeypatch):
+    """The API's replay (and the CLI's, the same service) confirms its writes as ingest
+    does: 503 ``not_replicated`` while the replica is stopped; pressing again is safe."""
+    from config.loader import load_config
+    from tests.helpers import TEST_CONFIG, make_settings
+    from tests.ops.support import OPS, synthetic_dead_letter
+    from webhooks import create_app
+
+    monkeypatch.setenv("SANDBOX_URL", "http://127.0.0.1:9")
+    master, replica = RedisServer(tmp_path / "m"), RedisServer(tmp_path / "r")
+    master.start()
+    replica.start(replica_of=master)
+    try:
+        client = redis_lib.Redis.from_url(master.url)
+        entry = synthetic_dead_letter(client, 1, time.time())
+        settings = make_settings(master.url, min_replicas=1, replica_timeout=0.3)
+        http = create_app(settings, load_config(TEST_CONFIG)).test_client()
+        wait_for(master.replica_synced)
+        assert replica.process is not None
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        try:
+            response = http.post(f"/ops/dead-letters/{entry}/replay", headers=OPS)
+            assert response.status_code == 503
+            assert response.get_json()["error"]["code"] == "not_replicated"
+        finally:
+            os.kill(replica.process.pid, signal.SIGCONT)
+        response = http.post(f"/ops/dead-letters/{entry}/replay", headers=OPS)
+        assert response.status_code == 202
+        assert response.get_json()["status"] == "already_replaying"  # the first one landed
+    finally:
+        replica.stop()
+        master.stop()

@@ -24,7 +24,15 @@ bp = Blueprint("ops_api", __name__, url_prefix="/ops")
 def ops() -> Ops:
     state = get_state()
     redactor = state.dead_letters.redactor
-    return Ops(state.redis, state.rules, redactor, state.settings.event_ttl_seconds)
+    settings = state.settings
+    return Ops(
+        state.redis,
+        state.rules,
+        redactor,
+        settings.event_ttl_seconds,
+        settings.min_replicas,
+        settings.replica_timeout,
+    )
 
 
 def tokens() -> dict[str, str]:

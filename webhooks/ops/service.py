@@ -36,6 +36,7 @@ from worker.deadletter import DeadLetters, Page
 from worker.model import UpdateTask
 from worker.queue import Queue
 from worker.redact import Redactor
+from worker.replication import NotReplicated, confirm_writes
 
 JOB_ERRORS_KEPT = 20
 ACTIVE_STATES = frozenset({"queued", "retrying"})
@@ -60,8 +61,12 @@ class Ops:
         rules: RuleSet,
         redactor: Redactor | None = None,
         event_ttl: int = 7 * 86400,
+        min_replicas: int = 0,
+        replica_timeout: float = 1.0,
     ):
         self.redis = client
+        self.min_replicas = min_replicas  # SWITCHBOARD_MIN_REPLICAS: see _confirm
+        self.replica_timeout = replica_timeout
         self.rules = rules
         self.redactor = redactor or Redactor(())
         self.queue = Queue(client, event_ttl)
@@ -89,6 +94,7 @@ class Ops:
         queued = self.dead_letters.replay(entry_id, task=task, who=who)
         if queued is None:  # resolved or discarded between the two reads
             raise NotFoundError(f"no dead letter {entry_id}")
+        self._confirm()
         current = self.dead_letters.get(entry_id) or entry
         return {
             "status": "queued" if queued else "already_replaying",
@@ -114,6 +120,14 @@ class Ops:
     def discard(self, entry_id: str, who: str) -> None:
         if not self.dead_letters.discard(entry_id, who=who):
             raise NotFoundError(f"no dead letter {entry_id}")
+        self._confirm()
+
+    def _confirm(self) -> None:
+        """With ``min_replicas``: raise NotReplicated (a 503 / an error line) unless that
+        many replicas hold what this call wrote, as ingest does for webhooks. Replaying
+        or discarding again is safe, so the operator just does it again."""
+        if self.min_replicas:
+            confirm_writes(self.redis, self.min_replicas, self.replica_timeout)
 
     def counts(self) -> dict[str, Any]:
         counts = self.dead_letters.counts()
@@ -201,7 +215,7 @@ class Ops:
             job[outcome] += 1
         except NotFoundError:
             pass  # resolved or discarded since the scan: nothing left to do
-        except OpsError as exc:
+        except (OpsError, NotReplicated) as exc:
             job["failed"] += 1
             if len(job["errors"]) < JOB_ERRORS_KEPT:
                 job["errors"].append({"id": entry_id, "message": str(exc)})
@@ -300,6 +314,7 @@ class Ops:
         self.dead_letters.audit(
             "event_replay", f"{source}/{event_id}", who, tasks=[t.id for t in tasks]
         )
+        self._confirm()
         return {
             "status": "queued" if tasks else "ignored",
             "event_id": event_id,
