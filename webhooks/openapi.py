@@ -71,7 +71,10 @@ def build_spec(with_ops: bool, version: str = "0.1.0") -> dict[str, Any]:
                     "404": _err("unknown source"),
                     "413": _err("body too large"),
                     "415": _err("unsupported media type"),
-                    "503": _err("the queue is unavailable: retry later"),
+                    "503": _err(
+                        "the queue is unavailable, or too few replicas confirmed the event "
+                        "(SWITCHBOARD_MIN_REPLICAS): send it again"
+                    ),
                 },
             }
         },
@@ -136,6 +139,10 @@ def _ops_paths(spec: APISpec) -> None:
         "this address failed too often; wait Retry-After seconds (code too_many_failures)"
     )
     not_found = _err("no such dead letter / event / job")
+    unconfirmed = _err(
+        "Redis unavailable, or done on the master but not confirmed by enough replicas "
+        "(SWITCHBOARD_MIN_REPLICAS): safe to send again"
+    )
     bad = _err("invalid query or body")
     entry_id = _path("entry_id", "dead-letter id (its task's id)")
     spec.path(
@@ -198,6 +205,7 @@ def _ops_paths(spec: APISpec) -> None:
                     "401": unauthorized,
                     "429": too_many,
                     "404": not_found,
+                    "503": unconfirmed,
                 },
             },
         },
@@ -219,6 +227,7 @@ def _ops_paths(spec: APISpec) -> None:
                     "429": too_many,
                     "404": not_found,
                     "409": _err("cannot be replayed (event expired, rule gone)"),
+                    "503": unconfirmed,
                 },
             }
         },
@@ -297,6 +306,7 @@ def _ops_paths(spec: APISpec) -> None:
                     "429": too_many,
                     "404": not_found,
                     "409": _err("a task of this event is still in flight"),
+                    "503": unconfirmed,
                 },
             }
         },
