@@ -213,15 +213,19 @@ def _fail(message: str) -> None:
 
 
 def _run(call: Any) -> Any:
-    """Run an ops call; its NotFound / Conflict become a message and exit code 1."""
+    """Run an ops call; its NotFound / Conflict / NotReplicated become a message and
+    exit code 1."""
     import redis as redis_lib
 
     from webhooks.ops.service import OpsError
+    from worker.replication import NotReplicated
 
     try:
         return call()
     except OpsError as exc:
         _fail(str(exc))
+    except NotReplicated as exc:  # done on the master; running it again is safe
+        _fail(f"{exc}; run it again")
     except redis_lib.RedisError as exc:
         _fail(f"Redis is unreachable ({type(exc).__name__}); is REDIS_URL right?")
 
@@ -362,9 +366,9 @@ def dlq_replay(
         raise click.UsageError("give entry ids, filter options, or --all")
     ops = _ops()
     if entry_ids:
-        _replay_ids(ops, entry_ids, as_json)
+        _run(lambda: _replay_ids(ops, entry_ids, as_json))
     else:
-        _replay_bulk(ops, filters, as_json)
+        _run(lambda: _replay_bulk(ops, filters, as_json))
 
 
 _REPLAY_WORDS = {
@@ -375,15 +379,17 @@ _REPLAY_WORDS = {
 
 def _replay_ids(ops: Any, entry_ids: tuple[str, ...], as_json: bool) -> None:
     from webhooks.ops.service import OpsError
+    from worker.replication import NotReplicated
 
     results, failed = [], False
     for entry_id in entry_ids:
         try:
             result = ops.replay(entry_id, who=_who())
-        except OpsError as exc:
+        except (OpsError, NotReplicated) as exc:
             failed = True
-            result = {"status": "error", "id": entry_id, "message": str(exc)}
-            click.echo(f"Error: {exc}", err=True)
+            again = "; run it again" if isinstance(exc, NotReplicated) else ""
+            result = {"status": "error", "id": entry_id, "message": f"{exc}{again}"}
+            click.echo(f"Error: {exc}{again}", err=True)
         else:
             result = {**result, "id": entry_id}
         results.append(result)

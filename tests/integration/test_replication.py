@@ -90,6 +90,9 @@ def test_an_ops_replay_is_answered_only_once_a_replica_has_it(tmp_path, monkeypa
             response = http.post(f"/ops/dead-letters/{entry}/replay", headers=OPS)
             assert response.status_code == 503
             assert response.get_json()["error"]["code"] == "not_replicated"
+            done = _cli_replay(master.url, entry)  # the CLI says so too, and exits 1
+            assert done.exit_code == 1
+            assert "replica(s) confirmed" in done.output and "run it again" in done.output
         finally:
             os.kill(replica.process.pid, signal.SIGCONT)
         response = http.post(f"/ops/dead-letters/{entry}/replay", headers=OPS)
@@ -98,3 +101,18 @@ def test_an_ops_replay_is_answered_only_once_a_replica_has_it(tmp_path, monkeypa
     finally:
         replica.stop()
         master.stop()
+
+
+def _cli_replay(redis_url: str, entry: str):
+    from click.testing import CliRunner
+
+    from tests.helpers import TEST_CONFIG
+    from webhooks.cli import main
+
+    env = {
+        "REDIS_URL": redis_url,
+        "SWITCHBOARD_CONFIG": str(TEST_CONFIG),
+        "SWITCHBOARD_MIN_REPLICAS": "1",
+        "SWITCHBOARD_REPLICA_TIMEOUT": "0.3",
+    }
+    return CliRunner().invoke(main, ["dlq", "replay", entry], env=env, catch_exceptions=False)
