@@ -453,16 +453,22 @@ def _console() -> Any:
 def dlq_discard(entry_ids: tuple[str, ...]) -> None:
     """Drop dead letters (each recorded in the audit log). Exit 1 on an unknown id."""
     from webhooks.ops.service import OpsError
+    from worker.replication import NotReplicated
 
-    ops, failed = _ops(), False
-    for entry_id in entry_ids:
-        try:
-            ops.discard(entry_id, who=_who())
-            click.echo(f"{entry_id}: discarded")
-        except OpsError as exc:
-            failed = True
-            click.echo(f"Error: {exc}", err=True)
-    if failed:
+    ops = _ops()
+
+    def discard_each() -> bool:
+        failed = False
+        for entry_id in entry_ids:
+            try:
+                ops.discard(entry_id, who=_who())
+                click.echo(f"{entry_id}: discarded")
+            except (OpsError, NotReplicated) as exc:
+                failed = True
+                click.echo(f"Error: {exc}", err=True)
+        return failed
+
+    if _run(discard_each):
         sys.exit(1)
 
 
