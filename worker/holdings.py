@@ -78,9 +78,10 @@ return out
 """
 
 
-def held_deliveries() -> list[tuple[str, int]]:
+def held_deliveries() -> list[tuple[str, int]] | None:
     """The deliveries of every message this worker process has reserved and not finished
-    (Celery's own bookkeeping, kept in the consumer process for every pool)."""
+    (Celery's own bookkeeping, kept in the consumer process for every pool); None when
+    the set kept changing under the copy (then the last snapshot written stands)."""
     for _ in range(10):
         try:
             requests = list(celery_state.reserved_requests)
@@ -88,7 +89,7 @@ def held_deliveries() -> list[tuple[str, int]]:
         except RuntimeError:  # the set changed while we copied it (another thread)
             continue
     else:
-        return []
+        return None
     out: list[tuple[str, int]] = []
     for request in requests:
         if request.name == "switchboard.apply_updates":
@@ -174,7 +175,7 @@ class HoldingsWriter(threading.Thread):
 
     def write_if_changed(self) -> None:
         held = held_deliveries()
-        if held == self._written:
+        if held is None or held == self._written:
             return
         pipe = self.client.pipeline(transaction=True)
         pipe.set(keys.held(self.worker_name), json.dumps(held, separators=(",", ":")))

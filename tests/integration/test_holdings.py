@@ -145,3 +145,19 @@ def test_holdings_are_the_deliveries_of_every_reserved_message(private_db, reser
 def test_reserved_requests_is_still_a_weak_set():
     """held_deliveries copies Celery's set; if Celery changes its type, look again."""
     assert isinstance(celery_state.reserved_requests, weakref.WeakSet)
+
+
+def test_a_snapshot_that_cannot_be_taken_leaves_the_last_one_standing(private_db, monkeypatch):
+    """Celery's set changing under every copy: nothing is written (an empty list would
+    tell the relays this worker held nothing)."""
+    writer = HoldingsWriter("w8@host", private_db)
+    private_db.set(keys.held("w8@host"), '[["t1",1]]')
+
+    class Changing:
+        def __iter__(self):
+            raise RuntimeError("Set changed size during iteration")
+
+    monkeypatch.setattr(celery_state, "reserved_requests", Changing())
+    assert held_deliveries() is None
+    writer.write_if_changed()
+    assert private_db.get(keys.held("w8@host")) == b'[["t1",1]]'
