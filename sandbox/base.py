@@ -5,7 +5,8 @@ A simulator is a Flask app for one vendor's API surface (``sandbox/<vendor>.py``
 
 - ``GET  /_sim/records`` / ``GET /_sim/records/<id>`` -- current record state
 - ``PUT  /_sim/records/<id>``                        -- create or replace a record (seeding)
-- ``GET  /_sim/log``                                 -- requests received (method, path, body)
+- ``GET  /_sim/log``                                 -- requests received (method, path, body),
+  the latest ``LOG_LIMIT`` of them (a sandbox left running under traffic stays bounded)
 - ``POST /_sim/knobs``                               -- set knobs (JSON, see :class:`Knobs`)
 - ``POST /_sim/expire``                              -- expire every session / token now
 - ``POST /_sim/reset``                               -- seed records, clear log and knobs
@@ -18,6 +19,7 @@ the ``*_rate`` knobs fail a random share (chaos, benchmarks), seeded for repeata
 
 from __future__ import annotations
 
+import collections
 import copy
 import random
 import threading
@@ -26,6 +28,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from flask import Blueprint, Flask, Response, jsonify, request
+
+LOG_LIMIT = 50_000  # requests kept for /_sim/log (~1 KB each); the oldest go first
 
 
 @dataclass
@@ -47,11 +51,12 @@ class Simulator:
     """State of one simulated vendor; subclasses add routes and the vendor's error shape."""
 
     kind = "base"
+    log_limit = LOG_LIMIT
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.records: dict[str, dict[str, Any]] = {}
-        self.log: list[dict[str, Any]] = []
+        self.log: collections.deque[dict[str, Any]] = collections.deque(maxlen=self.log_limit)
         self.knobs = Knobs()
         self.rng = random.Random(0)
         self.reset()
