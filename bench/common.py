@@ -134,13 +134,15 @@ class Procs:
         embedded_redis.wait_ready(self.redis_url)
         return redis_lib.Redis.from_url(self.redis_url)
 
-    def gunicorn(self, app: str, port: int, environ: dict[str, str], workers: int = 2) -> str:
+    def gunicorn(
+        self, app: str, port: int, environ: dict[str, str], workers: int = 2, role: str = "web"
+    ) -> str:
         from webhooks.supervisor import web_command
 
         command = web_command(port, workers)
         command[-1] = app
         command[command.index("--access-logfile") : command.index("--access-logfile") + 2] = []
-        self.start(command, environ, "web")
+        self.start(command, environ, role)
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/healthz")
         return url

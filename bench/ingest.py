@@ -8,18 +8,23 @@ switchboard, bare, ...), so drift in the machine's speed hits both alike: closed
 (as fast as it answers: the rate), then open loop at ``--rate`` req/s (latency from the
 scheduled start). One unmeasured round warms both up. The figures are the medians over
 the rounds; every round is kept in ``bench/results/ingest.json`` (this VM's speed varies
-by +-30% from one run to the next, so single rounds mislead). Targets: rate >= 0.75 of
-bare; p99 < 25 ms at 1,000 req/s.
+by +-30% from one run to the next, so single rounds mislead). Each closed-loop round also
+records the CPU per request of the load generator, the app's gunicorn and Redis: on two
+shared cores that is what sets the rate, so it says where the ratio comes from. Targets:
+rate >= 0.75 of bare; p99 < 25 ms at 1,000 req/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import resource
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.common import PY, ROOT, Procs, env, table, write
@@ -30,6 +35,8 @@ APPS = {"bare": "bench.bare:app", "switchboard": "webhooks.wsgi:app"}
 
 
 def load(url: str, *args: str) -> dict[str, Any]:
+    """One load-generator run; its result, plus the CPU seconds the generator used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [PY, "-m", "bench.loadgen", f"{url}/webhooks/stripe", *args],
         cwd=ROOT,
@@ -38,8 +45,28 @@ def load(url: str, *args: str) -> dict[str, Any]:
         env=env("redis://unused"),
         check=True,
     )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     data = json.loads(out.stdout)
     data.pop("sent", None)
+    data["loadgen_cpu_seconds"] = (after.ru_utime + after.ru_stime) - (
+        before.ru_utime + before.ru_stime
+    )
+    return data
+
+
+def measured(procs: Procs, name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``run()``, with the CPU each part used per request: the load generator, this app's
+    gunicorn and Redis (microseconds). They share two cores, so this says where a rate
+    went: an app whose requests cost twice the CPU answers about half as many."""
+    before = procs.cpu_seconds()
+    data = run()
+    after = procs.cpu_seconds()
+    count = max(data["count"], 1)
+    data["cpu_us_per_request"] = {
+        "loadgen": round(data.pop("loadgen_cpu_seconds") / count * 1e6, 1),
+        "web": round((after[name] - before[name]) / count * 1e6, 1),
+        "redis": round((after["redis"] - before["redis"]) / count * 1e6, 1),
+    }
     return data
 
 
@@ -68,6 +95,12 @@ def median(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
+def cpu_medians(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Median CPU microseconds per request of each part, over the closed-loop rounds."""
+    parts = runs[0]["cpu_us_per_request"]
+    return {p: statistics.median(r["cpu_us_per_request"][p] for r in runs) for p in parts}
+
+
 def main(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5)
@@ -83,7 +116,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         client = procs.redis(ROOT / "var" / "bench-redis")
         environ = env(procs.redis_url)
         urls = {
-            n: procs.gunicorn(APPS[n], embedded_redis.free_port(), environ, args.web_workers)
+            n: procs.gunicorn(APPS[n], embedded_redis.free_port(), environ, args.web_workers, n)
             for n in NAMES
         }
         for name in NAMES:  # a warm-up round, not counted
@@ -91,7 +124,11 @@ def main(argv: list[str]) -> dict[str, Any]:
         for order in interleaved(args.rounds):
             for name in order:
                 runs[name]["closed"].append(
-                    closed(urls[name], name, args.seconds, args.connections)
+                    measured(
+                        procs,
+                        name,
+                        functools.partial(closed, urls[name], name, args.seconds, args.connections),
+                    )
                 )
         for order in interleaved(args.rounds):
             for name in order:
@@ -112,6 +149,7 @@ def main(argv: list[str]) -> dict[str, Any]:
         "open_rate": args.rate,
         "tasks_queued": accepted,
         "met": ratio >= 0.75 and p99 < 25,
+        "cpu_us_per_request": {n: cpu_medians(runs[n]["closed"]) for n in NAMES},
     }
     rows = []
     for name in NAMES:
@@ -129,6 +167,14 @@ def main(argv: list[str]) -> dict[str, Any]:
             ["endpoint", "req/s", "p50 ms", "p99 ms"]
             + [f"@{args.rate:.0f}/s", "p50 ms", "p99 ms", "errors"],
             rows,
+        )
+    )
+    cpu = summary["cpu_us_per_request"]
+    print(
+        table(
+            "CPU per request, closed loop (microseconds; medians): the parts share two cores",
+            ["endpoint", "loadgen", "gunicorn", "redis", "total"],
+            [[n, *cpu[n].values(), sum(cpu[n].values())] for n in NAMES],
         )
     )
     print(

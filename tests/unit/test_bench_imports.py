@@ -37,3 +37,18 @@ def test_scale_sandwiches_the_smaller_sizes_around_the_largest():
     ]
     merged = median_round(runs)
     assert merged["ms_per_task"] == 2.0 and merged["rounds"] == runs
+
+
+def test_ingest_charges_each_part_its_cpu_per_request():
+    from bench.ingest import cpu_medians, measured
+
+    class Procs:  # the CPU seconds a benchmark's processes have used, read twice
+        readings = iter([{"bare": 1.0, "redis": 0.5}, {"bare": 1.4, "redis": 0.6}])
+
+        def cpu_seconds(self):
+            return next(self.readings)
+
+    run = measured(Procs(), "bare", lambda: {"count": 2000, "loadgen_cpu_seconds": 0.2})
+    assert run["cpu_us_per_request"] == {"loadgen": 100.0, "web": 200.0, "redis": 50.0}
+    rounds = [{"cpu_us_per_request": {"web": w, "redis": 1.0}} for w in (300.0, 100.0, 200.0)]
+    assert cpu_medians(rounds) == {"web": 200.0, "redis": 1.0}
