@@ -12,8 +12,10 @@ A simulator is a Flask app for one vendor's API surface (``sandbox/<vendor>.py``
 - ``POST /_sim/reset``                               -- seed records, clear log and knobs
 
 Knobs apply to vendor calls only (not ``/_sim``), in this order: latency, hang (sleeps
-past any client timeout), 429 with Retry-After, failure with ``fail_status``.
-``fail_next``/``ratelimit_next``/``hang_next`` fail exactly the next N calls (tests);
+past any client timeout), 429 with Retry-After, failure with ``fail_status``, a garbled
+answer (a 200 whose body claims gzip and is not, as a broken proxy sends).
+``fail_next``/``ratelimit_next``/``hang_next``/``garble_next`` fail exactly the next N
+calls (tests);
 the ``*_rate`` knobs fail a random share (chaos, benchmarks), seeded for repeatability.
 """
 
@@ -44,6 +46,8 @@ class Knobs:
     hang_rate: float = 0.0
     hang_next: int = 0
     hang_seconds: float = 30.0
+    garble_rate: float = 0.0
+    garble_next: int = 0
     seed: int = 0
 
 
@@ -128,6 +132,8 @@ class Simulator:
             return response
         if self._take("fail_next", knobs.fail_rate):
             return self.error_response(knobs.fail_status, "Injected failure")
+        if self._take("garble_next", knobs.garble_rate):
+            return Response(b"{not gzip", 200, {"Content-Encoding": "gzip"}, "application/json")
         return None
 
     def create_app(self) -> Flask:

@@ -208,6 +208,12 @@ def _apply_locked(
             circuit.success()  # the vendor answered: it is up, whatever it thought of us
         fence = instance.timeout if isinstance(exc, errors.Timeout) else 0.0
         return _failed(rt, record, exc, started), fence, False
+    except Exception as exc:  # a connector bug, or an answer it did not expect
+        log.exception("task %s: %s raised %s", task.id, connector.name, type(exc).__name__)
+        if circuit and decision and decision.verdict == "probe":
+            circuit.release()  # says nothing about the vendor's health
+        unexpected = errors.Unexpected(f"{connector.name}: {type(exc).__name__}: {exc}")
+        return _failed(rt, record, connector.scrub(unexpected), started), 0.0, False
     if circuit:
         circuit.success()
     attempts = record.attempts + [_attempt(started, "applied", None, None, None)]

@@ -168,7 +168,7 @@ class Connector:
         except httpx.TimeoutException as exc:
             observe_call(self.name, None, time.perf_counter() - started)
             raise errors.Timeout(f"{self.name}: {type(exc).__name__} calling {url}") from exc
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:  # transport, or an answer that cannot be decoded
             observe_call(self.name, None, time.perf_counter() - started)
             raise errors.Unavailable(f"{self.name}: {type(exc).__name__} calling {url}") from exc
         observe_call(self.name, response.status_code, time.perf_counter() - started)

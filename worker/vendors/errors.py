@@ -6,7 +6,9 @@ The tree, so a caller catches exactly the level it means::
     ├── RetryableError            -- worth another attempt after a backoff
     │   ├── Timeout               -- connect/read timeout, the vendor did not answer in time
     │   ├── Unavailable           -- network error, 5xx, a fault the vendor calls transient
-    │   └── RateLimited           -- 429 (and vendor equivalents); carries retry_after seconds
+    │   ├── RateLimited           -- 429 (and vendor equivalents); carries retry_after seconds
+    │   └── Unexpected            -- a connector raised something else (a bug, an answer it
+    │                                did not expect): retried, so it ends ``exhausted``
     └── PermanentError            -- another attempt cannot succeed: dead letter at once
         ├── NotFound              -- the target record does not exist        (not_found)
         ├── Rejected              -- validation, permission, a 3xx, other 4xx (rejected)
@@ -57,6 +59,12 @@ class RateLimited(RetryableError):
     def __init__(self, message: str, *, retry_after: float | None = None, **kw):
         super().__init__(message, **kw)
         self.retry_after = retry_after
+
+
+class Unexpected(RetryableError):
+    """Made by the runner from any other exception a connector raised: retried with backoff
+    like a transient failure, then dead-lettered ``exhausted``. Without it such a task
+    would run again every lease, with no attempt recorded, until its record expired."""
 
 
 class PermanentError(VendorError):

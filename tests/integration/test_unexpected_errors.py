@@ -1,0 +1,84 @@
+"""A vendor answer or a connector bug the code did not foresee still ends a task.
+
+Before, anything a connector raised that was not a ``VendorError`` escaped the runner:
+no attempt was recorded, the task's run lease brought it back every two minutes (calling
+the vendor each time), and it vanished when its record expired. Now it is a retried
+``unexpected`` attempt and, once retries are used up, an ``exhausted`` dead letter.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from config.loader import load_config
+from tests.helpers import TEST_CONFIG, make_settings, stripe_headers, wait_for, with_changes
+from webhooks.sources.base import Event
+from worker.model import UpdateTask
+from worker.queue import Queue
+from worker.runner import process
+from worker.runtime import build_runtime
+from worker.vendors.perfexcrm import PerfexCRM
+
+
+def test_an_answer_that_cannot_be_decoded_is_retried_then_applied(client, worker, sandbox, redis):
+    sandbox.knobs("perfexcrm", garble_next=1)  # a 200 whose gzip body is not gzip
+    body = with_changes("stripe/payment_intent.succeeded.json", id="evt_garbled")
+    assert (
+        client.post("/webhooks/stripe", data=body, headers=stripe_headers(body)).status_code == 202
+    )
+    queue = Queue(redis)
+    wait_for(lambda: queue.load_event("stripe", "evt_garbled") is not None)
+    _, [task_id] = queue.load_event("stripe", "evt_garbled")  # type: ignore[misc]
+    wait_for(lambda: queue.load_task(task_id).state == "applied")  # type: ignore[union-attr]
+    attempts = queue.load_task(task_id).attempts  # type: ignore[union-attr]
+    assert [a["outcome"] for a in attempts] == ["unavailable", "applied"]
+    assert "DecodingError" in attempts[0]["message"]
+    assert sandbox.record("perfexcrm", 7)["vat"] == "paid 49.0"
+
+
+class BuggyPerfex(PerfexCRM):
+    """A connector with a bug: it fails after the vendor answered (as a parser would)."""
+
+    def op_update_customer(self, target, fields_):
+        super().op_update_customer(target, fields_)
+        return {"id": {}["id"]}  # KeyError
+
+
+@pytest.fixture
+def runtime(redis_server, private_db, sandbox):
+    os.environ["SANDBOX_URL"] = sandbox.url
+    settings = make_settings(redis_server.url.rsplit("/", 1)[0] + "/7")
+    rt = build_runtime(settings, load_config(TEST_CONFIG))
+    rt._connectors["perfex"] = BuggyPerfex(rt.config.vendors["perfex"])
+    yield rt
+    rt.redis.close()
+
+
+def test_a_connector_bug_is_retried_then_dead_lettered_exhausted(runtime, private_db, sandbox):
+    now = time.time()
+    task = UpdateTask(
+        "stripe", "evt_bug", "payment_intent.succeeded", "payment-activates-crm",
+        0, "perfex", "update_customer", "7", {"vat": "paid 1"}, now,
+    )  # fmt: skip
+    queue = Queue(private_db)
+    assert queue.store_event(Event("stripe", "evt_bug", task.event_type, now, now, {}, {}), [task])
+
+    def deliver() -> str:  # as the relay would: the current gen (a retry makes a new one)
+        record = queue.load_task(task.id)
+        assert record is not None
+        return process(runtime, task.id, record.gen)
+
+    outcomes = [deliver() for _ in range(3)]  # max_attempts: 3
+
+    assert outcomes == ["retrying", "retrying", "dead"]
+    record = queue.load_task(task.id)
+    assert record is not None and record.state == "dead"
+    assert [a["outcome"] for a in record.attempts] == ["unexpected"] * 3
+    assert "KeyError" in record.attempts[-1]["message"]
+    entry = runtime.dead_letters.get(task.id)
+    assert entry is not None and entry["code"] == "exhausted"
+    assert not private_db.zscore("sb:waiting", task.id)
+    assert len([e for e in sandbox.log("perfexcrm") if e["method"] == "PUT"]) == 3
