@@ -158,3 +158,16 @@ def app(redis_server: RedisServer, sandbox: Sandbox, redis: redis_lib.Redis):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def runtime(redis_server: RedisServer, private_db: redis_lib.Redis, sandbox: Sandbox):
+    """A worker's runtime in this process, on database 7 (no worker process reads it):
+    a test runs deliveries itself with :func:`worker.runner.process`, against the sandbox."""
+    from worker.runtime import build_runtime
+
+    os.environ["SANDBOX_URL"] = sandbox.url
+    settings = make_settings(redis_server.url.rsplit("/", 1)[0] + "/7")
+    rt = build_runtime(settings, load_config(TEST_CONFIG))
+    yield rt
+    rt.redis.close()

@@ -6,7 +6,8 @@ when none is), ``replays`` (how many times it was replayed); ``sb:dl:index`` ord
 entries by the time they (last) died, newest first.
 Replay is idempotent: an entry already being replayed is not queued again (one Lua check
 and mark, so two presses at once queue it once). The entry leaves the store once its
-replay is applied, and comes back with the new attempts appended if the replay fails.
+replay is applied (or found stale: newer events already set every field it carries), and
+comes back with the new attempts appended if the replay fails.
 Messages and excerpts are redacted before they are stored. Every replay and discard can
 be written to the audit log (``sb:audit``, newest first, capped at ``AUDIT_KEEP``).
 """
@@ -247,7 +248,7 @@ class DeadLetters:
         return True
 
     def resolve(self, entry_id: str) -> None:
-        """The replayed task was applied: the entry leaves the store."""
+        """The replayed task was applied (or was stale): the entry leaves the store."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(keys.dead(entry_id))
         pipe.zrem(keys.DEAD_INDEX, entry_id)

@@ -179,6 +179,8 @@ def _apply_locked(
     fresh, stale = ordering.split_by_versions(task.fields, begun.versions, task.occurred_at)
     if not fresh:
         _complete(rt, record, lock, "stale", record.attempts, stale, [])
+        if record.attempts:  # a replayed dead letter that newer events overtook: done too
+            rt.dead_letters.resolve(task.id)
         return "stale", 0.0, True
     instance = connector.instance
     # A vendor with no circuit state is closed: no need to ask (one round trip saved).

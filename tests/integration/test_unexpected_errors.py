@@ -8,18 +8,13 @@ the vendor each time), and it vanished when its record expired. Now it is a retr
 
 from __future__ import annotations
 
-import os
 import time
 
-import pytest
-
-from config.loader import load_config
-from tests.helpers import TEST_CONFIG, make_settings, stripe_headers, wait_for, with_changes
+from tests.helpers import stripe_headers, wait_for, with_changes
 from webhooks.sources.base import Event
 from worker.model import UpdateTask
 from worker.queue import Queue
 from worker.runner import process
-from worker.runtime import build_runtime
 from worker.vendors.perfexcrm import PerfexCRM
 
 
@@ -47,17 +42,8 @@ class BuggyPerfex(PerfexCRM):
         return {"id": {}["id"]}  # KeyError
 
 
-@pytest.fixture
-def runtime(redis_server, private_db, sandbox):
-    os.environ["SANDBOX_URL"] = sandbox.url
-    settings = make_settings(redis_server.url.rsplit("/", 1)[0] + "/7")
-    rt = build_runtime(settings, load_config(TEST_CONFIG))
-    rt._connectors["perfex"] = BuggyPerfex(rt.config.vendors["perfex"])
-    yield rt
-    rt.redis.close()
-
-
 def test_a_connector_bug_is_retried_then_dead_lettered_exhausted(runtime, private_db, sandbox):
+    runtime._connectors["perfex"] = BuggyPerfex(runtime.config.vendors["perfex"])
     now = time.time()
     task = UpdateTask(
         "stripe", "evt_bug", "payment_intent.succeeded", "payment-activates-crm",
