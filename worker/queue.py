@@ -12,6 +12,12 @@ delivery whose gen is not the task's current one, or for a task already finished
 duplicate and is dropped. While a task is queued or running it keeps a lease in
 ``sb:due``; if the worker holding it dies, the lease expires and the relay publishes it
 again, so nothing is lost without waiting for Celery's visibility timeout.
+
+Retention (``SWITCHBOARD_EVENT_TTL_DAYS``): an event record expires that long after it is
+stored (it is also the de-duplication window); a task record only that long after the
+task *ends* (applied, stale, dead). An unfinished task is never dropped, however long its
+vendor stays down. Dead letters (:mod:`worker.deadletter`) stay until replayed or
+discarded.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ for i = 5, #KEYS do
   local id = string.sub(KEYS[i], string.len('sb:task:') + 1)
   redis.call('HSET', KEYS[i], 'task', ARGV[first + i - 5], 'state', 'queued', 'gen', 1,
              'attempts', '[]', 'queued_at', ARGV[2])
-  redis.call('EXPIRE', KEYS[i], ARGV[1])
+  -- no expiry while unfinished: the ttl starts when the task ends (finish, complete)
   redis.call('ZADD', KEYS[2], ARGV[3], id)
   redis.call('ZADD', KEYS[3], ARGV[2], id)
 end
@@ -64,7 +70,7 @@ return 1
 _GUARDED = """
 -- KEYS[1] task record, KEYS[2] due, KEYS[3] waiting (finish only)
 -- ARGV[1] op, ARGV[2] expected gen, ARGV[3] task id, then per op:
---   defer: due_at | reschedule: due_at, state, attempts | finish: state, attempts, stale
+--   defer: due_at | reschedule: due_at, state, attempts | finish: state, attempts, stale, ttl
 local cur = redis.call('HMGET', KEYS[1], 'gen', 'state')
 if (not cur[1]) or cur[1] ~= ARGV[2] then return 0 end
 if cur[2] == 'applied' or cur[2] == 'stale' or cur[2] == 'dead' then return 0 end
@@ -77,6 +83,7 @@ elseif op == 'reschedule' then
   redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
 elseif op == 'finish' then
   redis.call('HSET', KEYS[1], 'state', ARGV[4], 'attempts', ARGV[5], 'stale_fields', ARGV[6])
+  redis.call('EXPIRE', KEYS[1], ARGV[7])
   redis.call('ZREM', KEYS[2], ARGV[3])
   redis.call('ZREM', KEYS[3], ARGV[3])
 else
@@ -279,6 +286,7 @@ class Queue:
                     state,
                     json.dumps(attempts),
                     json.dumps(stale_fields or []),
+                    self.event_ttl,
                 ],
             )
         )
@@ -301,7 +309,7 @@ class Queue:
                 "queued_at": now,
             },
         )
-        pipe.expire(key, self.event_ttl)
+        pipe.persist(key)  # unfinished again: kept until it ends (then the ttl starts)
         pipe.zadd(keys.DUE, {task.id: now})
         pipe.zadd(keys.WAITING, {task.id: now})
         pipe.rpush(keys.WAKE, "1")

@@ -34,7 +34,7 @@ from worker.runtime import get_runtime
 log = logging.getLogger("switchboard.relay")
 
 _CLAIM = """
--- KEYS[1] due, KEYS[2] the Celery queue (a list), KEYS[3] wake
+-- KEYS[1] due, KEYS[2] the Celery queue (a list), KEYS[3] wake, KEYS[4] waiting
 -- ARGV[1] now, ARGV[2] lease until, ARGV[3] most to claim, ARGV[4] task key prefix
 -- Returns {celery queue length, next due score or '', entries taken, id1, gen1, ...}.
 -- Task records are read by id (prefix .. id): one Redis, not a cluster (as everywhere).
@@ -44,7 +44,8 @@ local out = {tostring(redis.call('LLEN', KEYS[2])), '', tostring(#ids)}
 for _, id in ipairs(ids) do
   local cur = redis.call('HMGET', ARGV[4] .. id, 'gen', 'state')
   if (not cur[1]) or cur[2] == 'applied' or cur[2] == 'stale' or cur[2] == 'dead' then
-    redis.call('ZREM', KEYS[1], id)  -- expired or finished: nothing to deliver
+    redis.call('ZREM', KEYS[1], id)  -- finished, or gone: nothing to deliver
+    if not cur[1] then redis.call('ZREM', KEYS[4], id) end  -- gone: not waiting either
   else
     redis.call('ZADD', KEYS[1], ARGV[2], id)
     redis.call('HSET', ARGV[4] .. id, 'leased_until', ARGV[2])  -- see worker.holdings
@@ -142,7 +143,7 @@ def claim_due(claim: Any, queue_lease: float) -> Claimed:
     """Claim up to BATCH due tasks (one script: lease, drop finished, queue length)."""
     now = time.time()
     reply = claim(
-        keys=[keys.DUE, keys.CELERY_QUEUE, keys.WAKE],
+        keys=[keys.DUE, keys.CELERY_QUEUE, keys.WAKE, keys.WAITING],
         args=[now, now + queue_lease, BATCH, keys.task("")],
     )
     pairs = reply[3:]

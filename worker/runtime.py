@@ -113,7 +113,9 @@ def build_runtime(settings: Settings, config: Config | None = None) -> Runtime:
         queue=Queue(client, settings.event_ttl_seconds),
         dead_letters=DeadLetters(client, redactor, settings.event_ttl_seconds),
         limiter=RateLimiter(client),
-        steps=Steps(client, settings.min_replicas, settings.replica_timeout),
+        steps=Steps(
+            client, settings.min_replicas, settings.replica_timeout, settings.event_ttl_seconds
+        ),
         redactor=redactor,
     )
 

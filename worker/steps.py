@@ -41,15 +41,16 @@ return out
 
 _COMPLETE = """
 -- KEYS: task, due, waiting, field versions, lock
--- ARGV: gen, task id, state, attempts, stale fields, lock token, occurred_at, names...
+-- ARGV: gen, task id, state, attempts, stale fields, lock token, occurred_at, ttl, names...
 local done = 0
 local cur = redis.call('HMGET', KEYS[1], 'gen', 'state')
 if cur[1] == ARGV[1] and cur[2] ~= 'applied' and cur[2] ~= 'stale' and cur[2] ~= 'dead' then
   redis.call('HSET', KEYS[1], 'state', ARGV[3], 'attempts', ARGV[4], 'stale_fields', ARGV[5])
+  redis.call('EXPIRE', KEYS[1], ARGV[8])
   redis.call('ZREM', KEYS[2], ARGV[2])
   redis.call('ZREM', KEYS[3], ARGV[2])
   local at = tonumber(ARGV[7])
-  for i = 8, #ARGV do
+  for i = 9, #ARGV do
     local v = redis.call('HGET', KEYS[4], ARGV[i])
     if (not v) or tonumber(v) < at then redis.call('HSET', KEYS[4], ARGV[i], ARGV[7]) end
   end
@@ -75,8 +76,15 @@ class Steps:
     the runner records the outcome again (on the new master after a failover) instead of
     leaving it to a master that may die with it, which would make the vendor call again."""
 
-    def __init__(self, client: redis_lib.Redis, min_replicas: int = 0, replica_timeout: float = 1):
+    def __init__(
+        self,
+        client: redis_lib.Redis,
+        min_replicas: int = 0,
+        replica_timeout: float = 1,
+        record_ttl: int = 7 * 86400,
+    ):
         self._client = client
+        self.record_ttl = record_ttl  # seconds a finished task's record is kept
         self._begin = client.register_script(_BEGIN)
         self._complete = client.register_script(_COMPLETE)
         self.min_replicas = min_replicas
@@ -138,6 +146,7 @@ class Steps:
             json.dumps(stale),
             token,
             repr(occurred_at),
+            self.record_ttl,
             *names,
         ]
         if not self.min_replicas:
