@@ -129,12 +129,16 @@ class Recoverer:
         self, beats: dict[str, float], now: float, dead_after: float
     ) -> dict[str, int]:
         """Recover every worker in ``beats`` (name -> last beat) silent for ``dead_after``;
-        forget those silent for :data:`FORGET_AFTER` (their heartbeat gauge goes too)."""
+        forget those silent for :data:`FORGET_AFTER` (their heartbeat gauge and recovered
+        count go too)."""
         dead = [name for name, beat in beats.items() if now - beat > dead_after]
         found = self.recover(dead, now - dead_after)
         forgotten = [name for name in dead if now - beats[name] > FORGET_AFTER]
-        if forgotten:
-            self.client.hdel(keys.HEARTBEATS, *forgotten)
+        if forgotten:  # names come and go with hosts: neither hash may pile them up
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hdel(keys.HEARTBEATS, *forgotten)
+            pipe.hdel(keys.RECOVERED, *forgotten)
+            pipe.execute()
         return found
 
 

@@ -95,8 +95,11 @@ def test_workers_silent_for_a_day_are_forgotten(private_db):
     now = time.time()
     beats = {"old@host": now - 90000, "dead@host": now - 60, "live@host": now}
     private_db.hset(keys.HEARTBEATS, mapping=beats)
+    private_db.hset(keys.RECOVERED, mapping={"old@host": 3, "dead@host": 2})
     Recoverer(private_db).recover_dead(beats, now, dead_after=30)
     assert set(private_db.hkeys(keys.HEARTBEATS)) == {b"dead@host", b"live@host"}
+    # its recovered-deliveries count (a metric label) goes with it
+    assert set(private_db.hkeys(keys.RECOVERED)) == {b"dead@host"}
 
 
 def test_a_worker_recovers_what_its_own_previous_run_held(private_db, claimed):
