@@ -9,40 +9,22 @@ from __future__ import annotations
 
 import time
 
-from webhooks.sources.base import Event
-from worker.model import UpdateTask
+from tests.helpers import deliver, store_perfex_task
 from worker.queue import Queue
-from worker.runner import process
-
-
-def _store(queue: Queue, event_id: str, occurred_at: float, vat: str) -> UpdateTask:
-    task = UpdateTask(
-        "stripe", event_id, "payment_intent.succeeded", "payment-activates-crm",
-        0, "perfex", "update_customer", "7", {"vat": vat}, occurred_at,
-    )  # fmt: skip
-    event = Event("stripe", event_id, task.event_type, occurred_at, occurred_at, {}, {})
-    assert queue.store_event(event, [task])
-    return task
-
-
-def _deliver(runtime, queue: Queue, task: UpdateTask) -> str:
-    record = queue.load_task(task.id)
-    assert record is not None
-    return process(runtime, task.id, record.gen)
 
 
 def test_a_replay_made_stale_by_a_newer_event_leaves_the_store(runtime, private_db, sandbox):
     queue = Queue(private_db)
     now = time.time()
-    old = _store(queue, "evt_old", now - 60, "paid old")
+    old = store_perfex_task(queue, "evt_old", "paid old", now - 60)
     sandbox.knobs("perfexcrm", fail_next=1, fail_status=400)
-    assert _deliver(runtime, queue, old) == "dead"
+    assert deliver(runtime, queue, old) == "dead"
     assert runtime.dead_letters.get(old.id)["code"] == "rejected"
-    newer = _store(queue, "evt_newer", now, "paid newer")
-    assert _deliver(runtime, queue, newer) == "applied"
+    newer = store_perfex_task(queue, "evt_newer", "paid newer", now)
+    assert deliver(runtime, queue, newer) == "applied"
 
     assert runtime.dead_letters.replay(old.id, who="test") is True
-    assert _deliver(runtime, queue, old) == "stale"
+    assert deliver(runtime, queue, old) == "stale"
 
     assert runtime.dead_letters.get(old.id) is None  # was: kept, marked replaying, forever
     assert runtime.dead_letters.count() == 0
@@ -51,10 +33,10 @@ def test_a_replay_made_stale_by_a_newer_event_leaves_the_store(runtime, private_
 
 def test_a_replay_that_is_applied_leaves_the_store(runtime, private_db, sandbox):
     queue = Queue(private_db)
-    task = _store(queue, "evt_once", time.time(), "paid once")
+    task = store_perfex_task(queue, "evt_once", "paid once")
     sandbox.knobs("perfexcrm", fail_next=1, fail_status=400)
-    assert _deliver(runtime, queue, task) == "dead"
+    assert deliver(runtime, queue, task) == "dead"
     assert runtime.dead_letters.replay(task.id, who="test") is True
-    assert _deliver(runtime, queue, task) == "applied"
+    assert deliver(runtime, queue, task) == "applied"
     assert runtime.dead_letters.get(task.id) is None
     assert sandbox.record("perfexcrm", 7)["vat"] == "paid once"

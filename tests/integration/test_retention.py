@@ -9,41 +9,21 @@ than a week vanished silently, and stayed in ``sb:waiting`` for good.
 
 from __future__ import annotations
 
-import time
-
-from webhooks.sources.base import Event
+from tests.helpers import deliver, store_perfex_task
 from worker import keys
-from worker.model import UpdateTask
 from worker.queue import Queue
 from worker.relay import _CLAIM, claim_due
-from worker.runner import process
 
 WEEK = 7 * 86400  # the test settings' event ttl (the default)
 
 
-def _store(queue: Queue, event_id: str) -> UpdateTask:
-    now = time.time()
-    task = UpdateTask(
-        "stripe", event_id, "payment_intent.succeeded", "payment-activates-crm",
-        0, "perfex", "update_customer", "7", {"vat": event_id}, now,
-    )  # fmt: skip
-    assert queue.store_event(Event("stripe", event_id, task.event_type, now, now, {}, {}), [task])
-    return task
-
-
-def _deliver(runtime, queue: Queue, task: UpdateTask) -> str:
-    record = queue.load_task(task.id)
-    assert record is not None
-    return process(runtime, task.id, record.gen)
-
-
 def test_a_task_record_expires_only_after_the_task_ends(runtime, private_db, sandbox):
     queue = Queue(private_db)
-    task = _store(queue, "evt_keep")
+    task = store_perfex_task(queue, "evt_keep", "evt_keep")
     assert private_db.ttl(keys.task(task.id)) == -1  # unfinished: no expiry
     assert 0 < private_db.ttl(keys.event("stripe", "evt_keep")) <= WEEK  # dedup window
 
-    assert _deliver(runtime, queue, task) == "applied"
+    assert deliver(runtime, queue, task) == "applied"
     assert WEEK - 60 < private_db.ttl(keys.task(task.id)) <= WEEK
 
 
@@ -51,20 +31,23 @@ def test_a_dead_task_expires_and_a_replayed_one_waits_again_without_expiry(
     runtime, private_db, sandbox
 ):
     queue = Queue(private_db)
-    task = _store(queue, "evt_dies")
+    task = store_perfex_task(queue, "evt_dies", "evt_dies")
     sandbox.knobs("perfexcrm", fail_next=1, fail_status=400)
-    assert _deliver(runtime, queue, task) == "dead"
+    assert deliver(runtime, queue, task) == "dead"
     assert WEEK - 60 < private_db.ttl(keys.task(task.id)) <= WEEK
 
     assert runtime.dead_letters.replay(task.id, who="test") is True
     assert private_db.ttl(keys.task(task.id)) == -1  # unfinished again
-    assert _deliver(runtime, queue, task) == "applied"
+    assert deliver(runtime, queue, task) == "applied"
     assert WEEK - 60 < private_db.ttl(keys.task(task.id)) <= WEEK
 
 
 def test_the_relay_forgets_a_task_whose_record_is_gone(private_db):
     queue = Queue(private_db)
-    gone, kept = _store(queue, "evt_gone"), _store(queue, "evt_kept")
+    gone, kept = (
+        store_perfex_task(queue, "evt_gone", "evt_gone"),
+        store_perfex_task(queue, "evt_kept", "evt_kept"),
+    )
     private_db.delete(keys.task(gone.id))  # as a record from before this change expires
 
     claimed = claim_due(private_db.register_script(_CLAIM), queue_lease=3600)

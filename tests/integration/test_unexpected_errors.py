@@ -8,13 +8,8 @@ the vendor each time), and it vanished when its record expired. Now it is a retr
 
 from __future__ import annotations
 
-import time
-
-from tests.helpers import stripe_headers, wait_for, with_changes
-from webhooks.sources.base import Event
-from worker.model import UpdateTask
+from tests.helpers import deliver, store_perfex_task, stripe_headers, wait_for, with_changes
 from worker.queue import Queue
-from worker.runner import process
 from worker.vendors.perfexcrm import PerfexCRM
 
 
@@ -44,20 +39,10 @@ class BuggyPerfex(PerfexCRM):
 
 def test_a_connector_bug_is_retried_then_dead_lettered_exhausted(runtime, private_db, sandbox):
     runtime._connectors["perfex"] = BuggyPerfex(runtime.config.vendors["perfex"])
-    now = time.time()
-    task = UpdateTask(
-        "stripe", "evt_bug", "payment_intent.succeeded", "payment-activates-crm",
-        0, "perfex", "update_customer", "7", {"vat": "paid 1"}, now,
-    )  # fmt: skip
     queue = Queue(private_db)
-    assert queue.store_event(Event("stripe", "evt_bug", task.event_type, now, now, {}, {}), [task])
+    task = store_perfex_task(queue, "evt_bug", "paid 1")
 
-    def deliver() -> str:  # as the relay would: the current gen (a retry makes a new one)
-        record = queue.load_task(task.id)
-        assert record is not None
-        return process(runtime, task.id, record.gen)
-
-    outcomes = [deliver() for _ in range(3)]  # max_attempts: 3
+    outcomes = [deliver(runtime, queue, task) for _ in range(3)]  # max_attempts: 3
 
     assert outcomes == ["retrying", "retrying", "dead"]
     record = queue.load_task(task.id)
