@@ -179,8 +179,6 @@ def _apply_locked(
     fresh, stale = ordering.split_by_versions(task.fields, begun.versions, task.occurred_at)
     if not fresh:
         _complete(rt, record, lock, "stale", record.attempts, stale, [])
-        if record.attempts:  # a replayed dead letter that newer events overtook: done too
-            rt.dead_letters.resolve(task.id)
         return "stale", 0.0, True
     instance = connector.instance
     # A vendor with no circuit state is closed: no need to ask (one round trip saved).
@@ -220,8 +218,6 @@ def _apply_locked(
         circuit.success()
     attempts = record.attempts + [_attempt(started, "applied", None, None, None)]
     _complete(rt, record, lock, "applied", attempts, stale, list(fresh))
-    if record.attempts:  # it may be a replayed dead letter: it leaves the store now
-        rt.dead_letters.resolve(task.id)
     return "applied", 0.0, True
 
 
@@ -234,6 +230,8 @@ def _complete(
     stale: list[str],
     applied: list[str],
 ) -> None:
+    """Record the task ``applied`` or ``stale`` (gen-guarded), riding out Redis outages.
+    A replayed dead letter ends either way: it leaves the store."""
     task = record.task
     note_task(task, attempts)
 
@@ -256,6 +254,8 @@ def _complete(
         ),
         waiting,
     )
+    if record.attempts:  # it may be a replayed dead letter
+        rt.dead_letters.resolve(task.id)
 
 
 def _failed(rt: Runtime, record: TaskRecord, exc: errors.VendorError, started: float) -> str:
