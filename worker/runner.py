@@ -22,6 +22,7 @@ import logging
 import random
 import socket
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,7 +210,10 @@ def _apply_locked(
         fence = instance.timeout if isinstance(exc, errors.Timeout) else 0.0
         return _failed(rt, record, exc, started), fence, False
     except Exception as exc:  # a connector bug, or an answer it did not expect
-        log.exception("task %s: %s raised %s", task.id, connector.name, type(exc).__name__)
+        # the traceback as text, redacted by the connector: its session ids and tokens are
+        # secrets no config names, so the log formatter's redaction cannot know them
+        trace = connector.redact("".join(traceback.format_exception(exc)))
+        log.error("task %s: %s raised %s\n%s", task.id, connector.name, type(exc).__name__, trace)
         if circuit and decision and decision.verdict == "probe":
             circuit.release()  # says nothing about the vendor's health
         unexpected = errors.Unexpected(f"{connector.name}: {type(exc).__name__}: {exc}")

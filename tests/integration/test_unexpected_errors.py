@@ -8,7 +8,13 @@ the vendor each time), and it vanished when its record expired. Now it is a retr
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+
+from config.logs import configure_logging
 from tests.helpers import deliver, store_perfex_task, stripe_headers, wait_for, with_changes
+from worker import keys
 from worker.queue import Queue
 from worker.vendors.perfexcrm import PerfexCRM
 
@@ -53,3 +59,34 @@ def test_a_connector_bug_is_retried_then_dead_lettered_exhausted(runtime, privat
     assert entry is not None and entry["code"] == "exhausted"
     assert not private_db.zscore("sb:waiting", task.id)
     assert len([e for e in sandbox.log("perfexcrm") if e["method"] == "PUT"]) == 3
+
+
+class LeakyPerfex(PerfexCRM):
+    """A bug whose exception text holds a secret no config names: a session id."""
+
+    session = "sess-runtime-5f0c2e9a71"  # as a vendor session obtained at run time
+
+    def secret_values(self):
+        return [*super().secret_values(), self.session]
+
+    def op_update_customer(self, target, fields_):
+        raise KeyError(f"no 'id' in the answer to session {self.session}")
+
+
+def test_a_connector_bug_is_logged_with_its_traceback_and_no_secret(runtime, private_db):
+    runtime._connectors["perfex"] = LeakyPerfex(runtime.config.vendors["perfex"])
+    queue = Queue(private_db)
+    task = store_perfex_task(queue, "evt_leak", "paid 1")
+    stream = io.StringIO()
+    handler = configure_logging(runtime.config.secrets, stream=stream)
+    try:
+        assert deliver(runtime, queue, task) == "retrying"
+    finally:
+        logging.getLogger().removeHandler(handler)
+    logged = stream.getvalue()
+    assert "Traceback" in logged and "KeyError" in logged and "op_update_customer" in logged
+    assert LeakyPerfex.session not in logged
+    stored = json.dumps(
+        {k.decode(): v.decode() for k, v in private_db.hgetall(keys.task(task.id)).items()}
+    )
+    assert "KeyError" in stored and LeakyPerfex.session not in stored
