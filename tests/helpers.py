@@ -173,4 +173,4 @@ def deliver(runtime, queue, task) -> str:
 
     record = queue.load_task(task.id)
     assert record is not None
-    return process(runtime, task.id, record.gen)  # type: ignore[no-any-return]
+    return process(runtime, task.id, record.gen)
