@@ -2,8 +2,11 @@
 
 An entry's id is its task's id. ``sb:dl:<id>`` is a hash: ``entry`` (JSON: task, rule,
 event, code, message, every attempt), ``replaying`` (the time a replay was queued, "0"
-when none is), ``replays`` (how many times it was replayed); ``sb:dl:index`` orders
-entries by the time they (last) died, newest first.
+when none is), ``replays`` (how many times it was replayed), and the four filter fields
+(vendor, rule, source, code) in plain. ``sb:dl:index`` orders entries by the time they
+(last) died, newest first; ``sb:dl:by:<field>:<value>`` does the same for the entries with
+one filter value, and ``sb:dl:counts`` counts them, so a filtered page and the counts cost
+the same with a million entries as with ten. Put and resolve keep all three in one script.
 Replay is idempotent: an entry already being replayed is not queued again (one Lua check
 and mark, so two presses at once queue it once). The entry leaves the store once its
 replay is applied (or found stale: newer events already set every field it carries), and
@@ -43,7 +46,83 @@ redis.call('HINCRBY', KEYS[1], 'replays', 1)
 return 1
 """
 
-FILTERS = ("vendor", "rule", "source", "code")
+FILTERS = ("vendor", "rule", "source", "code")  # the order the scripts below take them in
+_NAMES = "local names = {'vendor', 'rule', 'source', 'code'}\n"
+
+# Drop 'id' from the by-value index and count of the filter value 'value' of field 'name'.
+_UNCOUNT = """
+local function uncount(counts, by, name, value, id)
+  redis.call('ZREM', by .. name .. ':' .. value, id)
+  if redis.call('HINCRBY', counts, name .. ':' .. value, -1) <= 0 then
+    redis.call('HDEL', counts, name .. ':' .. value)
+  end
+end
+"""
+
+# KEYS[1] the entry, KEYS[2] the index, KEYS[3] the counts; ARGV[1] id, ARGV[2] now,
+# ARGV[3] the entry's JSON, ARGV[4] the by-value key prefix, ARGV[5..8] its filter values.
+# An entry that died again with another code moves from the old code's index and count.
+_PUT = (
+    _NAMES
+    + _UNCOUNT
+    + """
+local id, now, by = ARGV[1], ARGV[2], ARGV[4]
+local old = redis.call('HMGET', KEYS[1], unpack(names))
+for i, name in ipairs(names) do
+  local value = ARGV[4 + i]
+  if old[i] ~= value then
+    if old[i] then uncount(KEYS[3], by, name, old[i], id) end
+    redis.call('HINCRBY', KEYS[3], name .. ':' .. value, 1)
+  end
+  redis.call('ZADD', by .. name .. ':' .. value, now, id)
+  redis.call('HSET', KEYS[1], name, value)
+end
+redis.call('HSET', KEYS[1], 'entry', ARGV[3], 'replaying', '0')
+redis.call('ZADD', KEYS[2], now, id)
+"""
+)
+
+# KEYS as _PUT; ARGV[1] id, ARGV[2] the by-value key prefix. 1 if the entry was there.
+_DROP = (
+    _NAMES
+    + _UNCOUNT
+    + """
+local old = redis.call('HMGET', KEYS[1], unpack(names))
+local gone = redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+for i, name in ipairs(names) do
+  if old[i] then uncount(KEYS[3], ARGV[2], name, old[i], ARGV[1]) end
+end
+return gone
+"""
+)
+
+# Index entries stored before the by-value indexes existed (no plain 'vendor' field).
+# KEYS[1] the index, KEYS[2] the counts; ARGV[1] the entry key prefix, ARGV[2] the
+# by-value key prefix, ARGV[3..] ids. Each entry is indexed whole or not at all.
+_INDEX_OLD = (
+    _NAMES
+    + """
+local n = 0
+for j = 3, #ARGV do
+  local id = ARGV[j]
+  local key = ARGV[1] .. id
+  local found = redis.call('HMGET', key, 'entry', 'vendor')
+  if found[1] and not found[2] then
+    local entry = cjson.decode(found[1])
+    local score = redis.call('ZSCORE', KEYS[1], id) or entry['died_at']
+    for _, name in ipairs(names) do
+      local value = tostring(entry[name])
+      redis.call('HSET', key, name, value)
+      redis.call('ZADD', ARGV[2] .. name .. ':' .. value, score, id)
+      redis.call('HINCRBY', KEYS[2], name .. ':' .. value, 1)
+    end
+    n = n + 1
+  end
+end
+return n
+"""
+)
 AUDIT_KEEP = 10_000  # audit records kept (newest); older ones are trimmed
 STUCK_MARK = 60.0  # see _MARK_REPLAYING
 
@@ -62,6 +141,10 @@ class DeadLetters:
         self.redactor = redactor or Redactor(())
         self.queue = Queue(client, event_ttl)
         self._mark = client.register_script(_MARK_REPLAYING)
+        self._put = client.register_script(_PUT)
+        self._drop = client.register_script(_DROP)
+        self._index_old = client.register_script(_INDEX_OLD)
+        self._indexed = False
 
     def put(
         self,
@@ -89,10 +172,10 @@ class DeadLetters:
             "attempts": self.redactor.deep(attempts),
             "task": task.to_dict(),
         }
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(keys.dead(task.id), mapping={"entry": json.dumps(entry), "replaying": "0"})
-        pipe.zadd(keys.DEAD_INDEX, {task.id: now})
-        pipe.execute()
+        self._put(
+            keys=[keys.dead(task.id), keys.DEAD_INDEX, keys.DEAD_COUNTS],
+            args=[task.id, now, json.dumps(entry), keys.DEAD_BY, *(entry[f] for f in FILTERS)],
+        )
         return {**entry, "replays": (previous or {}).get("replays", 0), "replaying": False}
 
     def get(self, entry_id: str) -> dict[str, Any] | None:
@@ -116,6 +199,9 @@ class DeadLetters:
         batch starting at the score where the last one ended, so entries added or removed
         meanwhile neither shift nor repeat what is still to come."""
         wanted = {k: v for k, v in filters.items() if v}
+        index = self._narrowest_index(wanted)
+        if index is None:
+            return
         high: float | str = "+inf" if until is None else until
         low: float | str = "-inf" if since is None else since
         seen_at_top: set[str] = set()  # ids already yielded at score ``high``
@@ -123,7 +209,7 @@ class DeadLetters:
             found = cast(
                 "list[tuple[bytes, float]]",
                 self.redis.zrevrangebyscore(
-                    keys.DEAD_INDEX, high, low, start=0, num=200 + len(seen_at_top), withscores=True
+                    index, high, low, start=0, num=200 + len(seen_at_top), withscores=True
                 ),
             )
             rows = [(m.decode(), sc) for m, sc in found if m.decode() not in seen_at_top]
@@ -143,6 +229,36 @@ class DeadLetters:
                 entry = _entry(raw, replays, replaying)
                 if all(str(entry.get(k)) == v for k, v in wanted.items()):
                     yield entry
+
+    def _narrowest_index(self, wanted: dict[str, str]) -> str | None:
+        """The index holding the fewest entries that could match ``wanted`` (None: none)."""
+        if not wanted:
+            return keys.DEAD_INDEX
+        self._ensure_indexed()
+        names = [f"{keys.DEAD_BY}{field}:{value}" for field, value in wanted.items()]
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.zcard(name)
+        size, name = min(zip(pipe.execute(), names, strict=True))
+        return name if size else None
+
+    def _ensure_indexed(self) -> None:
+        """Index, once per store, the entries written before the by-value indexes were.
+
+        Every step is one script per batch that skips indexed entries, so processes doing
+        this at once (or a put or resolve meanwhile) neither miss nor double-count any."""
+        if self._indexed or self.redis.exists(keys.DEAD_INDEXED):
+            self._indexed = True
+            return
+        start = 0
+        while ids := self.redis.zrange(keys.DEAD_INDEX, start, start + 499):
+            self._index_old(
+                keys=[keys.DEAD_INDEX, keys.DEAD_COUNTS],
+                args=[keys.dead(""), keys.DEAD_BY, *ids],
+            )
+            start += len(ids)
+        self.redis.set(keys.DEAD_INDEXED, "1")
+        self._indexed = True
 
     def list(
         self,
@@ -175,10 +291,12 @@ class DeadLetters:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """How many entries there are per vendor and per code (for the top of the page)."""
+        self._ensure_indexed()
         out: dict[str, dict[str, int]] = {"vendor": {}, "code": {}}
-        for entry in self.iter_newest():
-            for key in ("vendor", "code"):
-                out[key][entry[key]] = out[key].get(entry[key], 0) + 1
+        for field_value, count in self.redis.hgetall(keys.DEAD_COUNTS).items():
+            field, _, value = field_value.decode().partition(":")
+            if field in out:
+                out[field][value] = int(count)
         return out
 
     @staticmethod
@@ -249,10 +367,10 @@ class DeadLetters:
 
     def resolve(self, entry_id: str) -> None:
         """The replayed task was applied (or was stale): the entry leaves the store."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(keys.dead(entry_id))
-        pipe.zrem(keys.DEAD_INDEX, entry_id)
-        pipe.execute()
+        self._drop(
+            keys=[keys.dead(entry_id), keys.DEAD_INDEX, keys.DEAD_COUNTS],
+            args=[entry_id, keys.DEAD_BY],
+        )
 
     def discard(self, entry_id: str, who: str = "unknown") -> bool:
         entry = self.get(entry_id)

@@ -10,6 +10,9 @@ HEARTBEATS = PREFIX + "heartbeats"  # hash worker name -> last beat (unix time)
 REPLICATION_MARK = PREFIX + "replication-mark"  # written before each WAIT (worker.replication)
 RECOVERED = PREFIX + "m:recovered"  # hash worker name -> deliveries made due after it died
 DEAD_INDEX = PREFIX + "dl:index"  # zset dead-letter id -> time it (last) died
+DEAD_BY = PREFIX + "dl:by:"  # + "<field>:<value>": zset, the DEAD_INDEX entries with that value
+DEAD_COUNTS = PREFIX + "dl:counts"  # hash "<field>:<value>" -> entries with that value
+DEAD_INDEXED = PREFIX + "dl:indexed"  # set once every entry is in DEAD_BY and DEAD_COUNTS
 AUDIT = PREFIX + "audit"  # list of JSON audit records, newest first
 CELERY_QUEUE = "switchboard"
 
