@@ -119,6 +119,14 @@ class Procs:
                 out[role] = out.get(role, 0.0) + tree_cpu_seconds(process.pid)
         return out
 
+    @staticmethod
+    def host_jiffies() -> dict[str, int]:
+        """This machine's CPU time so far (clock ticks, all cores): ``total`` and ``steal``,
+        the time the hypervisor ran someone else while we had work (Linux /proc/stat)."""
+        with open("/proc/stat") as stat:
+            ticks = [int(t) for t in stat.readline().split()[1:]]
+        return {"total": sum(ticks[:8]), "steal": ticks[7] if len(ticks) > 7 else 0}
+
     def redis(self, directory: Path) -> redis_lib.Redis:
         directory.mkdir(parents=True, exist_ok=True)
         for old in directory.glob("*.aof*"):

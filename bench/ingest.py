@@ -58,10 +58,12 @@ def measured(procs: Procs, name: str, run: Callable[[], dict[str, Any]]) -> dict
     """``run()``, with the CPU each part used per request: the load generator, this app's
     gunicorn and Redis (microseconds). They share two cores, so this says where a rate
     went: an app whose requests cost twice the CPU answers about half as many."""
-    before = procs.cpu_seconds()
+    before, host_before = procs.cpu_seconds(), procs.host_jiffies()
     data = run()
-    after = procs.cpu_seconds()
+    after, host_after = procs.cpu_seconds(), procs.host_jiffies()
     count = max(data["count"], 1)
+    ticks = max(host_after["total"] - host_before["total"], 1)
+    data["steal_pct"] = round(100 * (host_after["steal"] - host_before["steal"]) / ticks, 1)
     data["cpu_us_per_request"] = {
         "loadgen": round(data.pop("loadgen_cpu_seconds") / count * 1e6, 1),
         "web": round((after[name] - before[name]) / count * 1e6, 1),
@@ -177,6 +179,9 @@ def main(argv: list[str]) -> dict[str, Any]:
             [[n, *cpu[n].values(), sum(cpu[n].values())] for n in NAMES],
         )
     )
+    steal = [r["steal_pct"] for n in NAMES for r in runs[n]["closed"]]
+    summary["steal_pct_max"] = max(steal)
+    print(f"CPU stolen by the hypervisor during the closed-loop runs: up to {max(steal):.1f}%")
     print(
         f"ratio {ratio:.3f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)}; target >= 0.75); "
         f"p99 at {args.rate:.0f}/s {p99:.1f} ms (target < 25); met: {summary['met']}"

@@ -45,10 +45,23 @@ def test_ingest_charges_each_part_its_cpu_per_request():
     class Procs:  # the CPU seconds a benchmark's processes have used, read twice
         readings = iter([{"bare": 1.0, "redis": 0.5}, {"bare": 1.4, "redis": 0.6}])
 
+        host = iter([{"total": 1000, "steal": 10}, {"total": 1400, "steal": 50}])
+
         def cpu_seconds(self):
             return next(self.readings)
 
+        def host_jiffies(self):
+            return next(self.host)
+
     run = measured(Procs(), "bare", lambda: {"count": 2000, "loadgen_cpu_seconds": 0.2})
     assert run["cpu_us_per_request"] == {"loadgen": 100.0, "web": 200.0, "redis": 50.0}
+    assert run["steal_pct"] == 10.0  # 40 of 400 ticks
     rounds = [{"cpu_us_per_request": {"web": w, "redis": 1.0}} for w in (300.0, 100.0, 200.0)]
     assert cpu_medians(rounds) == {"web": 200.0, "redis": 1.0}
+
+
+def test_host_jiffies_reads_this_machine():
+    from bench.common import Procs
+
+    first = Procs.host_jiffies()
+    assert first["total"] > 0 and 0 <= first["steal"] <= first["total"]
