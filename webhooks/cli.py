@@ -224,8 +224,8 @@ def _run(call: Any) -> Any:
         return call()
     except OpsError as exc:
         _fail(str(exc))
-    except NotReplicated as exc:  # done on the master; running it again is safe
-        _fail(f"{exc}; run it again")
+    except NotReplicated as exc:
+        _fail(_ops_error(exc))
     except redis_lib.RedisError as exc:
         _fail(f"Redis is unreachable ({type(exc).__name__}); is REDIS_URL right?")
 
@@ -377,6 +377,14 @@ _REPLAY_WORDS = {
 }
 
 
+def _ops_error(exc: Exception) -> str:
+    """An ops call's error for the terminal; one not confirmed by replicas was done on the
+    master, and doing it again is safe, so the line says to."""
+    from worker.replication import NotReplicated
+
+    return f"{exc}; run it again" if isinstance(exc, NotReplicated) else str(exc)
+
+
 def _replay_ids(ops: Any, entry_ids: tuple[str, ...], as_json: bool) -> None:
     from webhooks.ops.service import OpsError
     from worker.replication import NotReplicated
@@ -387,9 +395,8 @@ def _replay_ids(ops: Any, entry_ids: tuple[str, ...], as_json: bool) -> None:
             result = ops.replay(entry_id, who=_who())
         except (OpsError, NotReplicated) as exc:
             failed = True
-            again = "; run it again" if isinstance(exc, NotReplicated) else ""
-            result = {"status": "error", "id": entry_id, "message": f"{exc}{again}"}
-            click.echo(f"Error: {exc}{again}", err=True)
+            result = {"status": "error", "id": entry_id, "message": _ops_error(exc)}
+            click.echo(f"Error: {_ops_error(exc)}", err=True)
         else:
             result = {**result, "id": entry_id}
         results.append(result)
@@ -465,7 +472,7 @@ def dlq_discard(entry_ids: tuple[str, ...]) -> None:
                 click.echo(f"{entry_id}: discarded")
             except (OpsError, NotReplicated) as exc:
                 failed = True
-                click.echo(f"Error: {exc}", err=True)
+                click.echo(f"Error: {_ops_error(exc)}", err=True)
         return failed
 
     if _run(discard_each):

@@ -81,6 +81,7 @@ def test_an_ops_replay_is_answered_only_once_a_replica_has_it(tmp_path, monkeypa
     try:
         client = redis_lib.Redis.from_url(master.url)
         entry = synthetic_dead_letter(client, 1, time.time())
+        other = synthetic_dead_letter(client, 2, time.time())
         settings = make_settings(master.url, min_replicas=1, replica_timeout=0.3)
         http = create_app(settings, load_config(TEST_CONFIG)).test_client()
         wait_for(master.replica_synced)
@@ -90,9 +91,12 @@ def test_an_ops_replay_is_answered_only_once_a_replica_has_it(tmp_path, monkeypa
             response = http.post(f"/ops/dead-letters/{entry}/replay", headers=OPS)
             assert response.status_code == 503
             assert response.get_json()["error"]["code"] == "not_replicated"
-            done = _cli_replay(master.url, entry)  # the CLI says so too, and exits 1
+            done = _cli(master.url, "replay", entry)  # the CLI says so too, and exits 1
             assert done.exit_code == 1
             assert "replica(s) confirmed" in done.output and "run it again" in done.output
+            gone = _cli(master.url, "discard", other)  # so does a discard
+            assert gone.exit_code == 1
+            assert "replica(s) confirmed" in gone.output and "run it again" in gone.output
         finally:
             os.kill(replica.process.pid, signal.SIGCONT)
         response = http.post(f"/ops/dead-letters/{entry}/replay", headers=OPS)
@@ -103,7 +107,7 @@ def test_an_ops_replay_is_answered_only_once_a_replica_has_it(tmp_path, monkeypa
         master.stop()
 
 
-def _cli_replay(redis_url: str, entry: str):
+def _cli(redis_url: str, command: str, entry: str):
     from click.testing import CliRunner
 
     from tests.helpers import TEST_CONFIG
@@ -115,4 +119,4 @@ def _cli_replay(redis_url: str, entry: str):
         "SWITCHBOARD_MIN_REPLICAS": "1",
         "SWITCHBOARD_REPLICA_TIMEOUT": "0.3",
     }
-    return CliRunner().invoke(main, ["dlq", "replay", entry], env=env, catch_exceptions=False)
+    return CliRunner().invoke(main, ["dlq", command, entry], env=env, catch_exceptions=False)
