@@ -26,12 +26,39 @@ import copy
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from flask import Blueprint, Flask, Response, jsonify, request
+from marshmallow import RAISE, Schema, ValidationError, validate
+from marshmallow import fields as mfields
 
 LOG_LIMIT = 50_000  # requests kept for /_sim/log (~1 KB each); the oldest go first
+
+
+_RATE = validate.Range(0, 1)
+_COUNT = validate.Range(min=0)
+
+
+class KnobsSchema(Schema):
+    """What ``POST /_sim/knobs`` accepts: every knob optional, each checked (400 if not)."""
+
+    class Meta:
+        unknown = RAISE
+
+    latency_ms = mfields.Float(validate=_COUNT)
+    fail_rate = mfields.Float(validate=_RATE)
+    fail_status = mfields.Integer(strict=True, validate=validate.Range(100, 599))
+    fail_next = mfields.Integer(strict=True, validate=_COUNT)
+    ratelimit_rate = mfields.Float(validate=_RATE)
+    ratelimit_next = mfields.Integer(strict=True, validate=_COUNT)
+    retry_after = mfields.String()
+    hang_rate = mfields.Float(validate=_RATE)
+    hang_next = mfields.Integer(strict=True, validate=_COUNT)
+    hang_seconds = mfields.Float(validate=_COUNT)
+    garble_rate = mfields.Float(validate=_RATE)
+    garble_next = mfields.Integer(strict=True, validate=_COUNT)
+    seed = mfields.Integer(strict=True)
 
 
 @dataclass
@@ -88,12 +115,11 @@ class Simulator:
             self.rng = random.Random(0)
             self.expire_credentials()
 
-    def set_knobs(self, values: dict[str, Any]) -> Knobs:
-        known = {f.name: f.type for f in fields(Knobs)}
+    def set_knobs(self, values: Any) -> Knobs:
+        """Set the given knobs, all or none; ValidationError names each bad one."""
+        values = KnobsSchema().load(values)
         with self.lock:
             for key, value in values.items():
-                if key not in known:
-                    raise KeyError(key)
                 setattr(self.knobs, key, value)
             if "seed" in values:
                 self.rng = random.Random(values["seed"])
@@ -180,9 +206,9 @@ class Simulator:
         @bp.post("/knobs")
         def post_knobs() -> Response | tuple[Response, int]:
             try:
-                knobs = self.set_knobs(request.get_json(force=True) or {})
-            except KeyError as exc:
-                return jsonify({"error": f"unknown knob {exc.args[0]}"}), 400
+                knobs = self.set_knobs(request.get_json(force=True, silent=True))
+            except ValidationError as exc:
+                return jsonify({"error": "bad knobs", "fields": exc.messages}), 400
             return jsonify(asdict(knobs))
 
         @bp.get("/knobs")
