@@ -4,7 +4,9 @@ A rule matches an event from its ``source`` whose type matches one of its ``even
 (exact or glob) and whose optional ``if`` test is true. Each action becomes one
 :class:`~worker.model.UpdateTask`. A template that fails on this event (a missing key,
 a type error) does not drop the event: the task carries ``mapping_error`` and becomes a
-dead letter, so ops can fix the rule and replay the event.
+dead letter, so ops can fix the rule and replay the event. So does an ``if`` test that
+fails with an error (every action of its rule does); one that names a key this event
+lacks is simply false (``is defined`` asks that on purpose).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import fnmatch
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import TemplateError
+from jinja2 import UndefinedError
 
 from config.loader import Config, RuleConfig
 from webhooks.sources.base import Event
@@ -75,11 +77,18 @@ class RuleSet:
             try:
                 if rule.condition is not None and not rule.condition(**scope):
                     continue
-            except TemplateError:
-                continue  # a test that cannot be evaluated on this event is false
-            tasks = tuple(
-                _render_action(rule.name, i, a, event, scope) for i, a in enumerate(rule.actions)
-            )
+            except UndefinedError:
+                continue  # a test on a key this event lacks is false
+            except Exception as exc:  # a broken test must not drop the event: dead letters
+                error = f"if: {_error(exc)}"
+                tasks = tuple(
+                    _failed(rule.name, i, a, event, error) for i, a in enumerate(rule.actions)
+                )
+            else:
+                tasks = tuple(
+                    _render_action(rule.name, i, a, event, scope)
+                    for i, a in enumerate(rule.actions)
+                )
             matches.append(Match(rule.name, tasks))
         return matches
 
@@ -87,10 +96,8 @@ class RuleSet:
         return [task for match in self.map_event(event) for task in match.tasks]
 
 
-def _render_action(
-    rule: str, index: int, action: CompiledAction, event: Event, scope: dict[str, Any]
-) -> UpdateTask:
-    common: dict[str, Any] = dict(
+def _common(rule: str, index: int, action: CompiledAction, event: Event) -> dict[str, Any]:
+    return dict(
         source=event.source,
         event_id=event.id,
         event_type=event.type,
@@ -100,13 +107,26 @@ def _render_action(
         op=action.op,
         occurred_at=event.occurred_at,
     )
+
+
+def _error(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _failed(rule: str, index: int, action: CompiledAction, event: Event, error: str) -> UpdateTask:
+    """The action as a task that cannot run: it becomes a ``mapping_error`` dead letter."""
+    common = _common(rule, index, action, event)
+    return UpdateTask(target="", fields={}, mapping_error=error, **common)
+
+
+def _render_action(
+    rule: str, index: int, action: CompiledAction, event: Event, scope: dict[str, Any]
+) -> UpdateTask:
     try:
         target = render_value(action.target, scope)
         fields = render_value(action.fields, scope)
-    except (TemplateError, TypeError, ValueError, ZeroDivisionError, ArithmeticError) as exc:
-        return UpdateTask(
-            target="", fields={}, mapping_error=f"{type(exc).__name__}: {exc}", **common
-        )
+    except Exception as exc:  # whatever a template raises on this event: a dead letter
+        return _failed(rule, index, action, event, _error(exc))
     if target is None or target == "":
-        return UpdateTask(target="", fields={}, mapping_error="target rendered empty", **common)
-    return UpdateTask(target=str(target), fields=fields, **common)
+        return _failed(rule, index, action, event, "target rendered empty")
+    return UpdateTask(target=str(target), fields=fields, **_common(rule, index, action, event))
