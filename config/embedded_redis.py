@@ -11,10 +11,13 @@ loop cycle, so concurrent ingests share one fsync. Its URL is written to
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis as redis_lib
@@ -82,10 +85,33 @@ def wait_ready(url: str, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+class NoRedis(RuntimeError):
+    """No ``REDIS_URL`` and no embedded Redis running (for commands that never start one)."""
+
+
+@contextlib.contextmanager
+def _only_one_starter(var_dir: Path) -> Iterator[None]:
+    """Hold ``var_dir/redis.lock`` (an OS lock, released if we die): processes started
+    together (gunicorn's workers, a worker, a CLI) check for and start the embedded Redis
+    one at a time, so they all find the same one. Two would each take acknowledged
+    webhooks the other's workers never see, and write the same AOF."""
+    var_dir.mkdir(parents=True, exist_ok=True)
+    with open(var_dir / "redis.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def start(var_dir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """Start a Redis child process with its AOF in ``var_dir``; returns it and its URL."""
     var_dir = var_dir.resolve()
-    var_dir.mkdir(parents=True, exist_ok=True)
+    with _only_one_starter(var_dir):
+        return _start(var_dir, port)
+
+
+def _start(var_dir: Path, port: int | None) -> tuple[subprocess.Popen[bytes], str]:
     port = port or free_port()
     url = f"redis://127.0.0.1:{port}/0"
     process = subprocess.Popen(server_args(var_dir, port), stdout=subprocess.DEVNULL)
@@ -103,12 +129,23 @@ def running_url(var_dir: Path) -> str | None:
     return None
 
 
-def resolve_redis_url(settings: Settings) -> str:
-    """``REDIS_URL`` if set; else the embedded Redis of ``./var`` (started if not running)."""
+def resolve_redis_url(settings: Settings, start_if_missing: bool = True) -> str:
+    """``REDIS_URL`` if set; else the embedded Redis of ``./var``, started if not running
+    (unless not ``start_if_missing``: then :class:`NoRedis`)."""
     if settings.redis_url:
         return settings.redis_url
-    url = running_url(settings.var_dir)
+    var_dir = settings.var_dir.resolve()
+    url = running_url(var_dir)
     if url:
         return url
-    _, url = start(settings.var_dir)  # left running: `switchboard up` owns its own
+    if not start_if_missing:
+        raise NoRedis(
+            f"no Redis: REDIS_URL is unset and no embedded Redis runs in {var_dir}; "
+            "set REDIS_URL, or start one with `switchboard up`"
+        )
+    with _only_one_starter(var_dir):
+        url = running_url(var_dir)  # another process may have started it meanwhile
+        if url:
+            return url
+        _, url = _start(var_dir, None)  # left running: `switchboard up` owns its own
     return url

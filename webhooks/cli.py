@@ -64,8 +64,18 @@ def web(workers: int) -> None:
     from webhooks.supervisor import web_command
 
     _load()  # fail early and clearly on a bad config
+    _share_redis()
     command = web_command(_settings().port, workers)
     os.execvp(command[0], command)
+
+
+def _share_redis() -> None:
+    """Settle the Redis URL once, here, for every process the command starts (gunicorn's
+    workers): with REDIS_URL unset, they all use the one embedded Redis found or started
+    now."""
+    from config.embedded_redis import resolve_redis_url
+
+    os.environ["REDIS_URL"] = resolve_redis_url(_settings())
 
 
 @main.command()
@@ -76,6 +86,7 @@ def worker(concurrency: int, name: str) -> None:
     from webhooks.supervisor import worker_command
 
     _load()  # also checks the environment: fail here, clearly, not in the worker
+    _share_redis()
     command = worker_command(concurrency, name)
     os.execvp(command[0], command)
 
@@ -185,7 +196,7 @@ def _describe_matches(matches: list[dict[str, Any]]) -> str:
 
 # -- dead letters and events (talk to Redis directly: work when the web is down) -----------
 def _ops() -> Any:
-    from config.embedded_redis import resolve_redis_url
+    from config.embedded_redis import NoRedis, resolve_redis_url
     from webhooks.ops.service import Ops
     from webhooks.rules import RuleSet
     from worker.redact import Redactor
@@ -193,8 +204,12 @@ def _ops() -> Any:
 
     settings = _settings()
     config = _load()
+    try:  # ops commands read what is there: they never start a Redis of their own
+        url = resolve_redis_url(settings, start_if_missing=False)
+    except NoRedis as exc:
+        _fail(str(exc))
     return Ops(
-        connect(resolve_redis_url(settings)),
+        connect(url),
         RuleSet(config),
         Redactor(config.secrets),
         settings.event_ttl_seconds,

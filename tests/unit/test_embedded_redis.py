@@ -1,0 +1,68 @@
+"""The embedded Redis (REDIS_URL unset): processes started together find or start exactly
+one; ops commands never start one of their own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import redis as redis_lib
+
+from tests.helpers import ROOT, TEST_CONFIG
+
+RESOLVE = (
+    "from config.embedded_redis import resolve_redis_url; from config.settings import Settings;"
+    "print(resolve_redis_url(Settings.from_env()))"
+)
+
+
+def _env(var_dir: Path) -> dict[str, str]:
+    environ = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    environ.update(
+        PYTHONPATH=str(ROOT),
+        SWITCHBOARD_CONFIG=str(TEST_CONFIG),
+        SANDBOX_URL="http://127.0.0.1:9",
+        SWITCHBOARD_VAR_DIR=str(var_dir),
+    )
+    return environ
+
+
+def test_processes_starting_together_share_one_embedded_redis(tmp_path):
+    starters = [
+        subprocess.Popen(
+            [sys.executable, "-c", RESOLVE],
+            cwd=ROOT,
+            env=_env(tmp_path),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    urls = {starter.communicate(timeout=60)[0].strip() for starter in starters}
+    try:
+        assert len(urls) == 1, urls  # without the lock: several servers, one AOF
+        assert (tmp_path / "redis.url").read_text() == next(iter(urls))
+    finally:
+        for url in urls:
+            try:
+                redis_lib.Redis.from_url(url).shutdown(nosave=True)
+            except redis_lib.ConnectionError:
+                pass  # shutting down closes the connection
+
+
+def test_an_ops_command_never_starts_a_redis(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "webhooks.cli", "dlq", "list"],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "no Redis: REDIS_URL is unset" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "redis.url").exists()
