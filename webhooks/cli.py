@@ -258,6 +258,17 @@ def _time(value: str | None) -> float | None:
         raise click.BadParameter(f"{value!r}: not unix seconds or ISO 8601") from None
 
 
+def _cursor(_ctx: Any, _param: Any, value: str | None) -> str | None:
+    from worker.deadletter import parse_cursor
+
+    if value is not None:
+        try:
+            parse_cursor(value)
+        except ValueError as exc:
+            raise click.BadParameter(f"{value!r}: {exc}") from None
+    return value
+
+
 def _filters(**given: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {k: v for k, v in given.items() if v and k not in ("since", "until")}
     for key in ("since", "until"):
@@ -297,7 +308,7 @@ def dlq() -> None:
 @dlq.command("list")
 @filter_options
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
-@click.option("--cursor", help="next_cursor of the previous page")
+@click.option("--cursor", callback=_cursor, help="next_cursor of the previous page")
 @click.option("--json", "as_json", is_flag=True, help="the API's JSON (items, next_cursor)")
 def dlq_list(limit: int, cursor: str | None, as_json: bool, **given: str | None) -> None:
     """Dead letters, newest first (the same items as GET /ops/dead-letters)."""

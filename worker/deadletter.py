@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -274,7 +275,7 @@ class DeadLetters:
         Pages follow the (died_at, id) order, so entries added meanwhile (newer) never
         shift later pages and removed ones are simply skipped.
         """
-        after = self._position(cursor) if cursor else None
+        after = parse_cursor(cursor) if cursor else None
         if after is not None:
             until = after[0] if until is None else min(until, after[0])
         items: list[dict[str, Any]] = []
@@ -298,14 +299,6 @@ class DeadLetters:
             if field in out:
                 out[field][value] = int(count)
         return out
-
-    @staticmethod
-    def _position(cursor: str) -> tuple[float, str] | None:
-        died_at, _, entry_id = cursor.partition(":")
-        try:
-            return float(died_at), entry_id
-        except ValueError:
-            return None
 
     @staticmethod
     def summary(entry: dict[str, Any]) -> dict[str, Any]:
@@ -409,6 +402,18 @@ class DeadLetters:
                 if len(out) >= limit:
                     break
         return out
+
+
+def parse_cursor(cursor: str) -> tuple[float, str]:
+    """``died_at:id`` (a page's ``next_cursor``) as (died_at, id); ValueError otherwise."""
+    died_at, colon, entry_id = cursor.partition(":")
+    try:
+        position = float(died_at)
+    except ValueError:
+        position = math.nan
+    if not (colon and entry_id and math.isfinite(position)):
+        raise ValueError("not a cursor this listing gave (next_cursor)")
+    return position, entry_id
 
 
 def _entry(raw: bytes, replays: bytes | None, replaying: bytes | None) -> dict[str, Any]:

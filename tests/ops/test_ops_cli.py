@@ -162,3 +162,10 @@ def test_cli_says_so_when_redis_is_down(sandbox):
     result = runner.invoke(main, ["dlq", "list"], env=env)
     assert result.exit_code == 1
     assert "Redis is unreachable" in result.output
+
+
+def test_the_cli_refuses_a_bad_cursor_or_time(cli):
+    bad_cursor = cli("dlq", "list", "--cursor", "garbage")
+    assert bad_cursor.exit_code == 2 and "not a cursor" in bad_cursor.output
+    bad_time = cli("dlq", "list", "--since", "nan")
+    assert bad_time.exit_code == 2 and "Traceback" not in bad_time.output

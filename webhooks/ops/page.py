@@ -32,6 +32,7 @@ from webhooks.ops.api import ops, tokens
 from webhooks.ops.auth import identify
 from webhooks.ops.service import ConflictError, NotFoundError
 from webhooks.state import get_state
+from worker.deadletter import parse_cursor
 
 bp = Blueprint(
     "ops_page",
@@ -150,6 +151,12 @@ def index() -> str:
     for problem in problems:
         flash(f"Filter ignored — {problem}", "error")
     cursor = request.args.get("cursor") or None
+    if cursor is not None:
+        try:
+            parse_cursor(cursor)
+        except ValueError:
+            flash("Page link ignored — not one this page gave; showing the first page", "error")
+            cursor = None
     page = service.list(limit=50, cursor=cursor, **filters)
     next_args: dict[str, Any] = {k: v for k, v in raw.items() if v}
     return render_template(

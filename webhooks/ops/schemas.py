@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -9,13 +10,22 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 
 class Timestamp(fields.Field):
-    """Unix seconds or an ISO 8601 date-time (a naive one is taken as UTC)."""
+    """Unix seconds or an ISO 8601 date-time (a naive one is taken as UTC); finite, and
+    never a boolean (JSON ``true`` is not a time)."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, bool):
+            raise ValidationError("not unix seconds or an ISO 8601 date-time")
         try:
-            return float(value)
+            seconds = float(value)
         except (TypeError, ValueError):
-            pass
+            return self._iso(value)
+        if not math.isfinite(seconds):
+            raise ValidationError("not a finite number of unix seconds")
+        return seconds
+
+    @staticmethod
+    def _iso(value: Any) -> float:
         try:
             text = str(value).replace("Z", "+00:00")
             parsed = datetime.fromisoformat(text)
@@ -28,6 +38,20 @@ class Timestamp(fields.Field):
         return parsed.timestamp()
 
 
+class Cursor(fields.String):
+    """A page cursor: the ``next_cursor`` a previous page gave, nothing else."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        from worker.deadletter import parse_cursor
+
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            parse_cursor(text)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        return text
+
+
 class Error(Schema):
     class Body(Schema):
         code = fields.String(required=True)
@@ -36,12 +60,16 @@ class Error(Schema):
     error = fields.Nested(Body, required=True)
 
 
+_GIVEN = validate.Length(min=1)  # an empty filter value is refused, not read as no filter
+
+
 class DeadLetterFilter(Schema):
-    vendor = fields.String(metadata={"description": "vendor instance name"})
-    rule = fields.String(metadata={"description": "rule name"})
-    source = fields.String(metadata={"description": "source name"})
+    vendor = fields.String(validate=_GIVEN, metadata={"description": "vendor instance name"})
+    rule = fields.String(validate=_GIVEN, metadata={"description": "rule name"})
+    source = fields.String(validate=_GIVEN, metadata={"description": "source name"})
     code = fields.String(
-        metadata={"description": "dead-letter code (mapping_error, not_found, exhausted, ...)"}
+        validate=_GIVEN,
+        metadata={"description": "dead-letter code (mapping_error, not_found, exhausted, ...)"},
     )
     since = Timestamp(metadata={"description": "died at or after (unix seconds or ISO 8601)"})
     until = Timestamp(metadata={"description": "died at or before (unix seconds or ISO 8601)"})
@@ -49,7 +77,7 @@ class DeadLetterFilter(Schema):
 
 class DeadLetterListArgs(DeadLetterFilter):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
-    cursor = fields.String(metadata={"description": "next_cursor of the previous page"})
+    cursor = Cursor(metadata={"description": "next_cursor of the previous page"})
 
 
 class BulkReplayRequest(DeadLetterFilter):

@@ -1,0 +1,69 @@
+"""Ops input that is not what it looks like gets a precise 400, never a job or a 503: an
+empty filter value (it must not widen a bulk replay to every entry), a time that is not a
+finite number, a cursor no page gave."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.ops.support import OPS, synthetic_dead_letter
+
+BAD_TIMES = ["nan", "inf", "-Infinity", "1e999"]
+
+
+def _error(response) -> str:
+    assert response.status_code == 400, response.data
+    return response.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize("body", [{"vendor": ""}, {"code": "", "all": False}, {"rule": ""}])
+def test_an_empty_filter_value_does_not_replay_everything(client, redis, body):
+    synthetic_dead_letter(redis, 1, 100.0)
+    assert "Shorter than minimum length" in _error(
+        client.post("/ops/dead-letters/replay", headers=OPS, json=body)
+    )
+    assert redis.keys("sb:job:*") == []
+
+
+@pytest.mark.parametrize("value", [*BAD_TIMES, "true"])
+def test_a_time_that_is_not_finite_is_a_400(client, value):
+    message = _error(client.get(f"/ops/dead-letters?since={value}", headers=OPS))
+    assert "since" in message
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), True])
+def test_a_bulk_replay_time_that_is_not_finite_is_a_400(client, redis, value):
+    body = json.dumps({"vendor": "perfex", "until": value})  # NaN/Infinity as Python writes
+    response = client.post(
+        "/ops/dead-letters/replay", headers={**OPS, "Content-Type": "application/json"}, data=body
+    )
+    assert "until" in _error(response)
+    assert redis.keys("sb:job:*") == []
+
+
+@pytest.mark.parametrize("cursor", ["garbage", "nan:x", "12.5", "12.5:", "inf:abc"])
+def test_a_cursor_no_page_gave_is_a_400(client, cursor):
+    assert "cursor" in _error(client.get(f"/ops/dead-letters?cursor={cursor}", headers=OPS))
+
+
+def test_the_cursor_a_page_gave_still_works(client, redis):
+    ids = [synthetic_dead_letter(redis, n, 100.0 + n) for n in range(3)]
+    first = client.get("/ops/dead-letters?limit=2", headers=OPS).get_json()
+    second = client.get(f"/ops/dead-letters?limit=2&cursor={first['next_cursor']}", headers=OPS)
+    assert [i["id"] for i in second.get_json()["items"]] == [ids[0]]
+
+
+def test_the_page_shows_the_first_page_for_a_cursor_it_did_not_give(client, redis):
+    entry = synthetic_dead_letter(redis, 1, 100.0)
+    login = client.get("/ops/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', login)
+    assert csrf is not None
+    signed_in = client.post("/ops/login", data={"token": "test-ops-token", "csrf_token": csrf[1]})
+    assert signed_in.status_code == 302
+    page = client.get("/ops/?cursor=garbage")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "Page link ignored" in text and entry in text
