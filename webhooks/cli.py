@@ -282,7 +282,10 @@ def _stamp(value: float | None) -> str:
 
     if value is None:
         return "-"
-    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError):  # not a time datetime can show
+        return str(value)
 
 
 def filter_options(func: Any) -> Any:

@@ -17,6 +17,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from webhooks.errors import NotFound
 from webhooks.sources.base import InboundRequest
+from webhooks.sources.common import check_occurred_at
 from webhooks.state import get_state
 
 bp = Blueprint("ingest", __name__)
@@ -37,6 +38,8 @@ def receive(source: str) -> tuple[Response, int]:
     )
     verifier.verify(inbound)
     events = verifier.parse(inbound)
+    for event in events:
+        check_occurred_at(event)  # before anything is stored: all or nothing
     accepted: list[str] = []
     duplicates: list[str] = []
     tasks = 0

@@ -73,6 +73,31 @@ def test_event_without_id_is_400(client):
     assert (response.status_code, error_code(response)) == (400, "missing_event_id")
 
 
+@pytest.mark.parametrize(
+    "created", [1e300, time.time() + 2 * 86400, -5], ids=["1e300", "in-2-days", "before-1970"]
+)
+def test_an_event_time_outside_1970_to_tomorrow_is_400_and_nothing_is_stored(
+    client, redis, created
+):
+    body = with_changes("stripe/payment_intent.succeeded.json", id="evt_far", created=created)
+    response = client.post("/webhooks/stripe", data=body, headers=stripe_headers(body))
+    assert (response.status_code, error_code(response)) == (400, "invalid_time")
+    assert "evt_far" in response.get_json()["error"]["message"]
+    assert Queue(redis).load_event("stripe", "evt_far") is None
+
+
+@pytest.mark.parametrize("scale", [1, 1e3, 1e6, 1e9])  # s, ms, us, ns
+def test_an_hmac_time_in_any_unit_is_read_as_seconds(client, redis, scale):
+    at = 1_763_894_112
+    body = json.dumps(
+        {"event_id": f"evt-unit-{scale:g}", "event": "address.changed", "at": at * scale}
+    ).encode()
+    response = client.post("/webhooks/portal", data=body, headers=hmac_headers(body))
+    assert response.status_code in (200, 202), response.get_json()
+    loaded = Queue(redis).load_event("portal", f"evt-unit-{scale:g}")
+    assert loaded is not None and loaded[0].occurred_at == pytest.approx(at)
+
+
 def test_unknown_source_is_404(client):
     response = client.post("/webhooks/nobody", data=b"{}")
     assert (response.status_code, error_code(response)) == (404, "unknown_source")

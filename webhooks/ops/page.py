@@ -57,7 +57,10 @@ def csrf_token() -> str:
 def format_ts(value: Any) -> str:
     if value in (None, ""):
         return "—"
-    return datetime.fromtimestamp(float(value), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return datetime.fromtimestamp(float(value), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (ValueError, OverflowError, OSError):  # not a time datetime can show
+        return str(value)
 
 
 @bp.app_context_processor

@@ -13,6 +13,7 @@ from typing import Any
 from marshmallow import ValidationError, fields
 
 from webhooks.errors import MalformedPayload, StaleTimestamp
+from webhooks.sources.base import Event
 
 
 class Secrets(fields.Field):
@@ -63,6 +64,23 @@ def check_window(timestamp: float, now: float, tolerance: float) -> None:
         raise StaleTimestamp(f"timestamp outside the {int(tolerance)} s tolerance")
 
 
+FUTURE_SLACK = 86400.0  # an event may say it happened up to a day after we received it
+
+
+def check_occurred_at(event: Event) -> None:
+    """An event's time orders its field updates against every later event's, for as long
+    as the field versions are kept: one from the far future would make every later update
+    of those fields ``stale``, silently. So it must fall between 1970 and a day after
+    receipt (clock skew); anything else is a 400 naming the event."""
+    if not 0 <= event.occurred_at <= event.received_at + FUTURE_SLACK:
+        raise MalformedPayload(
+            f"event {event.id!r}: its time ({event.occurred_at:.0f} unix seconds) is not "
+            "between 1970 and a day from now; seconds, milliseconds, microseconds and "
+            "nanoseconds are understood",
+            code="invalid_time",
+        )
+
+
 def parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
@@ -71,8 +89,15 @@ def parse_json(body: bytes) -> Any:
         raise MalformedPayload("body is not valid JSON", code="malformed_json") from exc
 
 
+def _unit(value: float) -> float:
+    """How many of ``value``'s units make a second, by magnitude: unix seconds pass 1e11
+    only in the year 5138, milliseconds pass 1e14 in 5138 too, and so on."""
+    return 1e9 if value > 1e17 else 1e6 if value > 1e14 else 1e3 if value > 1e11 else 1.0
+
+
 def to_epoch(value: Any) -> float:
-    """Unix seconds from seconds, milliseconds (>1e11), a numeric string or ISO-8601.
+    """Unix seconds from seconds, milliseconds (>1e11), microseconds (>1e14), nanoseconds
+    (>1e17), a numeric string or ISO-8601.
 
     Raises ValueError for anything else, including NaN, infinities and numbers too big
     for a float (a JSON body may hold any of them).
@@ -81,7 +106,7 @@ def to_epoch(value: Any) -> float:
         raise ValueError("a boolean is not a time")
     if isinstance(value, int | float):
         try:
-            seconds = value / 1000 if value > 1e11 else float(value)
+            seconds = float(value) / _unit(value)
         except OverflowError as exc:
             raise ValueError("time out of range") from exc
         if not math.isfinite(seconds):
