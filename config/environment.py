@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
 _T = TypeVar("_T")
+_WHOLE = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: str.isdigit() takes "²", int() not
 
 
 class EnvError(ValueError):
@@ -33,14 +35,21 @@ class Reader:
         self.env = os.environ if env is None else env
         self.problems: list[str] = []
 
-    def text(self, name: str, default: str | None = None) -> str | None:
-        return self.env.get(name) or default
+    def text(self, name: str, default: str | None = None, strip: bool = False) -> str | None:
+        """The value as it is (``strip``: without surrounding blanks, which would make
+        a token nobody can send); unset or empty: ``default``."""
+        value = self.env.get(name)
+        return (value.strip() if strip and value else value) or default
+
+    def note(self, problem: str) -> None:
+        """A problem found by a check of its own (reported with the others by done)."""
+        self.problems.append(problem)
 
     def integer(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
         raw = self._raw(name)
         if raw is None:
             return default
-        value = int(raw) if raw.lstrip("+-").isdigit() else None
+        value = int(raw) if _WHOLE.fullmatch(raw) else None
         if value is None or value < minimum or (maximum is not None and value > maximum):
             return self._bad(name, raw, f"a whole number{_range(minimum, maximum)}", default)
         return value

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config.environment import EnvError, Reader
+from config.redis_url import FORMS, redis_url_problem
 
 DEFAULT_CONFIG = "config/switchboard.yaml"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -48,7 +49,7 @@ class Settings:
         settings = cls(
             config_path=Path(read.text("SWITCHBOARD_CONFIG", DEFAULT_CONFIG) or DEFAULT_CONFIG),
             redis_url=read.text("REDIS_URL"),
-            ops_token=read.text("SWITCHBOARD_OPS_TOKEN"),
+            ops_token=read.text("SWITCHBOARD_OPS_TOKEN", strip=True),
             port=read.integer("PORT", 8000, minimum=1, maximum=65535),
             event_ttl_days=read.number("SWITCHBOARD_EVENT_TTL_DAYS", 7),
             max_body=read.integer("SWITCHBOARD_MAX_BODY", 1024 * 1024, minimum=1),
@@ -61,6 +62,10 @@ class Settings:
             min_replicas=read.integer("SWITCHBOARD_MIN_REPLICAS", 0, minimum=0, maximum=100),
             replica_timeout=read.number("SWITCHBOARD_REPLICA_TIMEOUT", 1.0),
         )
+        if settings.redis_url and (problem := redis_url_problem(settings.redis_url)):
+            read.note(f"REDIS_URL must be {FORMS}: {problem}")
+        if settings.event_ttl_seconds < 1:
+            read.note("SWITCHBOARD_EVENT_TTL_DAYS must make at least one second")
         read.choice("SWITCHBOARD_LOG_LEVEL", "INFO", LOG_LEVELS)  # checked here, used by logs
         read.choice("SWITCHBOARD_LOG_FORMAT", "json", ("json", "text"))
         read.done()

@@ -10,11 +10,11 @@ import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis as redis_lib
 
 from config.loader import Config, load_config
+from config.redis_url import parse_sentinel_url
 from config.settings import Settings
 from worker.deadletter import DeadLetters
 from worker.queue import Queue
@@ -71,21 +71,6 @@ def connect(url: str) -> redis_lib.Redis:
     if url.startswith("sentinel://"):
         return connect_sentinel(url, os.environ.get("SWITCHBOARD_SENTINEL_MASTER") or "mymaster")
     return redis_lib.Redis.from_url(url, **CLIENT_OPTIONS)
-
-
-def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], int, str | None]:
-    """``(sentinel addresses, db, password)`` from one or more ``;``-joined sentinel URLs."""
-    hosts: list[tuple[str, int]] = []
-    db, password = 0, None
-    for part in filter(None, (p.strip() for p in url.split(";"))):
-        parsed = urlsplit(part)
-        if parsed.scheme != "sentinel" or not parsed.hostname:
-            raise ValueError(f"not a sentinel:// URL: {part!r}")
-        hosts.append((parsed.hostname, parsed.port or 26379))
-        if parsed.path.strip("/"):
-            db = int(parsed.path.strip("/"))
-        password = parsed.password or password
-    return hosts, db, password
 
 
 def connect_sentinel(url: str, master: str) -> redis_lib.Redis:

@@ -73,6 +73,52 @@ def test_numbers_must_be_finite_and_positive(raw):
         read.done()
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "127.0.0.1:6379",  # no scheme
+        "http://127.0.0.1:6379",
+        "redis://:hunter2@h:notaport/0",
+        "redis://h:6379/notadb",
+        "sentinel://:hunter2@h:1/x",
+        "sentinel://:hunter2@h:port",
+    ],
+)
+def test_a_redis_url_that_cannot_be_used_is_named_without_its_password(url):
+    with pytest.raises(EnvError) as caught:
+        Settings.from_env({"REDIS_URL": url})
+    [problem] = caught.value.problems
+    assert problem.startswith("REDIS_URL must be a redis://, rediss://, unix:// or sentinel://")
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://h:6379/0",
+        "rediss://:pw@h:6380",
+        "unix:///tmp/r.sock",
+        "sentinel://h:26379;sentinel://g",
+    ],
+)
+def test_usable_redis_urls_are_taken(url):
+    assert Settings.from_env({"REDIS_URL": url}).redis_url == url
+
+
+def test_digits_outside_ascii_and_a_ttl_under_a_second_are_named():
+    with pytest.raises(EnvError) as caught:
+        Settings.from_env({"PORT": "\u00b2", "SWITCHBOARD_EVENT_TTL_DAYS": "0.000001"})
+    assert caught.value.problems == [
+        "PORT must be a whole number from 1 to 65535, not '\u00b2'",
+        "SWITCHBOARD_EVENT_TTL_DAYS must make at least one second",
+    ]
+
+
+def test_a_blank_ops_token_is_no_token():
+    assert Settings.from_env({"SWITCHBOARD_OPS_TOKEN": "   "}).ops_token is None
+    assert Settings.from_env({"SWITCHBOARD_OPS_TOKEN": " tok \n"}).ops_token == "tok"
+
+
 def test_choices_match_without_case_and_come_back_as_listed():
     assert Reader({"L": "Warning"}).choice("L", "INFO", ("DEBUG", "WARNING")) == "WARNING"
 

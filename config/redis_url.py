@@ -1,0 +1,45 @@
+"""What a Redis URL may be (``REDIS_URL``): checked at start-up, so a typo is one line
+naming the variable, not a traceback on the first request."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+FORMS = "a redis://, rediss://, unix:// or sentinel:// URL"
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], int, str | None]:
+    """``(sentinel addresses, db, password)`` from one or more ``;``-joined sentinel URLs."""
+    hosts: list[tuple[str, int]] = []
+    db, password = 0, None
+    for part in filter(None, (p.strip() for p in url.split(";"))):
+        parsed = urlsplit(part)
+        if parsed.scheme != "sentinel" or not parsed.hostname:
+            raise ValueError(f"not a sentinel:// URL: {part!r}")
+        hosts.append((parsed.hostname, parsed.port or 26379))
+        if parsed.path.strip("/"):
+            db = int(parsed.path.strip("/"))
+        password = parsed.password or password
+    return hosts, db, password
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why ``url`` is no Redis URL we can connect to, or None. The reason never repeats
+    the URL: it may hold a password."""
+    from redis.connection import parse_url
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix", "sentinel"):
+        return f"{FORMS} (scheme first: redis://host:6379/0)"
+    try:
+        if parts.scheme == "sentinel":
+            parse_sentinel_url(url)
+        else:
+            parse_url(url)
+    except ValueError:
+        return "its host, port or database cannot be read"
+    database = parts.path.strip("/")
+    if parts.scheme in ("redis", "rediss") and database and not re.fullmatch("[0-9]+", database):
+        return "its database is not a number"  # redis-py would quietly use database 0
+    return None
