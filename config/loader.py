@@ -17,16 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import TemplateSyntaxError
+from jinja2 import TemplateSyntaxError, nodes
 from marshmallow import Schema, ValidationError
 from marshmallow import fields as mfields
 
 from config.errors import ConfigError, ConfigProblem
 from config.schemas import RuleSchema, SourceFrame, TopSchema, VendorSchema
+from config.strict_yaml import load_yaml
 from webhooks.sources import SOURCE_KINDS
 from webhooks.templating import ENV, is_template
 from worker.vendors import CONNECTORS
 from worker.vendors.base import CircuitPolicy, RetryPolicy, VendorInstance
+
+#: fields whose value is a list or mapping (it may hold templates); any other field
+#: given a list or mapping is a config error, not a dead letter per event
+CONTAINER_FIELDS = (mfields.List, mfields.Tuple, mfields.Dict, mfields.Nested, mfields.Raw)
+#: template tags that load other templates: there are none to load, so they always fail
+LOADING_TAGS = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
 
 # ${NAME} or ${NAME:-default} (the default is used when NAME is unset or empty)
 VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -267,7 +274,7 @@ class _Loader:
                 self.check_template_or_value(value, declared, fpath)
 
     def check_template_or_value(self, value: Any, declared: mfields.Field, path: str) -> None:
-        if isinstance(value, dict | list):
+        if isinstance(value, dict | list) and isinstance(declared, CONTAINER_FIELDS):
             self.check_templates_in(value, path)
             return
         if is_template(value):
@@ -291,9 +298,13 @@ class _Loader:
 
     def check_template(self, text: str, path: str) -> None:
         try:
+            tree = ENV.parse(text)
             ENV.from_string(text)
         except TemplateSyntaxError as exc:
             self.problem(path, f"template syntax error: {exc.message} (line {exc.lineno})")
+            return
+        if tree.find(LOADING_TAGS) is not None:  # type: ignore[arg-type]
+            self.problem(path, "templates cannot extend, include or import other templates")
 
     def check_expression(self, text: str, path: str) -> None:
         try:
@@ -304,7 +315,7 @@ class _Loader:
     # -- whole file --------------------------------------------------------------------
     def load(self, text: str) -> Config:
         try:
-            raw = yaml.safe_load(text)
+            raw = load_yaml(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -328,7 +339,10 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     """Read and validate the config at ``path``; raises :class:`ConfigError`."""
     file = str(path)
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([ConfigProblem(file, "", f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})"
+        raise ConfigError([ConfigProblem(file, "", problem)]) from None
     return _Loader(file, os.environ if env is None else env).load(text)

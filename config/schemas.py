@@ -34,7 +34,10 @@ def parse_rate(text: str) -> tuple[int, float]:
     count, per, unit = match.groups()
     if float(count) < 1:
         raise ValueError("a rate needs a count of at least 1")
-    return int(float(count)), float(per or 1) * UNIT_SECONDS[unit]
+    window = float(per or 1) * UNIT_SECONDS[unit]
+    if window <= 0:  # "5/0s" would mean no limit at all
+        raise ValueError("a rate needs a window above zero, like '5/s' or '5/10s'")
+    return int(float(count)), window
 
 
 class RateField(fields.Field):

@@ -177,3 +177,59 @@ def test_missing_file_is_a_config_error(tmp_path):
 )
 def test_parse_rate(text, expected):
     assert parse_rate(text) == expected
+
+
+def test_a_key_given_twice_is_named_with_both_lines(tmp_path):
+    text = BASE.replace(
+        "  stripe: {kind: stripe, secret: whsec_x}",
+        "  stripe: {kind: stripe, secret: whsec_x}\n  stripe: {kind: hubspot, secret: other}",
+    )
+    found = one(tmp_path, text)
+    assert "key 'stripe' is given twice" in found and "first on line 3" in found
+    assert "line 4" in found
+
+
+def test_a_key_twice_in_one_flow_mapping_is_an_error_too(tmp_path):
+    found = one(tmp_path, BASE.replace("{bill_status: O}", "{bill_status: O, bill_status: C}"))
+    assert "key 'bill_status' is given twice" in found
+
+
+def test_a_merged_key_may_be_overridden(tmp_path):
+    text = BASE.replace(
+        "  perfex: {kind: perfexcrm,",
+        "  base: &base {kind: perfexcrm, base_url: 'http://x/perfexcrm', auth: {token: t1}}\n"
+        "  perfex2: {<<: *base, auth: {token: t2}}\n"
+        "  perfex: {kind: perfexcrm,",
+    )
+    config = load_config(write(tmp_path, text), {})
+    assert config.vendors["perfex2"].auth["token"] == "t2"
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "switchboard.yaml"
+    path.write_bytes(BASE.encode().replace(b"whsec_x", b"whsec_\xe9"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    assert str(caught.value) == f"{path}: not UTF-8 text (byte 49 is 0xe9)"
+
+
+def test_a_list_for_a_single_value_field_is_a_config_error(tmp_path):
+    found = one(tmp_path, BASE.replace("{bill_status: O}", "{bill_status: [O]}"))
+    assert found.startswith("rules[0].actions[0].fields.bill_status: ")
+
+
+def test_a_rate_over_no_time_is_refused(tmp_path):
+    text = BASE.replace(
+        "auth: {login: l, token: tok3n}", "auth: {login: l, token: tok3n}\n    rate_limit: 5/0s"
+    )
+    assert "window above zero" in one(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    "template", ["{% extends 'base' %}", "{% include 'x' %}", "{% import 'm' as m %}{{ 1 }}"]
+)
+def test_a_template_that_loads_another_is_refused(tmp_path, template):
+    found = one(tmp_path, BASE.replace('"{{ payload.id }}"', f'"{template}"'))
+    assert found == (
+        "rules[0].actions[0].target: templates cannot extend, include or import other templates"
+    )
