@@ -77,6 +77,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
+    from worker.metrics import BUFFER
+
+    BUFFER.flush()  # counts still buffered go out now, not retried against a stopped server
     server.stop()
 
 

@@ -275,7 +275,7 @@ def _ops_paths(spec: APISpec) -> None:
         },
     )
     source = _path("source", "source name")
-    event_id = _path("event_id", "event id")
+    event_id = _path("event_id", "event id (URL-encoded; it may hold /)")
     spec.path(
         path="/ops/events/{source}/{event_id}",
         parameters=[source, event_id],

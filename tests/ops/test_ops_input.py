@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from tests.helpers import hmac_headers
 from tests.ops.support import OPS, synthetic_dead_letter
 
 BAD_TIMES = ["nan", "inf", "-Infinity", "1e999"]
@@ -67,3 +68,13 @@ def test_the_page_shows_the_first_page_for_a_cursor_it_did_not_give(client, redi
     assert page.status_code == 200
     text = page.get_data(as_text=True)
     assert "Page link ignored" in text and entry in text
+
+
+def test_an_event_id_holding_a_slash_is_reachable(client, redis):
+    body = json.dumps({"event_id": "acct/42/evt-1", "event": "nothing.matches", "at": 1.7e9})
+    posted = client.post("/webhooks/portal", data=body, headers=hmac_headers(body.encode()))
+    assert posted.status_code == 200  # stored, no rule matched
+    shown = client.get("/ops/events/portal/acct%2F42%2Fevt-1", headers=OPS)
+    assert shown.status_code == 200 and shown.get_json()["event"]["id"] == "acct/42/evt-1"
+    replayed = client.post("/ops/events/portal/acct%2F42%2Fevt-1/replay", headers=OPS)
+    assert replayed.status_code == 200 and replayed.get_json()["tasks"] == 0

@@ -159,12 +159,12 @@ def audit() -> Response:
 
 
 # -- events ------------------------------------------------------------------------------
-@bp.get("/events/<source>/<event_id>")
+@bp.get("/events/<source>/<path:event_id>")  # an id may hold "/" (hmac sources)
 def show_event(source: str, event_id: str) -> Response:
     return jsonify(ops().event(source, event_id))
 
 
-@bp.post("/events/<source>/<event_id>/replay")
+@bp.post("/events/<source>/<path:event_id>/replay")
 def replay_event(source: str, event_id: str) -> tuple[Response, int]:
     result = ops().replay_event(source, event_id, who=g.ops_who)
     return jsonify(result), 202 if result["tasks"] else 200
