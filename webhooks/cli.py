@@ -58,7 +58,13 @@ def up() -> None:
 
 
 @main.command()
-@click.option("--workers", default=2, show_default=True, help="gunicorn worker processes")
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="gunicorn worker processes",
+)
 def web(workers: int) -> None:
     """Run the web service under gunicorn on $PORT."""
     from webhooks.supervisor import web_command
@@ -79,7 +85,7 @@ def _share_redis() -> None:
 
 
 @main.command()
-@click.option("--concurrency", "-c", default=8, show_default=True)
+@click.option("--concurrency", "-c", default=8, show_default=True, type=click.IntRange(1, 256))
 @click.option("--name", default="worker", show_default=True)
 def worker(concurrency: int, name: str) -> None:
     """Run a Celery worker (same as `celery -A worker worker --pool threads`)."""
@@ -93,7 +99,7 @@ def worker(concurrency: int, name: str) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8100, show_default=True)
+@click.option("--port", default=8100, show_default=True, type=click.IntRange(1, 65535))
 def sandbox(host: str, port: int) -> None:
     """Run the vendor simulators (all of them, one server, /<kind> each)."""
     from sandbox.server import SIMULATORS, serve_forever

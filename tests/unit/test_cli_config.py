@@ -88,3 +88,14 @@ def test_every_running_command_names_each_bad_variable_and_exits_1():
         assert "Traceback" not in result.output
         for name in bad:
             assert name in result.output, (command, name, result.output)
+
+
+def test_counts_and_ports_out_of_range_are_usage_errors():
+    for args in (
+        ["web", "--workers", "0"],
+        ["worker", "--concurrency", "0"],
+        ["sandbox", "--port", "99999"],
+    ):
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "is not in the range" in result.output and "Traceback" not in result.output
