@@ -19,6 +19,7 @@ import click
 from config.errors import ConfigError
 from config.loader import Config, load_config
 from config.settings import EnvError, Settings
+from worker.deadletter import AUDIT_ACTIONS
 
 
 def _settings() -> Settings:
@@ -447,31 +448,17 @@ def _replay_ids(ops: Any, entry_ids: tuple[str, ...], as_json: bool) -> None:
 
 
 def _replay_bulk(ops: Any, filters: dict[str, Any], as_json: bool) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     job = ops.start_bulk_replay(filters, who=_who())
-    if as_json:
-        job = _run(lambda: ops.run_bulk_replay(job["id"]))
-    else:
-        with Progress(
-            TextColumn("replaying"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("queued {task.fields[queued]}, skipped {task.fields[skipped]}"),
-            console=_console(),
-        ) as bar:
-            task = bar.add_task("replay", total=None, queued=0, skipped=0)
-
-            def progress(state: dict[str, Any]) -> None:
-                bar.update(
-                    task,
-                    total=state["total"],
-                    completed=state["done"],
-                    queued=state["queued"],
-                    skipped=state["already_replaying"],
-                )
-
-            job = _run(lambda: ops.run_bulk_replay(job["id"], progress))
+    try:
+        job = _run_bulk(ops, job, as_json)
+    except KeyboardInterrupt:  # the operator wants it stopped: cancelled, not resumed later
+        job = _run(lambda: ops.cancel_bulk_replay(job["id"], who=_who()))
+        click.echo(
+            f"\njob {job['id']} cancelled after {job['done']} of {job['total']}; "
+            "entries not reached are left as they are",
+            err=True,
+        )
+        sys.exit(130)
     _emit(
         job,
         as_json,
@@ -484,10 +471,46 @@ def _replay_bulk(ops: Any, filters: dict[str, Any], as_json: bool) -> None:
         sys.exit(1)
 
 
+def _run_bulk(ops: Any, job: dict[str, Any], as_json: bool) -> dict[str, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    if as_json:
+        return _run(lambda: ops.run_bulk_replay(job["id"]))  # type: ignore[no-any-return]
+    with Progress(
+        TextColumn("replaying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("queued {task.fields[queued]}, skipped {task.fields[skipped]}"),
+        console=_console(),
+    ) as bar:
+        task = bar.add_task("replay", total=None, queued=0, skipped=0)
+
+        def progress(state: dict[str, Any]) -> None:
+            bar.update(
+                task,
+                total=state["total"],
+                completed=state["done"],
+                queued=state["queued"],
+                skipped=state["already_replaying"],
+            )
+
+        return _run(lambda: ops.run_bulk_replay(job["id"], progress))  # type: ignore[no-any-return]
+
+
 def _console() -> Any:
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+@dlq.command("cancel")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="the job as JSON (GET /ops/jobs/<id>)")
+def dlq_cancel(job_id: str, as_json: bool) -> None:
+    """Stop a bulk replay job: a running one stops after the entry at hand; entries not
+    reached stay as they are. Exit 1 on an unknown job or one that already ended."""
+    job = _run(lambda: _ops().cancel_bulk_replay(job_id, who=_who()))
+    _emit(job, as_json, f"job {job['id']}: {job['state']} after {job['done']} of {job['total']}")
 
 
 @dlq.command("discard")
@@ -516,7 +539,7 @@ def dlq_discard(entry_ids: tuple[str, ...]) -> None:
 
 @dlq.command("audit")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--action", type=click.Choice(["replay", "discard", "bulk_replay", "event_replay"]))
+@click.option("--action", type=click.Choice(AUDIT_ACTIONS))
 @click.option("--id", "entry_id", help="only this entry's (or source/event's) records")
 @click.option("--json", "as_json", is_flag=True, help="the API's JSON items (GET /ops/audit)")
 def dlq_audit(limit: int, action: str | None, entry_id: str | None, as_json: bool) -> None:

@@ -245,7 +245,19 @@ def _ops_paths(spec: APISpec) -> None:
                     "429": too_many,
                     "404": not_found,
                 },
-            }
+            },
+            "delete": {
+                **secured,
+                "summary": "Cancel a bulk replay: a running one stops after the entry at "
+                "hand (state cancelling, then cancelled); entries not reached stay as they are",
+                "responses": {
+                    "200": _json("Job", "the job, as it is now"),
+                    "401": unauthorized,
+                    "429": too_many,
+                    "404": not_found,
+                    "409": _err("the job has already ended"),
+                },
+            },
         },
     )
     spec.path(

@@ -124,6 +124,7 @@ end
 return n
 """
 )
+AUDIT_ACTIONS = ("replay", "discard", "bulk_replay", "bulk_replay_cancel", "event_replay")
 AUDIT_KEEP = 10_000  # audit records kept (newest); older ones are trimmed
 STUCK_MARK = 60.0  # see _MARK_REPLAYING
 

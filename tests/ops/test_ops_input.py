@@ -57,13 +57,18 @@ def test_the_cursor_a_page_gave_still_works(client, redis):
     assert [i["id"] for i in second.get_json()["items"]] == [ids[0]]
 
 
-def test_the_page_shows_the_first_page_for_a_cursor_it_did_not_give(client, redis):
-    entry = synthetic_dead_letter(redis, 1, 100.0)
+def _sign_in(client) -> None:
+    """Sign the test client in to the page."""
     login = client.get("/ops/login").get_data(as_text=True)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', login)
     assert csrf is not None
     signed_in = client.post("/ops/login", data={"token": "test-ops-token", "csrf_token": csrf[1]})
     assert signed_in.status_code == 302
+
+
+def test_the_page_shows_the_first_page_for_a_cursor_it_did_not_give(client, redis):
+    entry = synthetic_dead_letter(redis, 1, 100.0)
+    _sign_in(client)
     page = client.get("/ops/?cursor=garbage")
     assert page.status_code == 200
     text = page.get_data(as_text=True)
@@ -78,3 +83,38 @@ def test_an_event_id_holding_a_slash_is_reachable(client, redis):
     assert shown.status_code == 200 and shown.get_json()["event"]["id"] == "acct/42/evt-1"
     replayed = client.post("/ops/events/portal/acct%2F42%2Fevt-1/replay", headers=OPS)
     assert replayed.status_code == 200 and replayed.get_json()["tasks"] == 0
+
+
+def test_a_job_is_cancelled_over_the_api_once(client, redis):
+    from config.loader import load_config
+    from tests.helpers import TEST_CONFIG
+    from webhooks.ops.service import Ops
+    from webhooks.rules import RuleSet
+
+    synthetic_dead_letter(redis, 1, 100.0)
+    job = Ops(redis, RuleSet(load_config(TEST_CONFIG))).start_bulk_replay({"all": True}, "t")
+    cancelled = client.delete(f"/ops/jobs/{job['id']}", headers=OPS)
+    assert cancelled.status_code == 200 and cancelled.get_json()["state"] == "cancelled"
+    again = client.delete(f"/ops/jobs/{job['id']}", headers=OPS)
+    assert (again.status_code, again.get_json()["error"]["code"]) == (409, "conflict")
+    assert client.delete("/ops/jobs/nope", headers=OPS).status_code == 404
+    assert client.delete(f"/ops/jobs/{job['id']}").status_code == 401
+
+
+def test_the_page_cancels_a_job(client, redis):
+    from config.loader import load_config
+    from tests.helpers import TEST_CONFIG
+    from webhooks.ops.service import Ops
+    from webhooks.rules import RuleSet
+
+    synthetic_dead_letter(redis, 1, 100.0)
+    job = Ops(redis, RuleSet(load_config(TEST_CONFIG))).start_bulk_replay({"all": True}, "t")
+    _sign_in(client)
+    before = client.get(f"/ops/job/{job['id']}").get_data(as_text=True)
+    assert "Cancel the rest" in before
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', before)
+    assert csrf is not None
+    done = client.post(f"/ops/job/{job['id']}/cancel", data={"csrf_token": csrf[1]})
+    assert done.status_code == 302
+    page = client.get(f"/ops/job/{job['id']}").get_data(as_text=True)
+    assert "<strong>cancelled</strong>" in page and "Cancel the rest" not in page

@@ -4,6 +4,7 @@ done, so each entry is replayed once."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -110,3 +111,92 @@ def test_the_resumer_thread_keeps_going_through_redis_errors():
     resumer.stopped.set()
     resumer.join(5)
     assert not resumer.is_alive()
+
+
+def _runner(redis_server, job_id: str) -> subprocess.Popen[bytes]:
+    url = redis_server.url.rsplit("/", 1)[0] + "/7"
+    return subprocess.Popen(
+        [sys.executable, "-c", RUNNER, url, job_id, str(TEST_CONFIG)], cwd=ROOT
+    )
+
+
+def _replaying(private_db, entry_id: str) -> bool:
+    return private_db.hget(f"sb:dl:{entry_id}", "replaying") not in (b"0", None)
+
+
+def test_a_running_job_cancelled_elsewhere_stops_after_the_entry_at_hand(
+    ops, private_db, redis_server
+):
+    ids = [synthetic_dead_letter(private_db, n, time.time() - n) for n in range(ENTRIES)]
+    job = ops.start_bulk_replay({"vendor": "perfex"}, who="test")
+    runner = _runner(redis_server, job["id"])
+    try:
+        wait_for(lambda: ops.job(job["id"])["done"] >= 5)
+        asked = ops.cancel_bulk_replay(job["id"], who="night-op")
+        assert asked["state"] in ("cancelling", "cancelled")
+        assert runner.wait(timeout=20) == 0  # it stopped by itself
+    finally:
+        runner.kill()
+    ended = ops.job(job["id"])
+    assert ended["state"] == "cancelled" and 5 <= ended["done"] < ENTRIES
+    assert ended["queued"] == ended["done"]
+    # newest first: the entries done were replayed, none after them
+    assert [_replaying(private_db, i) for i in ids] == [
+        n < ended["done"] for n in range(ENTRIES)
+    ]
+    assert not private_db.sismember(jobs.ACTIVE, job["id"])
+    assert ops.resume_stalled() == []
+    [record] = ops.audit(action="bulk_replay_cancel")
+    assert (record["id"], record["who"]) == (job["id"], "night-op")
+    with pytest.raises(ConflictError):
+        ops.cancel_bulk_replay(job["id"], who="night-op")  # it has ended
+
+
+def test_a_stalled_job_cancelled_is_never_resumed(ops, private_db, redis_server):
+    for n in range(ENTRIES):
+        synthetic_dead_letter(private_db, n, time.time() - n)
+    job = ops.start_bulk_replay({"vendor": "perfex"}, who="test")
+    runner = _runner(redis_server, job["id"])
+    try:
+        wait_for(lambda: ops.job(job["id"])["done"] >= 5)
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(timeout=10)
+    finally:
+        runner.kill()
+    wait_for(lambda: ops.job(job["id"])["state"] == "stalled", timeout=10)
+    assert ops.cancel_bulk_replay(job["id"], who="night-op")["state"] == "cancelled"
+    assert ops.resume_stalled() == []
+    assert ops.job(job["id"])["state"] == "cancelled"
+
+
+def test_the_cli_cancels_the_job_it_runs_on_ctrl_c(ops, private_db, redis_server, sandbox):
+    for n in range(1500):  # enough that the replay is still going when interrupted
+        synthetic_dead_letter(private_db, n, time.time() - n)
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/7",
+        "SWITCHBOARD_CONFIG": str(TEST_CONFIG),
+        "SANDBOX_URL": sandbox.url,
+        "PYTHONPATH": str(ROOT),
+    }
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "webhooks.cli", "dlq", "replay", "--vendor", "perfex"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        job_id = wait_for(lambda: private_db.smembers(jobs.ACTIVE))
+        [job_id] = [j.decode() for j in job_id]
+        wait_for(lambda: ops.job(job_id)["done"] >= 20, interval=0.005)
+        cli.send_signal(signal.SIGINT)
+        _, err = cli.communicate(timeout=30)
+    finally:
+        cli.kill()
+    assert cli.returncode == 130, err
+    assert f"job {job_id} cancelled after" in err and "Traceback" not in err
+    ended = ops.job(job_id)
+    assert ended["state"] == "cancelled" and ended["done"] < 1500
+    assert not private_db.sismember(jobs.ACTIVE, job_id)

@@ -146,6 +146,12 @@ def show_job(job_id: str) -> Response:
     return jsonify(ops().job(job_id))
 
 
+@bp.delete("/jobs/<job_id>")
+def cancel_job(job_id: str) -> Response:
+    """Stop a bulk replay (409 if it already ended); the job as it is now."""
+    return jsonify(ops().cancel_bulk_replay(job_id, who=g.ops_who))
+
+
 @bp.get("/stats")
 def stats() -> Response:
     return jsonify(ops().counts())

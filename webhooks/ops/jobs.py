@@ -6,7 +6,8 @@ runner lease (a redis-py ``Lock``, ``sb:job:<id>:runner``) held by whoever runs 
 renewed as it goes. Running jobs are listed in ``sb:jobs:active``. A job with no
 lease that has not moved for ``STALLED_AFTER`` seconds lost its process: it shows as
 ``stalled``, and :class:`JobResumer` (a thread in each gunicorn worker) starts it again
-where it stopped.
+where it stopped. A job can be cancelled (API, page, CLI, or Ctrl-C on the CLI running
+it): a flag its runner checks after every entry; with no runner, the canceller finishes it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ def ids_key(job_id: str) -> str:
 
 def runner_key(job_id: str) -> str:
     return f"{keys.PREFIX}job:{job_id}:runner"
+
+
+def cancel_key(job_id: str) -> str:
+    """Set (to who asked) when a job is to stop: its runner stops after the entry at hand."""
+    return f"{keys.PREFIX}job:{job_id}:cancel"
+
+
+def cancel_requested(client: redis_lib.Redis, job_id: str) -> bool:
+    return bool(client.exists(cancel_key(job_id)))
 
 
 def lease(client: redis_lib.Redis, job_id: str) -> Lock:

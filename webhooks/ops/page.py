@@ -242,6 +242,19 @@ def job(job_id: str) -> str | tuple[str, int]:
     return render_template("ops_job.html", job=data)
 
 
+@bp.post("/job/<job_id>/cancel")
+def cancel_job(job_id: str) -> BaseResponse:
+    try:
+        ops().cancel_bulk_replay(job_id, who=session["who"])
+    except NotFoundError:
+        abort(404)
+    except ConflictError as exc:
+        flash(f"Not cancelled: {exc}", "info")
+    else:
+        flash("Cancelled: entries not yet replayed are left as they are.", "ok")
+    return redirect(url_for("ops_page.job", job_id=job_id))
+
+
 @bp.get("/event")
 def event() -> str | tuple[str, int] | BaseResponse:
     source = request.args.get("source", "").strip()

@@ -8,6 +8,8 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from worker.deadletter import AUDIT_ACTIONS, parse_cursor
+
 
 class Timestamp(fields.Field):
     """Unix seconds or an ISO 8601 date-time (a naive one is taken as UTC); finite, and
@@ -42,8 +44,6 @@ class Cursor(fields.String):
     """A page cursor: the ``next_cursor`` a previous page gave, nothing else."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
-        from worker.deadletter import parse_cursor
-
         text = super()._deserialize(value, attr, data, **kwargs)
         try:
             parse_cursor(text)
@@ -89,9 +89,7 @@ class BulkReplayRequest(DeadLetterFilter):
 
 class AuditArgs(Schema):
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    action = fields.String(
-        validate=validate.OneOf(["replay", "discard", "bulk_replay", "event_replay"])
-    )
+    action = fields.String(validate=validate.OneOf(AUDIT_ACTIONS))
     id = fields.String(metadata={"description": "only the records of this entry / event"})
 
 
@@ -170,7 +168,9 @@ class ReplayResult(Schema):
 class Job(Schema):
     id = fields.String()
     state = fields.String(
-        validate=validate.OneOf(["pending", "running", "done", "failed", "stalled"])
+        validate=validate.OneOf(
+            ["pending", "running", "done", "failed", "stalled", "cancelling", "cancelled"]
+        )
     )
     filter = fields.Dict()
     who = fields.String()

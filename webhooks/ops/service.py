@@ -39,6 +39,7 @@ from worker.redact import Redactor
 from worker.replication import NotReplicated, confirm_writes
 
 JOB_ERRORS_KEPT = 20
+FINISHED = ("done", "failed", "cancelled")  # job states that never change again
 ACTIVE_STATES = frozenset({"queued", "retrying"})
 
 
@@ -193,6 +194,8 @@ class Ops:
         if progress:
             progress(job)
         for entry_id in jobs.iter_ids(self.redis, job["id"], job["done"]):
+            if jobs.cancel_requested(self.redis, job["id"]):
+                break
             self._replay_one(job, entry_id)
             job["done"] += 1
             self._save_job(job)  # after every entry: a resumed job starts right after it
@@ -202,12 +205,35 @@ class Ops:
                 return job
             if progress:
                 progress(job)
-        job.update(state="done", finished_at=time.time())
-        self._save_job(job)
-        self.redis.srem(jobs.ACTIVE, job["id"])
+        cancelled = jobs.cancel_requested(self.redis, job["id"])
+        self._finish(job, "cancelled" if cancelled else "done")
         if progress:
             progress(job)
         return job
+
+    def _finish(self, job: dict[str, Any], state: str) -> dict[str, Any]:
+        job.update(state=state, finished_at=time.time())
+        self._save_job(job)
+        self.redis.srem(jobs.ACTIVE, job["id"])
+        return job
+
+    def cancel_bulk_replay(self, job_id: str, who: str) -> dict[str, Any]:
+        """Stop a job: entries not yet replayed are left as they are. A running job stops
+        after the entry at hand (it shows ``cancelling`` until then); one nobody runs
+        (pending, stalled) is finished here. ConflictError if it already ended."""
+        job = self.job(job_id)
+        if job["state"] in FINISHED:
+            raise ConflictError(f"job {job_id} has already ended ({job['state']})")
+        self.redis.set(jobs.cancel_key(job_id), who, ex=jobs.TTL)
+        self.dead_letters.audit("bulk_replay_cancel", job_id, who, done=job["done"])
+        runner = jobs.lease(self.redis, job_id)
+        if runner.acquire():  # nobody is running it: finish it here
+            try:
+                return self._finish(self.job(job_id), "cancelled")
+            finally:
+                with contextlib.suppress(LockError):
+                    runner.release()
+        return self.job(job_id)
 
     def _replay_one(self, job: dict[str, Any], entry_id: str) -> None:
         try:
@@ -228,10 +254,8 @@ class Ops:
                 pass  # another process took it first: it is running
             except Exception as exc:  # recorded on the job; the thread must not die loud
                 job = self.job(job_id)
-                job.update(state="failed", finished_at=time.time())
                 job["errors"].append({"id": None, "message": type(exc).__name__})
-                self._save_job(job)
-                self.redis.srem(jobs.ACTIVE, job_id)
+                self._finish(job, "failed")
 
         thread = threading.Thread(target=run, name=f"bulk-replay-{job_id}", daemon=True)
         thread.start()
@@ -257,12 +281,13 @@ class Ops:
         if raw is None:
             raise NotFoundError(f"no job {job_id}")
         job: dict[str, Any] = json.loads(raw)
-        if (
-            job["state"] in ("pending", "running")
-            and time.time() - job["updated_at"] > jobs.STALLED_AFTER
-            and not jobs.has_runner(self.redis, job_id)
-        ):
-            job["state"] = "stalled"  # its process went away; resumed by a JobResumer
+        if job["state"] in ("pending", "running"):
+            if time.time() - job["updated_at"] > jobs.STALLED_AFTER and not jobs.has_runner(
+                self.redis, job_id
+            ):
+                job["state"] = "stalled"  # its process went away; resumed by a JobResumer
+            elif jobs.cancel_requested(self.redis, job_id):
+                job["state"] = "cancelling"  # its runner stops after the entry at hand
         return job
 
     def _save_job(self, job: dict[str, Any]) -> None:
