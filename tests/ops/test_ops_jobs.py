@@ -115,9 +115,7 @@ def test_the_resumer_thread_keeps_going_through_redis_errors():
 
 def _runner(redis_server, job_id: str) -> subprocess.Popen[bytes]:
     url = redis_server.url.rsplit("/", 1)[0] + "/7"
-    return subprocess.Popen(
-        [sys.executable, "-c", RUNNER, url, job_id, str(TEST_CONFIG)], cwd=ROOT
-    )
+    return subprocess.Popen([sys.executable, "-c", RUNNER, url, job_id, str(TEST_CONFIG)], cwd=ROOT)
 
 
 def _replaying(private_db, entry_id: str) -> bool:
@@ -141,9 +139,7 @@ def test_a_running_job_cancelled_elsewhere_stops_after_the_entry_at_hand(
     assert ended["state"] == "cancelled" and 5 <= ended["done"] < ENTRIES
     assert ended["queued"] == ended["done"]
     # newest first: the entries done were replayed, none after them
-    assert [_replaying(private_db, i) for i in ids] == [
-        n < ended["done"] for n in range(ENTRIES)
-    ]
+    assert [_replaying(private_db, i) for i in ids] == [n < ended["done"] for n in range(ENTRIES)]
     assert not private_db.sismember(jobs.ACTIVE, job["id"])
     assert ops.resume_stalled() == []
     [record] = ops.audit(action="bulk_replay_cancel")
