@@ -49,19 +49,27 @@ def ops(private_db, sandbox, monkeypatch) -> Ops:
     return Ops(private_db, RuleSet(load_config(TEST_CONFIG)))
 
 
-def test_a_job_whose_runner_is_killed_is_resumed_where_it_stopped(ops, private_db, redis_server):
-    ids = [synthetic_dead_letter(private_db, n, time.time() - n) for n in range(ENTRIES)]
-    job = ops.start_bulk_replay({"vendor": "perfex"}, who="test")
+def _runner(redis_server, job_id: str) -> subprocess.Popen[bytes]:
+    """Run the job in a process of its own (RUNNER), on database 7."""
     url = redis_server.url.rsplit("/", 1)[0] + "/7"
-    runner = subprocess.Popen(
-        [sys.executable, "-c", RUNNER, url, job["id"], str(TEST_CONFIG)], cwd=ROOT
-    )
+    return subprocess.Popen([sys.executable, "-c", RUNNER, url, job_id, str(TEST_CONFIG)], cwd=ROOT)
+
+
+def _kill_runner_after(ops: Ops, redis_server, job_id: str, done: int) -> None:
+    """Run the job in its own process and SIGKILL it once ``done`` entries are done."""
+    runner = _runner(redis_server, job_id)
     try:
-        wait_for(lambda: ops.job(job["id"])["done"] >= 10)
+        wait_for(lambda: ops.job(job_id)["done"] >= done)
         runner.send_signal(signal.SIGKILL)
         runner.wait(timeout=10)
     finally:
         runner.kill()
+
+
+def test_a_job_whose_runner_is_killed_is_resumed_where_it_stopped(ops, private_db, redis_server):
+    ids = [synthetic_dead_letter(private_db, n, time.time() - n) for n in range(ENTRIES)]
+    job = ops.start_bulk_replay({"vendor": "perfex"}, who="test")
+    _kill_runner_after(ops, redis_server, job["id"], done=10)
     cut = ops.job(job["id"])
     assert cut["state"] == "running" and 10 <= cut["done"] < ENTRIES  # its lease still holds
     wait_for(lambda: ops.job(job["id"])["state"] == "stalled", timeout=10)
@@ -113,11 +121,6 @@ def test_the_resumer_thread_keeps_going_through_redis_errors():
     assert not resumer.is_alive()
 
 
-def _runner(redis_server, job_id: str) -> subprocess.Popen[bytes]:
-    url = redis_server.url.rsplit("/", 1)[0] + "/7"
-    return subprocess.Popen([sys.executable, "-c", RUNNER, url, job_id, str(TEST_CONFIG)], cwd=ROOT)
-
-
 def _replaying(private_db, entry_id: str) -> bool:
     return private_db.hget(f"sb:dl:{entry_id}", "replaying") not in (b"0", None)
 
@@ -152,13 +155,7 @@ def test_a_stalled_job_cancelled_is_never_resumed(ops, private_db, redis_server)
     for n in range(ENTRIES):
         synthetic_dead_letter(private_db, n, time.time() - n)
     job = ops.start_bulk_replay({"vendor": "perfex"}, who="test")
-    runner = _runner(redis_server, job["id"])
-    try:
-        wait_for(lambda: ops.job(job["id"])["done"] >= 5)
-        runner.send_signal(signal.SIGKILL)
-        runner.wait(timeout=10)
-    finally:
-        runner.kill()
+    _kill_runner_after(ops, redis_server, job["id"], done=5)
     wait_for(lambda: ops.job(job["id"])["state"] == "stalled", timeout=10)
     assert ops.cancel_bulk_replay(job["id"], who="night-op")["state"] == "cancelled"
     assert ops.resume_stalled() == []
