@@ -43,9 +43,17 @@ def test_wrong_token_is_auth_failed(sandbox):
     assert "wrong" not in str(caught.value)
 
 
-def test_invalid_field_value_is_refused_before_any_call(perfex, sandbox):
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"country": "United Kingdom"},
+        {"groups_in": [1.7]},  # truncated to group 1, it would move the customer
+        {"default_currency": 2.5},
+    ],
+)
+def test_invalid_field_value_is_refused_before_any_call(perfex, sandbox, fields):
     with pytest.raises(errors.InvalidFields):
-        perfex.apply("update_customer", "7", {"country": "United Kingdom"})
+        perfex.apply("update_customer", "7", fields)
     assert sandbox.log("perfexcrm") == []
 
 

@@ -95,6 +95,7 @@ def test_booleans_go_out_as_one_or_zero():
         {"iso_4217": "gbp"},
         {"deactivate_on": "tomorrow"},
         {"i_customer": 5},
+        {"i_customer_class": 4.5},  # truncated, it would name another class
         {"unknown": 1},
     ],
 )
@@ -219,3 +220,11 @@ def test_any_refused_login_is_auth_failed(code):
 
     with pytest.raises(errors.AuthFailed):
         connector(refuse).apply("update_customer", 1001, {"bill_status": "O"})
+
+
+@pytest.mark.parametrize("target", [1001.7, "1001.7", True, 0, "abc"])
+def test_a_target_that_is_not_a_whole_id_is_refused_not_truncated(target):
+    connector = PortaBilling(VendorInstance("porta", "portabilling", "http://porta.invalid"))
+    with pytest.raises(errors.InvalidFields):
+        connector.validate_target(target)
+    assert connector.validate_target("1001") == connector.validate_target(1001.0) == 1001

@@ -35,6 +35,7 @@ from marshmallow import Schema, fields, validate
 
 from worker.vendors import errors
 from worker.vendors.base import Connector, VendorInstance, json_body
+from worker.vendors.values import WholeNumber
 
 #: refresh this long before the vendor's expiry (capped to a tenth of short lifetimes)
 EXPIRY_MARGIN = 30.0
@@ -49,20 +50,6 @@ class HaloAuth(Schema):
     client_secret = fields.String(required=True, validate=validate.Length(min=1))
     tenant = fields.String(load_default=None, allow_none=True)
     scope = fields.String(load_default="all")
-
-
-class WholeNumber(fields.Integer):
-    """An integer id; digit strings from templates are fine, 4.5 or True are not."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("validate", validate.Range(min=1))
-        super().__init__(strict=False, **kwargs)
-
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
-        # Integer(strict=False) would truncate 4.5 to 4: a wrong id, silently
-        if isinstance(value, float) and not value.is_integer():
-            raise self.make_error("invalid")
-        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class UpdateClient(Schema):

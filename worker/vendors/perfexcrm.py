@@ -18,6 +18,7 @@ from marshmallow import Schema, fields, validate
 
 from worker.vendors import errors
 from worker.vendors.base import Connector, json_body
+from worker.vendors.values import WholeNumber
 
 
 class PerfexAuth(Schema):
@@ -47,9 +48,9 @@ class UpdateCustomer(Schema):
     vat = fields.String()
     phonenumber = fields.String()
     website = fields.String()
-    groups_in = fields.List(fields.Integer(strict=False))
+    groups_in = fields.List(WholeNumber())
     default_language = fields.String()
-    default_currency = fields.Integer(strict=False)
+    default_currency = WholeNumber()
     address = fields.String()
     city = fields.String()
     state = fields.String()

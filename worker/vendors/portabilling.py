@@ -38,6 +38,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from worker.vendors import errors
 from worker.vendors.base import Connector, json_body
+from worker.vendors.values import WholeNumber
 
 WIRE_DATETIME = "%Y-%m-%d %H:%M:%S"
 
@@ -109,7 +110,7 @@ def _number() -> fields.Float:
 
 
 def _id() -> fields.Integer:
-    return fields.Integer(strict=False, validate=validate.Range(min=0))
+    return WholeNumber(minimum=0)
 
 
 BILL_STATUS = ("O", "S", "C", "E")  # C: open, suspended, closed, exported
@@ -242,7 +243,7 @@ class PortaBilling(Connector):
     ops: ClassVar = {"update_customer": UpdateCustomer, "update_account": UpdateAccount}
     auth_schema = PortaAuth
     options_schema = PortaOptions
-    target_field = fields.Integer(required=True, strict=False, validate=validate.Range(min=1))
+    target_field = WholeNumber(required=True)
     #: every PortaBilling fault is an HTTP 500, not-found and bad session included
     handles_5xx: ClassVar[bool] = True
 
