@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 
 from worker.vendors.base import RetryPolicy
-from worker.vendors.errors import RateLimited, RetryableError, VendorError
+from worker.vendors.errors import RetryableError, VendorError
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,6 @@ def decide(
     if attempt >= policy.max_attempts:
         return GiveUp("exhausted")
     delay = compute_backoff(attempt, policy, rng)
-    if isinstance(error, RateLimited) and error.retry_after is not None:
+    if error.retry_after is not None:  # a 429, or a 5xx that said when to come back
         delay = max(delay, error.retry_after)
     return Retry(delay)

@@ -304,6 +304,8 @@ def test_retry_policy_backoff_and_retry_after_floor():
         assert isinstance(decision, Retry) and 0 <= decision.delay <= min(8.0, 2 ** (n - 1))
     limited = decide(errors.RateLimited("x", retry_after=30.0), 1, policy, rng)
     assert isinstance(limited, Retry) and limited.delay >= 30.0
+    down = decide(errors.Unavailable("x", retry_after=120.0), 1, policy, rng)  # a 503 too
+    assert isinstance(down, Retry) and down.delay >= 120.0
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after("1.5") == 1.5
     assert parse_retry_after("garbage") is None

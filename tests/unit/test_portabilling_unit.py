@@ -228,3 +228,27 @@ def test_a_target_that_is_not_a_whole_id_is_refused_not_truncated(target):
     with pytest.raises(errors.InvalidFields):
         connector.validate_target(target)
     assert connector.validate_target("1001") == connector.validate_target(1001.0) == 1001
+
+
+def test_a_5xx_that_says_when_to_come_back_is_heard():
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/Session/login"):
+            return httpx.Response(200, json={"session_id": SESSION})
+        return httpx.Response(503, headers={"Retry-After": "120"}, text="maintenance")
+
+    with pytest.raises(errors.Unavailable) as caught:
+        connector(handler).apply("update_customer", "1001", {"bill_status": "O"})
+    assert caught.value.retry_after == 120.0
+
+
+def test_any_connector_hears_retry_after_on_a_5xx():
+    from worker.vendors.perfexcrm import PerfexCRM
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, headers={"Retry-After": "45"}, json={"status": False})
+
+    instance = VendorInstance("perfex", "perfexcrm", "https://crm.test", auth={"token": "t"})
+    perfex = PerfexCRM(instance, transport=httpx.MockTransport(handler))
+    with pytest.raises(errors.Unavailable) as caught:
+        perfex.apply("update_customer", "7", {"city": "X"})
+    assert caught.value.retry_after == 45.0

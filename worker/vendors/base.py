@@ -221,7 +221,10 @@ class Connector:
             )
         if status >= 500 and not self.handles_5xx:
             raise errors.Unavailable(
-                f"{self.name} answered {status}", status=status, excerpt=self.excerpt(response)
+                f"{self.name} answered {status}",
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+                status=status,
+                excerpt=self.excerpt(response),
             )
         return response
 

@@ -6,7 +6,7 @@ The tree, so a caller catches exactly the level it means::
     ├── RetryableError            -- worth another attempt after a backoff
     │   ├── Timeout               -- connect/read timeout, the vendor did not answer in time
     │   ├── Unavailable           -- network error, 5xx, a fault the vendor calls transient
-    │   ├── RateLimited           -- 429 (and vendor equivalents); carries retry_after seconds
+    │   ├── RateLimited           -- 429 (and vendor equivalents): spends no attempt
     │   └── Unexpected            -- a connector raised something else (a bug, an answer it
     │                                did not expect): retried, so it ends ``exhausted``
     └── PermanentError            -- another attempt cannot succeed: dead letter at once
@@ -22,6 +22,8 @@ error text only, and the dead-letter store redacts known secrets once more.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class VendorError(Exception):
@@ -41,10 +43,15 @@ class VendorError(Exception):
 
 
 class RetryableError(VendorError):
-    """A transient failure: retry with backoff until the vendor's max_attempts."""
+    """A transient failure: retry with backoff until the vendor's max_attempts.
+    ``retry_after``: the seconds the vendor asked us to wait (``Retry-After``), if any."""
 
     code = "exhausted"  # the code used when retries run out
     retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
 
 
 class Timeout(RetryableError):
@@ -56,9 +63,7 @@ class Unavailable(RetryableError):
 
 
 class RateLimited(RetryableError):
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw):
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
+    pass
 
 
 class Unexpected(RetryableError):

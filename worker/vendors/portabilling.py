@@ -37,7 +37,7 @@ import httpx
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from worker.vendors import errors
-from worker.vendors.base import Connector, json_body
+from worker.vendors.base import Connector, json_body, parse_retry_after
 from worker.vendors.values import WholeNumber
 
 WIRE_DATETIME = "%Y-%m-%d %H:%M:%S"
@@ -334,6 +334,9 @@ class PortaBilling(Connector):
         if error_cls is not None:
             said = f": {fault[0]}: {fault[1]}" if fault else ""
             message = self.redact(f"{self.name} {what} answered {status}{said}")
+            if issubclass(error_cls, errors.RetryableError):  # a 503 may say when to come back
+                wait = parse_retry_after(response.headers.get("retry-after"))
+                raise error_cls(message, retry_after=wait, status=status, excerpt=excerpt)
             raise error_cls(message, status=status, excerpt=excerpt)
         if not isinstance(data, dict):
             raise errors.Rejected(
