@@ -137,8 +137,10 @@ class HaloSimulator(Simulator):
         return response
 
     def _unauthorised(self) -> Response | None:
-        header = request.headers.get("Authorization", "")
-        token = header.removeprefix("Bearer ").strip()
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "Bearer":  # the vendor takes only "Bearer <token>"
+            return self.error_response(401, "Unauthorized")
+        token = token.strip()
         with self.lock:
             expiry = self.tokens.get(token)
             valid = expiry is not None and time.time() < expiry and not self.refuse_tokens

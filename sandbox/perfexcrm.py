@@ -107,12 +107,17 @@ class PerfexSimulator(Simulator):
             if not cid.isdigit():
                 return self.error_response(404, "Invalid Customers ID")
             body = request.get_json(silent=True) if request.is_json else request.form.to_dict()
-            if not body:
+            if not body or not isinstance(body, dict):
                 return self.error_response(406, "Data Not Acceptable OR Not Provided")
             with self.lock:
                 if cid not in self.records:
                     return self.error_response(404, "Customer not found")
                 for key, value in body.items():
                     if key in FIELDS:  # the module sanitises unknown keys away
-                        self.records[cid][key] = value if key != "active" else str(int(value))
+                        self.records[cid][key] = value if key != "active" else _flag(value)
             return jsonify({"status": True, "message": "Customers Update Successful."})
+
+
+def _flag(value: Any) -> str:
+    """``active`` as the CRM stores it ("1"/"0"), from JSON true/1 or form "true"/"1"."""
+    return "1" if str(value).strip().lower() in ("1", "true", "on", "yes") else "0"
