@@ -145,6 +145,7 @@ def rules_test(source: str, event_file: str, headers: tuple[str, ...], as_json: 
     from webhooks.rules import RuleSet
     from webhooks.sources import SOURCE_KINDS
     from webhooks.sources.base import InboundRequest
+    from webhooks.sources.common import check_occurred_at
 
     config = _load()
     if source not in config.sources:
@@ -156,6 +157,8 @@ def rules_test(source: str, event_file: str, headers: tuple[str, ...], as_json: 
         events = verifier.parse(
             InboundRequest("POST", "", _dry_run_headers(headers), body, time.time())
         )
+        for event in events:
+            check_occurred_at(event)
     except ApiError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from None
     ruleset = RuleSet(config)
@@ -167,10 +170,30 @@ def rules_test(source: str, event_file: str, headers: tuple[str, ...], as_json: 
                     "event_id": event.id,
                     "event_type": event.type,
                     "rule": match.rule,
-                    "tasks": [t.to_dict() for t in match.tasks],
+                    "tasks": [_checked(config, t) for t in match.tasks],
                 }
             )
     _emit(out, as_json, _describe_matches(out))
+
+
+def _checked(config: Config, task: Any) -> dict[str, Any]:
+    """The task as JSON, with ``invalid_fields`` set when the worker would refuse its target
+    or fields (the vendor op's schema) and dead-letter it without a call."""
+    from worker.vendors import connector_for
+    from worker.vendors.errors import InvalidFields
+
+    out: dict[str, Any] = {**task.to_dict(), "invalid_fields": None}
+    if task.mapping_error or task.vendor not in config.vendors:
+        return out
+    connector = connector_for(config.vendors[task.vendor])
+    try:
+        connector.validate_target(task.target)
+        connector.validate_fields(task.op, task.fields)
+    except InvalidFields as exc:
+        out["invalid_fields"] = str(exc)
+    finally:
+        connector.close()
+    return out
 
 
 def _dry_run_headers(given: tuple[str, ...]) -> dict[str, str]:
@@ -193,6 +216,8 @@ def _describe_matches(matches: list[dict[str, Any]]) -> str:
         for t in m["tasks"]:
             if t["mapping_error"]:
                 lines.append(f"  {t['vendor']}.{t['op']}: MAPPING ERROR {t['mapping_error']}")
+            elif t["invalid_fields"]:
+                lines.append(f"  {t['vendor']}.{t['op']}: INVALID FIELDS {t['invalid_fields']}")
             else:
                 lines.append(
                     f"  {t['vendor']}.{t['op']} target={t['target']} "

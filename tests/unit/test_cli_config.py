@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -99,3 +100,32 @@ def test_counts_and_ports_out_of_range_are_usage_errors():
         result = run(*args)
         assert result.exit_code == 2, (args, result.output)
         assert "is not in the range" in result.output and "Traceback" not in result.output
+
+
+def _customer_without_line2_or_state(tmp_path) -> str:
+    data = json.loads((FIXTURES / "stripe/customer.updated.json").read_text())
+    data["data"]["object"]["address"].update(line2=None, state=None)  # as Stripe often sends
+    path = tmp_path / "customer.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def test_the_demo_rules_send_a_missing_address_line_as_empty(tmp_path):
+    result = run("rules", "test", "stripe", _customer_without_line2_or_state(tmp_path), "--json")
+    assert result.exit_code == 0, result.output
+    [match] = json.loads(result.output)
+    soli = next(t for t in match["tasks"] if t["vendor"] == "soli")
+    assert soli["invalid_fields"] is None
+    assert soli["fields"]["physical_address"]["address_line2"] == ""
+
+
+def test_rules_test_shows_what_the_worker_would_refuse(tmp_path):
+    config = tmp_path / "switchboard.yaml"
+    config.write_text(
+        Path(DEMO).read_text().replace(" or '' }}\"", ' }}"')  # the demo before its fix
+    )
+    event = _customer_without_line2_or_state(tmp_path)
+    result = run("rules", "test", "stripe", event, env={"SWITCHBOARD_CONFIG": str(config)})
+    assert result.exit_code == 0, result.output
+    assert "soli.update_customer: INVALID FIELDS" in result.output
+    assert "address_line2" in result.output
