@@ -195,6 +195,7 @@ class _Loader:
                 circuit=CircuitPolicy(**data["circuit"]),
                 timeout=data["timeout"],
                 max_in_flight=data["max_in_flight"],
+                concurrency=data["concurrency"],
             )
         return out
 

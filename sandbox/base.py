@@ -10,6 +10,7 @@ A simulator is a Flask app for one vendor's API surface (``sandbox/<vendor>.py``
 - ``POST /_sim/knobs``                               -- set knobs (JSON, see :class:`Knobs`)
 - ``POST /_sim/expire``                              -- expire every session / token now
 - ``POST /_sim/reset``                               -- seed records, clear log and knobs
+- ``GET  /_sim/stats``                               -- calls answered now and most at once
 
 Knobs apply to vendor calls only (not ``/_sim``), in this order: latency, hang (sleeps
 past any client timeout), 429 with Retry-After, failure with ``fail_status``, a garbled
@@ -90,6 +91,7 @@ class Simulator:
         self.log: collections.deque[dict[str, Any]] = collections.deque(maxlen=self.log_limit)
         self.knobs = Knobs()
         self.rng = random.Random(0)
+        self.in_flight = self.peak_in_flight = 0  # calls being answered now / most at once
         self.reset()
 
     # -- to override ------------------------------------------------------------------
@@ -111,6 +113,7 @@ class Simulator:
         with self.lock:
             self.records = copy.deepcopy(self.seed_records())
             self.log.clear()
+            self.peak_in_flight = self.in_flight
             self.knobs = Knobs()
             self.rng = random.Random(0)
             self.expire_credentials()
@@ -136,6 +139,12 @@ class Simulator:
         entry = {"at": time.time(), "method": request.method, "path": request.path, "body": body}
         with self.lock:
             self.log.append(entry)
+
+    def _calls(self, step: int) -> None:
+        """Count the calls being answered now, and the most at once (``/_sim/stats``)."""
+        with self.lock:
+            self.in_flight += step
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
 
     def _take(self, counter: str, rate: float) -> bool:
         """True when this call should get the fault named by ``counter``/``rate``."""
@@ -171,7 +180,13 @@ class Simulator:
             if request.path.startswith("/_sim"):
                 return None
             self.record_request()
+            self._calls(+1)
             return self.inject_faults()
+
+        @app.teardown_request
+        def _after(_exc: BaseException | None) -> None:
+            if not request.path.startswith("/_sim"):
+                self._calls(-1)
 
         app.register_blueprint(self._admin_blueprint())
         self.register_routes(app)
@@ -197,6 +212,11 @@ class Simulator:
             with self.lock:
                 self.records[rid] = request.get_json(force=True)
                 return jsonify(self.records[rid])
+
+        @bp.get("/stats")
+        def get_stats() -> Response:
+            with self.lock:
+                return jsonify({"in_flight": self.in_flight, "peak_in_flight": self.peak_in_flight})
 
         @bp.get("/log")
         def get_log() -> Response:

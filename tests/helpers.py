@@ -153,15 +153,18 @@ def make_settings(redis_url: str, **overrides: object) -> Settings:
 
 
 # -- deliveries run in the test's own process (the ``runtime`` fixture) ------------------
-def store_perfex_task(queue, event_id: str, vat: str, occurred_at: float | None = None):
-    """Store a Stripe event with one PerfexCRM update of customer 7 (``vat``); its task."""
+def store_perfex_task(
+    queue, event_id: str, vat: str, occurred_at: float | None = None, target: str = "7"
+):
+    """Store a Stripe event with one PerfexCRM update of customer ``target`` (``vat``);
+    its task."""
     from webhooks.sources.base import Event
     from worker.model import UpdateTask
 
     at = time.time() if occurred_at is None else occurred_at
     task = UpdateTask(
         "stripe", event_id, "payment_intent.succeeded", "payment-activates-crm",
-        0, "perfex", "update_customer", "7", {"vat": vat}, at,
+        0, "perfex", "update_customer", target, {"vat": vat}, at,
     )  # fmt: skip
     assert queue.store_event(Event("stripe", event_id, task.event_type, at, at, {}, {}), [task])
     return task

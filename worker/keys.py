@@ -48,3 +48,8 @@ def rate(vendor: str) -> str:
 
 def circuit(vendor: str) -> str:
     return f"{PREFIX}circuit:{vendor}"
+
+
+def inflight(vendor: str) -> str:
+    """zset slot token -> lease end: calls in flight to the vendor (worker.inflight)."""
+    return f"{PREFIX}inflight:{vendor}"

@@ -5,7 +5,8 @@ drop duplicates (finished task or superseded gen) -> dead-letter tasks that cann
 (mapping error, unknown vendor, invalid fields) -> take the per-target lock (busy: defer)
 -> drop fields a newer event already set (all stale: ``stale``) -> ask the vendor's
 circuit breaker (open: defer to the end of its cooldown) -> take a rate-limit slot (none:
-defer) -> call the connector -> applied, retry later, or dead letter.
+defer) -> take an in-flight slot if the vendor has ``concurrency:`` (none: defer) -> call
+the connector -> applied, retry later, or dead letter.
 Deferrals do not count as attempts, nor do the vendor's own 429 answers (up to a bound).
 Returns the outcome as a short string.
 
@@ -23,6 +24,7 @@ import random
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +47,7 @@ log = logging.getLogger("switchboard.worker")
 
 LOCK_WAIT = 1.0  # seconds to wait for a busy target before deferring the task
 RATE_WAIT_INLINE = 1.0  # rate-limit waits up to this long are slept, longer ones deferred
+SLOT_WAIT_INLINE = 1.0  # how long to wait for a shared in-flight slot before deferring
 #: recording the outcome after the vendor call rides out a Redis restart or a Sentinel
 #: failover (~20 s: 0.2, 0.4, 0.8, 1.6, then 2 s apart), and, with
 #: SWITCHBOARD_MIN_REPLICAS, a record the replicas have not confirmed (it is written
@@ -69,7 +72,9 @@ def hold_seconds(rt: Runtime, instance: VendorInstance) -> float:
     One vendor call is bounded by pool + connect + write + read timeouts (httpx applies
     each separately), plus the inline rate-limit wait and some slack for Redis calls.
     """
-    return max(rt.settings.run_lease, 4 * instance.timeout + RATE_WAIT_INLINE + 2)
+    return max(
+        rt.settings.run_lease, 4 * instance.timeout + RATE_WAIT_INLINE + SLOT_WAIT_INLINE + 2
+    )
 
 
 def process(
@@ -167,6 +172,49 @@ class Validated:
     fields: dict[str, Any]
 
 
+@dataclass
+class Admission:
+    """What let a call go: the circuit breaker (if it had to be asked) and its decision, and
+    the shared in-flight slot (if the vendor has ``concurrency:``) to give back after."""
+
+    circuit: Circuit | None
+    decision: Any
+    slot: str | None = None
+
+    def release_probe(self) -> None:
+        """A half-open circuit's probe that will not go (or told nothing): free it."""
+        if self.circuit and self.decision and self.decision.verdict == "probe":
+            self.circuit.release()
+
+
+def _admit(rt: Runtime, instance: VendorInstance, begun: Begun) -> Admission | float:
+    """Ask the circuit breaker, the rate limit and the in-flight cap, in that order; short
+    waits are slept here. The :class:`Admission`, or the seconds to defer the task by."""
+    # A vendor with no circuit state is closed: no need to ask (one round trip saved).
+    circuit = circuit_for(rt, instance) if begun.circuit_state else None
+    decision = circuit.allow() if circuit else None
+    if decision is not None and not decision.allowed:
+        return float(decision.wait + random.random() * 0.5)
+    admission = Admission(circuit, decision)
+    if instance.rate_limit:
+        wait = rt.limiter.acquire(instance.name, *instance.rate_limit)
+        if wait > RATE_WAIT_INLINE:
+            admission.release_probe()
+            return wait
+        while wait > 0:
+            time.sleep(wait)
+            wait = rt.limiter.acquire(instance.name, *instance.rate_limit)
+    if instance.concurrency:  # a cap shared by all workers: wait a little, then defer
+        lease = 4 * instance.timeout + 2  # above the longest one call can last
+        admission.slot = rt.inflight.take(
+            instance.name, instance.concurrency, lease, SLOT_WAIT_INLINE
+        )
+        if admission.slot is None:
+            admission.release_probe()
+            return SLOT_WAIT_INLINE * (1 + random.random())
+    return admission
+
+
 def _apply_locked(
     rt: Runtime,
     record: TaskRecord,
@@ -182,20 +230,10 @@ def _apply_locked(
         _complete(rt, record, lock, "stale", record.attempts, stale, [])
         return "stale", 0.0, True
     instance = connector.instance
-    # A vendor with no circuit state is closed: no need to ask (one round trip saved).
-    circuit = circuit_for(rt, instance) if begun.circuit_state else None
-    decision = circuit.allow() if circuit else None
-    if decision is not None and not decision.allowed:
-        return defer(rt, record, decision.wait + random.random() * 0.5), 0.0, False
-    if instance.rate_limit:
-        wait = rt.limiter.acquire(task.vendor, *instance.rate_limit)
-        if wait > RATE_WAIT_INLINE:
-            if circuit and decision and decision.verdict == "probe":
-                circuit.release()
-            return defer(rt, record, wait), 0.0, False
-        while wait > 0:
-            time.sleep(wait)
-            wait = rt.limiter.acquire(task.vendor, *instance.rate_limit)
+    admitted = _admit(rt, instance, begun)
+    if not isinstance(admitted, Admission):
+        return defer(rt, record, admitted), 0.0, False
+    circuit = admitted.circuit
     started = time.time()
     try:
         # validated once, before the lock; send only the fields that are not stale
@@ -204,9 +242,11 @@ def _apply_locked(
         )
     except errors.VendorError as exc:
         if isinstance(exc, (errors.Timeout, errors.Unavailable)):
-            (circuit or circuit_for(rt, instance)).failure()
-        elif circuit and not isinstance(exc, errors.RateLimited):
-            circuit.success()  # the vendor answered: it is up, whatever it thought of us
+            _advise("count a failure", (circuit or circuit_for(rt, instance)).failure)
+        elif isinstance(exc, errors.RateLimited):
+            _advise("free a probe", admitted.release_probe)  # says nothing about its health
+        elif circuit:
+            _advise("count a success", circuit.success)  # it answered: it is up
         fence = instance.timeout if isinstance(exc, errors.Timeout) else 0.0
         return _failed(rt, record, exc, started), fence, False
     except Exception as exc:  # a connector bug, or an answer it did not expect
@@ -214,15 +254,29 @@ def _apply_locked(
         # secrets no config names, so the log formatter's redaction cannot know them
         trace = connector.redact("".join(traceback.format_exception(exc)))
         log.error("task %s: %s raised %s\n%s", task.id, connector.name, type(exc).__name__, trace)
-        if circuit and decision and decision.verdict == "probe":
-            circuit.release()  # says nothing about the vendor's health
+        _advise("free a probe", admitted.release_probe)  # says nothing about its health
         unexpected = errors.Unexpected(f"{connector.name}: {type(exc).__name__}: {exc}")
         return _failed(rt, record, connector.scrub(unexpected), started), 0.0, False
-    if circuit:
-        circuit.success()
+    finally:
+        if admitted.slot is not None:
+            slot = admitted.slot
+            _advise("free an in-flight slot", lambda: rt.inflight.release(task.vendor, slot))
     attempts = record.attempts + [_attempt(started, "applied", None, None, None)]
     _complete(rt, record, lock, "applied", attempts, stale, list(fresh))
+    if circuit:
+        _advise("count a success", circuit.success)
     return "applied", 0.0, True
+
+
+def _advise(what: str, step: Callable[[], object]) -> None:
+    """A step around a vendor call that only advises (circuit counts, probes, in-flight
+    slots). A Redis outage here must not keep the call's outcome from being recorded,
+    or the task would run, and call the vendor, again: a slot frees itself when its
+    lease ends, a probe when it times out, and the next call is counted instead."""
+    try:
+        step()
+    except redis_errors.RedisError as exc:
+        log.warning("could not %s (%s); going on", what, type(exc).__name__)
 
 
 def _complete(

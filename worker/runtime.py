@@ -17,6 +17,7 @@ from config.loader import Config, load_config
 from config.redis_url import parse_sentinel_url
 from config.settings import Settings
 from worker.deadletter import DeadLetters
+from worker.inflight import InFlight
 from worker.queue import Queue
 from worker.ratelimit import RateLimiter
 from worker.redact import Redactor
@@ -33,6 +34,7 @@ class Runtime:
     queue: Queue
     dead_letters: DeadLetters
     limiter: RateLimiter
+    inflight: InFlight
     steps: Steps
     redactor: Redactor
     _connectors: dict[str, Connector] = field(default_factory=dict)
@@ -98,6 +100,7 @@ def build_runtime(settings: Settings, config: Config | None = None) -> Runtime:
         queue=Queue(client, settings.event_ttl_seconds),
         dead_letters=DeadLetters(client, redactor, settings.event_ttl_seconds),
         limiter=RateLimiter(client),
+        inflight=InFlight(client),
         steps=Steps(
             client, settings.min_replicas, settings.replica_timeout, settings.event_ttl_seconds
         ),

@@ -166,8 +166,14 @@ def test_healthz_and_readyz(client, worker):
     assert detail["seconds_since_heartbeat"] < 60
 
 
-def test_readyz_is_not_ready_without_a_worker_heartbeat(client, redis):
-    redis.delete("sb:heartbeats")
+def test_readyz_is_not_ready_without_a_worker_heartbeat(redis_server, private_db, monkeypatch):
+    from webhooks import create_app
+
+    # database 7: no worker beats there (the session's worker would beat again on db 0
+    # between a delete of its heartbeat and the request)
+    monkeypatch.setenv("SANDBOX_URL", "http://127.0.0.1:9")
+    settings = make_settings(redis_server.url.rsplit("/", 1)[0] + "/7")
+    client = create_app(settings, load_config(TEST_CONFIG)).test_client()
     response = client.get("/readyz")
     assert response.status_code == 503
     assert "heartbeat" in response.get_json()["detail"]["reason"]

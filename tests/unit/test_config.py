@@ -233,3 +233,11 @@ def test_a_template_that_loads_another_is_refused(tmp_path, template):
     assert found == (
         "rules[0].actions[0].target: templates cannot extend, include or import other templates"
     )
+
+
+def test_a_shared_concurrency_cap_is_read_and_checked(tmp_path):
+    capped = BASE.replace("auth: {token: t0ken}}", "auth: {token: t0ken}, concurrency: 5}")
+    assert load_config(write(tmp_path, capped), {}).vendors["perfex"].concurrency == 5
+    assert load_config(write(tmp_path, BASE), {}).vendors["perfex"].concurrency is None
+    zero = BASE.replace("auth: {token: t0ken}}", "auth: {token: t0ken}, concurrency: 0}")
+    assert one(tmp_path, zero).startswith("vendors.perfex.concurrency: ")

@@ -57,7 +57,8 @@ class VendorInstance:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     circuit: CircuitPolicy = field(default_factory=CircuitPolicy)
     timeout: float = 10.0
-    max_in_flight: int = 5
+    max_in_flight: int = 5  # this process's connection pool
+    concurrency: int | None = None  # calls in flight across all workers (worker.inflight)
 
 
 class NoAuth(Schema):
