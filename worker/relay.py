@@ -13,7 +13,8 @@ costs about as much CPU as applying a task, so a backlog goes out in messages of
 message, spread over every consumer thread (live workers x this worker's concurrency).
 One script per wake-up claims, drops finished tasks, reads the Celery queue's length
 and the next due time (:func:`claim_due`), so the relay costs three round trips per
-wake: claim, publish, wait.
+wake: claim, publish, wait. Whatever fails, the thread goes on (it is this worker's only
+relay); deliveries it claimed and could not publish are given back, due at once.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis as redis_lib
+from kombu.exceptions import OperationalError
 
 from worker import keys
 from worker.holdings import Recoverer
@@ -56,6 +58,28 @@ end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if nxt[2] then out[2] = nxt[2] end
 return out
+"""
+
+# Give back claimed deliveries that were never published (the broker refused them), so
+# they are due now, not when the claim's lease ends (an hour). Only those still exactly as
+# the claim left them: same gen, unfinished, due at their lease (the worker.holdings test).
+# KEYS[1] due, KEYS[2] wake; ARGV[1] now, ARGV[2] task key prefix, ARGV[3..] id, gen, ...
+_GIVE_BACK = """
+local now = tonumber(ARGV[1])
+local count = 0
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  local cur = redis.call('HMGET', ARGV[2] .. id, 'gen', 'state', 'leased_until')
+  local score = redis.call('ZSCORE', KEYS[1], id)
+  if cur[1] == ARGV[i + 1] and cur[2] ~= 'applied' and cur[2] ~= 'stale'
+      and cur[2] ~= 'dead' and score and cur[3]
+      and tonumber(score) == tonumber(cur[3]) and tonumber(score) > now then
+    redis.call('ZADD', KEYS[1], now, id)
+    count = count + 1
+  end
+end
+if count > 0 then redis.call('RPUSH', KEYS[2], '1') end
+return count
 """
 
 BATCH = 500
@@ -91,24 +115,42 @@ class Relay(threading.Thread):
         self.join(timeout=5)
 
     def run(self) -> None:
-        from worker.tasks import apply_updates
-
         rt = get_runtime()
         claim = rt.redis.register_script(_CLAIM)
+        give_back = rt.redis.register_script(_GIVE_BACK)
         recoverer = Recoverer(rt.redis)
+        unpublished: list[tuple[str, int]] = []  # claimed, refused by the broker
         while not self._stop_event.is_set():
             try:
-                self._beat(recoverer, rt.settings.worker_dead_after)
-                found = claim_due(claim, rt.settings.queue_lease)
-                size = batch_size(
-                    len(found.deliveries), self.consumers, rt.settings.batch_max, found.backlog
-                )
-                publish(apply_updates, found.deliveries, size)
-                if found.claimed < BATCH:
-                    self._sleep(rt.redis, found.next_due)
-            except redis_lib.RedisError as exc:  # Redis restarting: wait and go on
-                log.warning("relay: redis unavailable (%s); retrying", type(exc).__name__)
-                self._stop_event.wait(1.0)
+                if unpublished:  # given back first: due now, for any relay
+                    give_back(keys=[keys.DUE, keys.WAKE], args=_give_back_args(unpublished))
+                    unpublished = []
+                self._relay_once(rt, claim, recoverer)
+            except NotPublished as exc:
+                unpublished = exc.deliveries
+                self._wait_after(exc.__cause__ or exc)
+            except Exception as exc:  # never let the thread die: it is this worker's relay
+                self._wait_after(exc)
+
+    def _relay_once(self, rt: Any, claim: Any, recoverer: Recoverer) -> None:
+        """Beat, claim what is due, publish it; sleep until more is due (or woken)."""
+        from worker.tasks import apply_updates
+
+        self._beat(recoverer, rt.settings.worker_dead_after)
+        found = claim_due(claim, rt.settings.queue_lease)
+        size = batch_size(
+            len(found.deliveries), self.consumers, rt.settings.batch_max, found.backlog
+        )
+        publish(apply_updates, found.deliveries, size)
+        if found.claimed < BATCH:
+            self._sleep(rt.redis, found.next_due)
+
+    def _wait_after(self, exc: BaseException) -> None:
+        if isinstance(exc, redis_lib.RedisError | OperationalError):  # restarting: expected
+            log.warning("relay: redis unavailable (%s); retrying", type(exc).__name__)
+        else:
+            log.exception("relay: unexpected %s; going on", type(exc).__name__)
+        self._stop_event.wait(1.0)
 
     def _beat(self, recoverer: Recoverer, dead_after: float) -> None:
         """Beat, count the live consumers, and recover what dead workers held."""
@@ -156,16 +198,36 @@ def claim_due(claim: Any, queue_lease: float) -> Claimed:
     )
 
 
+class NotPublished(Exception):
+    """The broker refused a publish; ``deliveries`` (claimed) were not sent."""
+
+    def __init__(self, deliveries: list[tuple[str, int]]):
+        super().__init__(f"{len(deliveries)} deliveries not published")
+        self.deliveries = deliveries
+
+
 def publish(task: Any, deliveries: list[tuple[str, int]], size: int) -> None:
-    """Publish ``deliveries`` in order, ``size`` to a message."""
-    if not deliveries:
-        return
-    with task.app.producer_or_acquire() as producer:
-        for start in range(0, len(deliveries), size):
-            chunk = deliveries[start : start + size]
-            first, gen = chunk[0]
-            task.apply_async(
-                args=(chunk,),
-                producer=producer,
-                task_id=f"{first}.{gen}" + (f"+{len(chunk) - 1}" if len(chunk) > 1 else ""),
-            )
+    """Publish ``deliveries`` in order, ``size`` to a message; :class:`NotPublished` with
+    the rest if the broker fails part way (those before it went out)."""
+    start = 0
+    try:
+        if not deliveries:
+            return
+        with task.app.producer_or_acquire() as producer:
+            for start in range(0, len(deliveries), size):
+                chunk = deliveries[start : start + size]
+                first, gen = chunk[0]
+                task.apply_async(
+                    args=(chunk,),
+                    producer=producer,
+                    task_id=f"{first}.{gen}" + (f"+{len(chunk) - 1}" if len(chunk) > 1 else ""),
+                )
+    except Exception as exc:
+        raise NotPublished(deliveries[start:]) from exc
+
+
+def _give_back_args(deliveries: list[tuple[str, int]]) -> list[Any]:
+    args: list[Any] = [time.time(), keys.task("")]
+    for task_id, gen in deliveries:
+        args += [task_id, str(gen)]
+    return args

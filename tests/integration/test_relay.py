@@ -6,17 +6,27 @@ against the PerfexCRM simulator.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
 import redis as redis_lib
+from kombu.exceptions import OperationalError
 
 from tests.helpers import wait_for
 from webhooks.sources.base import Event
 from worker import keys
 from worker.model import UpdateTask
 from worker.queue import Queue
-from worker.relay import _CLAIM, batch_size, claim_due
+from worker.relay import (
+    _CLAIM,
+    _GIVE_BACK,
+    NotPublished,
+    _give_back_args,
+    batch_size,
+    claim_due,
+    publish,
+)
 
 
 def _task(i: int, target: str, occurred_at: float, **extra: object) -> UpdateTask:
@@ -111,3 +121,52 @@ def test_a_backlog_goes_out_in_fewer_messages_and_every_task_gets_its_outcome(
     assert sandbox.record("perfexcrm", 5000 + 23)["vat"] == "relay 23"
     messages = _lpush_calls(redis) - before
     assert 1 <= messages < 24
+
+
+class _Broker:
+    """Stands in for Celery's publishing: the broker takes ``accept`` messages, then fails
+    as kombu does when Redis goes away mid-publish."""
+
+    def __init__(self, accept: int):
+        self.accept = accept
+        self.sent: list[list[tuple[str, int]]] = []
+        self.app = self
+
+    @contextlib.contextmanager
+    def producer_or_acquire(self):
+        yield None
+
+    def apply_async(self, args, producer, task_id):
+        if len(self.sent) >= self.accept:
+            raise OperationalError("Error 111 connecting to 127.0.0.1. Connection refused.")
+        self.sent.append(args[0])
+
+
+def test_deliveries_the_broker_refused_are_given_back_due_now(private_db):
+    queue = Queue(private_db)
+    now = time.time()
+    tasks = [_task(i, str(200 + i), now) for i in range(4)]
+    for i, task in enumerate(tasks):
+        _store(queue, task, now - 10 + i)
+    found = claim_due(private_db.register_script(_CLAIM), queue_lease=3600)
+    broker = _Broker(accept=1)
+
+    with pytest.raises(NotPublished) as refused:
+        publish(broker, found.deliveries, size=2)
+    assert broker.sent == [found.deliveries[:2]]
+    assert refused.value.deliveries == found.deliveries[2:]  # the rest, not the sent ones
+
+    give_back = private_db.register_script(_GIVE_BACK)
+    assert (
+        give_back(keys=[keys.DUE, keys.WAKE], args=_give_back_args(refused.value.deliveries)) == 2
+    )
+    due = {m.decode(): s for m, s in private_db.zrange(keys.DUE, 0, -1, withscores=True)}
+    for task in tasks[2:]:  # due now, for any relay
+        assert due[task.id] <= time.time()
+    for task in tasks[:2]:  # published: they keep the claim's lease
+        assert due[task.id] > now + 3000
+    assert private_db.llen(keys.WAKE) == 1
+    # given back twice (a retry after a blip): nothing changes the second time
+    assert (
+        give_back(keys=[keys.DUE, keys.WAKE], args=_give_back_args(refused.value.deliveries)) == 0
+    )
