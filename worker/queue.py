@@ -154,6 +154,30 @@ def _record(data: dict[bytes, bytes]) -> TaskRecord | None:
     )
 
 
+# Give back claimed deliveries that never began (the broker refused them, or Redis failed
+# before ``begin``), so they are due now, not when the claim's lease ends (an hour). Only
+# those still exactly as the claim left them: same gen, unfinished, due at their lease
+# (the test worker.holdings makes too; ``begin`` moves the score, so a begun one stays).
+# KEYS[1] due, KEYS[2] wake; ARGV[1] now, ARGV[2] task key prefix, ARGV[3..] id, gen, ...
+_GIVE_BACK = """
+local now = tonumber(ARGV[1])
+local count = 0
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  local cur = redis.call('HMGET', ARGV[2] .. id, 'gen', 'state', 'leased_until')
+  local score = redis.call('ZSCORE', KEYS[1], id)
+  if cur[1] == ARGV[i + 1] and cur[2] ~= 'applied' and cur[2] ~= 'stale'
+      and cur[2] ~= 'dead' and score and cur[3]
+      and tonumber(score) == tonumber(cur[3]) and tonumber(score) > now then
+    redis.call('ZADD', KEYS[1], now, id)
+    count = count + 1
+  end
+end
+if count > 0 then redis.call('RPUSH', KEYS[2], '1') end
+return count
+"""
+
+
 class Queue:
     """Thin, typed access to the durable queue's keys; one per Redis client."""
 
@@ -162,6 +186,7 @@ class Queue:
         self.event_ttl = event_ttl
         self._store = client.register_script(_STORE_EVENT)
         self._guarded = client.register_script(_GUARDED)
+        self._give_back = client.register_script(_GIVE_BACK)
 
     # -- ingest --------------------------------------------------------------------------
     def store_event(
@@ -230,6 +255,13 @@ class Queue:
     # Each is one Lua script that first checks the task is still at ``gen`` and not
     # finished: a delivery that lost its lock (expired) or a duplicate that got in late can
     # never move a finished task back into the queue, nor finish a task twice.
+    def give_back(self, deliveries: list[tuple[str, int]], now: float | None = None) -> int:
+        """Make claimed deliveries that never began due at ``now``; how many were."""
+        args: list[Any] = [time.time() if now is None else now, keys.task("")]
+        for task_id, gen in deliveries:
+            args += [task_id, str(gen)]
+        return int(self._give_back(keys=[keys.DUE, keys.WAKE], args=args))
+
     def defer(self, record: TaskRecord, due_at: float) -> bool:
         """Move the task's next delivery to ``due_at``, same gen (no attempt spent).
 

@@ -60,28 +60,6 @@ if nxt[2] then out[2] = nxt[2] end
 return out
 """
 
-# Give back claimed deliveries that were never published (the broker refused them), so
-# they are due now, not when the claim's lease ends (an hour). Only those still exactly as
-# the claim left them: same gen, unfinished, due at their lease (the worker.holdings test).
-# KEYS[1] due, KEYS[2] wake; ARGV[1] now, ARGV[2] task key prefix, ARGV[3..] id, gen, ...
-_GIVE_BACK = """
-local now = tonumber(ARGV[1])
-local count = 0
-for i = 3, #ARGV, 2 do
-  local id = ARGV[i]
-  local cur = redis.call('HMGET', ARGV[2] .. id, 'gen', 'state', 'leased_until')
-  local score = redis.call('ZSCORE', KEYS[1], id)
-  if cur[1] == ARGV[i + 1] and cur[2] ~= 'applied' and cur[2] ~= 'stale'
-      and cur[2] ~= 'dead' and score and cur[3]
-      and tonumber(score) == tonumber(cur[3]) and tonumber(score) > now then
-    redis.call('ZADD', KEYS[1], now, id)
-    count = count + 1
-  end
-end
-if count > 0 then redis.call('RPUSH', KEYS[2], '1') end
-return count
-"""
-
 BATCH = 500
 HEARTBEAT_EVERY = 1.0
 #: a worker whose heartbeat is older than this is not counted as a consumer
@@ -117,13 +95,12 @@ class Relay(threading.Thread):
     def run(self) -> None:
         rt = get_runtime()
         claim = rt.redis.register_script(_CLAIM)
-        give_back = rt.redis.register_script(_GIVE_BACK)
         recoverer = Recoverer(rt.redis)
         unpublished: list[tuple[str, int]] = []  # claimed, refused by the broker
         while not self._stop_event.is_set():
             try:
                 if unpublished:  # given back first: due now, for any relay
-                    give_back(keys=[keys.DUE, keys.WAKE], args=_give_back_args(unpublished))
+                    rt.queue.give_back(unpublished)
                     unpublished = []
                 self._relay_once(rt, claim, recoverer)
             except NotPublished as exc:
@@ -224,10 +201,3 @@ def publish(task: Any, deliveries: list[tuple[str, int]], size: int) -> None:
                 )
     except Exception as exc:
         raise NotPublished(deliveries[start:]) from exc
-
-
-def _give_back_args(deliveries: list[tuple[str, int]]) -> list[Any]:
-    args: list[Any] = [time.time(), keys.task("")]
-    for task_id, gen in deliveries:
-        args += [task_id, str(gen)]
-    return args

@@ -82,3 +82,44 @@ def test_a_probe_answered_429_is_given_back(runtime, private_db, sandbox):
     circuit = private_db.hgetall(keys.circuit("perfex"))
     assert circuit[b"state"] == b"half_open"
     assert float(circuit[b"probe_until"]) == 0  # free: the next task may probe at once
+
+
+def test_a_message_arriving_while_redis_restarts_is_run_not_parked(
+    server, sandbox, tmp_path, monkeypatch
+):
+    """Before its tasks begin, a delivery is due again only when the relay's claim lease
+    ends (an hour). A message that meets a Redis restart reads its tasks again once Redis
+    is back; a delivery that still fails before it begins is given back, due at once."""
+    import worker.runtime
+    from worker.relay import _CLAIM, claim_due
+    from worker.tasks import apply_updates
+
+    for name, value in {
+        "REDIS_URL": server.url,
+        "SWITCHBOARD_CONFIG": str(TEST_CONFIG),
+        "SANDBOX_URL": sandbox.url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(worker.runtime, "_runtime", None)  # built from this environment
+    rt = worker.runtime.get_runtime()
+    queue = Queue(rt.redis)
+    task = store_perfex_task(queue, "evt-restart-before-begin", "paid 3")
+    found = claim_due(rt.redis.register_script(_CLAIM), queue_lease=3600)
+    assert found.deliveries == [(task.id, 1)]
+
+    server.stop()
+    restart = threading.Timer(1.0, server.start)
+    restart.start()
+    try:
+        assert apply_updates(found.deliveries) == ["applied"]
+    finally:
+        restart.join()
+    assert _puts(sandbox) == 1
+
+    # a delivery that failed before it began is due now, not in an hour
+    other = store_perfex_task(queue, "evt-given-back", "paid 4", target="8")
+    [claimed] = claim_due(rt.redis.register_script(_CLAIM), queue_lease=3600).deliveries
+    assert claimed == (other.id, 1)
+    assert queue.give_back([claimed]) == 1
+    due = rt.redis.zscore(keys.DUE, other.id)
+    assert due is not None and due <= time.time()

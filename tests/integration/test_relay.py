@@ -18,15 +18,7 @@ from webhooks.sources.base import Event
 from worker import keys
 from worker.model import UpdateTask
 from worker.queue import Queue
-from worker.relay import (
-    _CLAIM,
-    _GIVE_BACK,
-    NotPublished,
-    _give_back_args,
-    batch_size,
-    claim_due,
-    publish,
-)
+from worker.relay import _CLAIM, NotPublished, batch_size, claim_due, publish
 
 
 def _task(i: int, target: str, occurred_at: float, **extra: object) -> UpdateTask:
@@ -156,10 +148,7 @@ def test_deliveries_the_broker_refused_are_given_back_due_now(private_db):
     assert broker.sent == [found.deliveries[:2]]
     assert refused.value.deliveries == found.deliveries[2:]  # the rest, not the sent ones
 
-    give_back = private_db.register_script(_GIVE_BACK)
-    assert (
-        give_back(keys=[keys.DUE, keys.WAKE], args=_give_back_args(refused.value.deliveries)) == 2
-    )
+    assert queue.give_back(refused.value.deliveries) == 2
     due = {m.decode(): s for m, s in private_db.zrange(keys.DUE, 0, -1, withscores=True)}
     for task in tasks[2:]:  # due now, for any relay
         assert due[task.id] <= time.time()
@@ -167,6 +156,4 @@ def test_deliveries_the_broker_refused_are_given_back_due_now(private_db):
         assert due[task.id] > now + 3000
     assert private_db.llen(keys.WAKE) == 1
     # given back twice (a retry after a blip): nothing changes the second time
-    assert (
-        give_back(keys=[keys.DUE, keys.WAKE], args=_give_back_args(refused.value.deliveries)) == 0
-    )
+    assert queue.give_back(refused.value.deliveries) == 0
