@@ -34,8 +34,13 @@ from worker.redact import Redactor
 
 # KEYS[1] the entry, KEYS[2] its task record; ARGV[1] now, ARGV[2] seconds after which a
 # mark whose task never left 'dead' is taken as a replay that died before it was queued.
+# -2: the task was applied (or found stale) after the entry was written (a worker died
+# between writing the entry and marking the task dead, and a later run succeeded): the
+# entry is left over, and replaying it would send an applied task again.
 _MARK_REPLAYING = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local state = redis.call('HGET', KEYS[2], 'state')
+if state == 'applied' or state == 'stale' then return -2 end  -- it ended after all
 local mark = redis.call('HGET', KEYS[1], 'replaying')
 if mark and mark ~= '0' then
   local state = redis.call('HGET', KEYS[2], 'state')
@@ -328,13 +333,17 @@ class DeadLetters:
     ) -> bool | None:
         """Queue the entry's task (or ``task``, a re-mapped one with the same id) again.
 
-        True queued, False already being replayed (nothing queued), None unknown entry.
+        True queued, False already being replayed (nothing queued), None unknown entry (or
+        one left over from a task that ended after all: it leaves the store).
         With ``who``, a queued replay is written to the audit log.
         """
         now = time.time()
         marked = int(
             self._mark(keys=[keys.dead(entry_id), keys.task(entry_id)], args=[now, STUCK_MARK])
         )
+        if marked == -2:  # left over: its task ended after all
+            self.resolve(entry_id)
+            return None
         if marked < 0:
             return None
         if marked == 0:

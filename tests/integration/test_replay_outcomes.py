@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from tests.helpers import deliver, store_perfex_task
+from worker import keys
 from worker.queue import Queue
 
 
@@ -40,3 +41,19 @@ def test_a_replay_that_is_applied_leaves_the_store(runtime, private_db, sandbox)
     assert deliver(runtime, queue, task) == "applied"
     assert runtime.dead_letters.get(task.id) is None
     assert sandbox.record("perfexcrm", 7)["vat"] == "paid once"
+
+
+def test_an_entry_left_over_from_a_task_that_was_applied_is_not_replayed(runtime, private_db):
+    """A worker died between writing a dead letter and marking its task dead, and a later
+    run applied the task: replaying the leftover entry must not send the task again."""
+    from worker.deadletter import DeadLetters
+
+    queue = Queue(private_db)
+    task = store_perfex_task(queue, "evt-leftover", "paid 5")
+    DeadLetters(private_db).put(task, "not_found", "Customer not found", [])
+    private_db.hset(keys.task(task.id), "state", "applied")  # the later run's outcome
+    store = DeadLetters(private_db)
+    assert store.replay(task.id, who="test") is None
+    assert store.get(task.id) is None and store.counts()["vendor"] == {}
+    record = queue.load_task(task.id)
+    assert record is not None and record.state == "applied"  # not re-opened
