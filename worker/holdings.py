@@ -36,6 +36,7 @@ from worker import keys
 log = logging.getLogger("switchboard.relay")
 
 #: the holdings of a worker are written at most this often (and on every change)
+REWRITE_EVERY = 5.0  # seconds: holdings are written again this often even if unchanged
 WRITE_EVERY = 0.1
 #: a worker silent this long is dropped from the heartbeats (names come and go with hosts)
 FORGET_AFTER = 86400.0
@@ -151,6 +152,7 @@ class HoldingsWriter(threading.Thread):
         self._client = client
         self._stop_event = threading.Event()
         self._written: list[tuple[str, int]] | None = None
+        self._written_at = 0.0
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -176,13 +178,23 @@ class HoldingsWriter(threading.Thread):
             except redis_lib.RedisError as exc:  # Redis restarting: next time
                 log.warning("holdings: redis unavailable (%s); retrying", type(exc).__name__)
                 self._stop_event.wait(1.0)
+            except Exception:  # never let the thread die: a kill would then lose track
+                log.exception("holdings: unexpected error; going on")
+                self._stop_event.wait(1.0)
 
     def write_if_changed(self) -> None:
+        """Write the holdings when they changed, and at least every ``REWRITE_EVERY``
+        seconds while there are any: a worker that only looked dead (a long pause) has
+        had its list taken by a recovery, and a kill right after would otherwise find
+        nothing written, leaving its tasks to the hour-long claim lease."""
         held = held_deliveries()
-        if held is None or held == self._written:
+        if held is None:
+            return
+        fresh = time.monotonic() - self._written_at < REWRITE_EVERY
+        if held == self._written and (fresh or not held):
             return
         pipe = self.client.pipeline(transaction=True)
         pipe.set(keys.held(self.worker_name), json.dumps(held, separators=(",", ":")))
         pipe.hset(keys.HEARTBEATS, self.worker_name, time.time())
         pipe.execute()
-        self._written = held
+        self._written, self._written_at = held, time.monotonic()

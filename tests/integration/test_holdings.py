@@ -16,7 +16,7 @@ from celery.worker import state as celery_state
 
 from webhooks.sources.base import Event
 from worker import keys
-from worker.holdings import HoldingsWriter, Recoverer, held_deliveries
+from worker.holdings import REWRITE_EVERY, HoldingsWriter, Recoverer, held_deliveries
 from worker.model import UpdateTask
 from worker.queue import Queue
 from worker.relay import _CLAIM, claim_due
@@ -140,9 +140,12 @@ def test_holdings_are_the_deliveries_of_every_reserved_message(private_db, reser
     writer.write_if_changed()
     assert json.loads(private_db.get(keys.held("w9@host"))) == [["t1", 1], ["t2", 3], ["t3", 2]]
     assert float(private_db.hget(keys.HEARTBEATS, "w9@host")) > time.time() - 5
-    private_db.delete(keys.held("w9@host"))
-    writer.write_if_changed()  # unchanged: not written again
+    private_db.delete(keys.held("w9@host"))  # taken by a recovery: it looked dead
+    writer.write_if_changed()  # unchanged, and just written: not written again yet
     assert not private_db.exists(keys.held("w9@host"))
+    writer._written_at -= REWRITE_EVERY  # a few seconds on: written again all the same
+    writer.write_if_changed()
+    assert json.loads(private_db.get(keys.held("w9@host"))) == [["t1", 1], ["t2", 3], ["t3", 2]]
 
 
 def test_reserved_requests_is_still_a_weak_set():
