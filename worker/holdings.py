@@ -32,6 +32,7 @@ import redis as redis_lib
 from celery.worker import state as celery_state
 
 from worker import keys
+from worker.queue import STILL_CLAIMED
 
 log = logging.getLogger("switchboard.relay")
 
@@ -41,7 +42,9 @@ WRITE_EVERY = 0.1
 #: a worker silent this long is dropped from the heartbeats (names come and go with hosts)
 FORGET_AFTER = 86400.0
 
-_RECOVER = """
+_RECOVER = (
+    STILL_CLAIMED
+    + """
 -- KEYS[1] heartbeats, KEYS[2] due, KEYS[3] wake, KEYS[4] recovered counts,
 -- KEYS[5..] the held keys of the workers to recover
 -- ARGV[1] now, ARGV[2] beaten before this = dead (inf: recover whatever the beat),
@@ -58,11 +61,7 @@ for i = 5, #KEYS do
     local count = 0
     for _, d in ipairs(cjson.decode(raw)) do
       local id = d[1]
-      local cur = redis.call('HMGET', ARGV[3] .. id, 'gen', 'state', 'leased_until')
-      local score = redis.call('ZSCORE', KEYS[2], id)
-      if cur[1] == tostring(d[2]) and cur[2] ~= 'applied' and cur[2] ~= 'stale'
-          and cur[2] ~= 'dead' and score and cur[3]
-          and tonumber(score) == tonumber(cur[3]) and tonumber(score) > now then
+      if still_claimed(ARGV[3] .. id, KEYS[2], id, tostring(d[2]), now) then
         redis.call('ZADD', KEYS[2], now, id)
         count = count + 1
       end
@@ -77,6 +76,7 @@ for i = 5, #KEYS do
 end
 return out
 """
+)
 
 
 def held_deliveries() -> list[tuple[str, int]] | None:

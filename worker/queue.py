@@ -154,21 +154,31 @@ def _record(data: dict[bytes, bytes]) -> TaskRecord | None:
     )
 
 
+#: Lua: whether a delivery is still exactly as the relay's claim left it: same gen,
+#: unfinished, due at its claim lease (``leased_until``, written by the claim), in the
+#: future. ``begin``, a deferral or a reschedule moves the due score, so a delivery that
+#: began, or was put off, is never taken for one still waiting in a message.
+STILL_CLAIMED = """
+local function still_claimed(task_key, due_key, id, gen, now)
+  local cur = redis.call('HMGET', task_key, 'gen', 'state', 'leased_until')
+  local score = redis.call('ZSCORE', due_key, id)
+  return cur[1] == gen and cur[2] ~= 'applied' and cur[2] ~= 'stale'
+      and cur[2] ~= 'dead' and score and cur[3]
+      and tonumber(score) == tonumber(cur[3]) and tonumber(score) > now
+end
+"""
+
 # Give back claimed deliveries that never began (the broker refused them, or Redis failed
-# before ``begin``), so they are due now, not when the claim's lease ends (an hour). Only
-# those still exactly as the claim left them: same gen, unfinished, due at their lease
-# (the test worker.holdings makes too; ``begin`` moves the score, so a begun one stays).
+# before ``begin``), so they are due now, not when the claim's lease ends (an hour).
 # KEYS[1] due, KEYS[2] wake; ARGV[1] now, ARGV[2] task key prefix, ARGV[3..] id, gen, ...
-_GIVE_BACK = """
+_GIVE_BACK = (
+    STILL_CLAIMED
+    + """
 local now = tonumber(ARGV[1])
 local count = 0
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
-  local cur = redis.call('HMGET', ARGV[2] .. id, 'gen', 'state', 'leased_until')
-  local score = redis.call('ZSCORE', KEYS[1], id)
-  if cur[1] == ARGV[i + 1] and cur[2] ~= 'applied' and cur[2] ~= 'stale'
-      and cur[2] ~= 'dead' and score and cur[3]
-      and tonumber(score) == tonumber(cur[3]) and tonumber(score) > now then
+  if still_claimed(ARGV[2] .. id, KEYS[1], id, ARGV[i + 1], now) then
     redis.call('ZADD', KEYS[1], now, id)
     count = count + 1
   end
@@ -176,6 +186,7 @@ end
 if count > 0 then redis.call('RPUSH', KEYS[2], '1') end
 return count
 """
+)
 
 
 class Queue:
