@@ -8,8 +8,8 @@ long in a deep queue. So each worker publishes what it holds:
 
 - :class:`HoldingsWriter`, a thread in every worker, writes ``sb:held:<worker>`` (JSON
   ``[[task id, gen], ...]``, the deliveries of every message Celery has reserved and not
-  finished) whenever that set changes, at most every :data:`WRITE_EVERY` seconds, with
-  the worker's heartbeat.
+  finished) whenever that set changes: at once when a message is taken (Celery's
+  ``task_received``), else within :data:`WRITE_EVERY` seconds, with the worker's heartbeat.
 - :class:`Recoverer`, run by every relay for the workers silent for longer than
   ``SWITCHBOARD_WORKER_DEAD_AFTER`` (30 s), makes each such delivery due now if it is
   still leased by the claim that published it (the task record's ``leased_until`` equals
@@ -27,8 +27,10 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import redis as redis_lib
+from celery import signals
 from celery.worker import state as celery_state
 
 from worker import keys
@@ -91,13 +93,59 @@ def held_deliveries() -> list[tuple[str, int]] | None:
             continue
     else:
         return None
-    out: list[tuple[str, int]] = []
+    out: set[tuple[str, int]] = set()
     for request in requests:
-        if request.name == "switchboard.apply_updates":
-            out.extend((str(task_id), int(gen)) for task_id, gen in request.args[0])
-        elif request.name == "switchboard.apply_update":
-            out.append((str(request.args[0]), int(request.args[1])))
-    return sorted(out)
+        out.update(deliveries_of(request))
+    return sorted(out | RECEIVED.recent())
+
+
+def deliveries_of(request: Any) -> list[tuple[str, int]]:
+    """The ``(task id, gen)`` deliveries a Celery request of ours carries."""
+    if request.name == "switchboard.apply_updates":
+        return [(str(task_id), int(gen)) for task_id, gen in request.args[0]]
+    if request.name == "switchboard.apply_update":
+        return [(str(request.args[0]), int(request.args[1]))]
+    return []
+
+
+class Received:
+    """Deliveries of messages just taken from the broker, for ``RECENT`` seconds.
+
+    Celery sends ``task_received`` a moment *before* it adds the request to its reserved
+    set; keeping them here lets the writer, woken by that signal, write them at once, so
+    a worker killed right after taking a message has (almost always) written it down.
+    Once they are in the reserved set, this copy only repeats them until it lapses.
+    """
+
+    RECENT = 2.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[tuple[float, list[tuple[str, int]]]] = []
+        self.wake = threading.Event()
+
+    def add(self, deliveries: list[tuple[str, int]]) -> None:
+        if deliveries:
+            with self._lock:
+                self._items.append((time.monotonic(), deliveries))
+            self.wake.set()
+
+    def recent(self) -> set[tuple[str, int]]:
+        cutoff = time.monotonic() - self.RECENT
+        with self._lock:
+            self._items = [(at, d) for at, d in self._items if at >= cutoff]
+            return {pair for _, deliveries in self._items for pair in deliveries}
+
+
+RECEIVED = Received()
+
+
+@signals.task_received.connect
+def _on_received(request: Any = None, **_: Any) -> None:
+    try:
+        RECEIVED.add(deliveries_of(request))
+    except Exception:  # never in the consumer's way: the 0.1 s poll still covers it
+        log.exception("holdings: could not read a received message")
 
 
 class Recoverer:
@@ -168,7 +216,9 @@ class HoldingsWriter(threading.Thread):
 
     def run(self) -> None:
         recovered = False
-        while not self._stop_event.wait(WRITE_EVERY):
+        while not self._stop_event.is_set():
+            RECEIVED.wake.wait(WRITE_EVERY)  # a message just taken: write it down now
+            RECEIVED.wake.clear()
             try:
                 if not recovered:
                     # a worker of this name that ran before us is dead by definition

@@ -167,3 +167,27 @@ def test_a_snapshot_that_cannot_be_taken_leaves_the_last_one_standing(private_db
     assert held_deliveries() is None
     writer.write_if_changed()
     assert private_db.get(keys.held("w8@host")) == b'[["t1",1]]'
+
+
+def test_a_message_just_received_is_held_before_celery_reserves_it(private_db, monkeypatch):
+    """Celery sends task_received before it adds the request to its reserved set: the
+    deliveries count as held from the signal on (and wake the writer), so a kill right
+    after taking a message does not leave them to the hour-long lease."""
+    from celery import signals
+
+    from worker import holdings
+
+    monkeypatch.setattr(holdings, "RECEIVED", holdings.Received())
+    holdings.RECEIVED.wake.clear()
+    request = _Request("switchboard.apply_updates", [[["t7", 2], ["t8", 1]]])
+    signals.task_received.send(sender=None, request=request)
+    assert holdings.RECEIVED.wake.is_set()
+    assert held_deliveries() == [("t7", 2), ("t8", 1)]  # not in the reserved set yet
+    writer = HoldingsWriter("w7@host", private_db)
+    writer.write_if_changed()
+    assert json.loads(private_db.get(keys.held("w7@host"))) == [["t7", 2], ["t8", 1]]
+
+    monkeypatch.setattr(holdings.Received, "RECENT", 0.0)  # lapsed: the reserved set rules
+    assert held_deliveries() == []
+    signals.task_received.send(sender=None, request=_Request("celery.ping", []))
+    assert held_deliveries() == []  # not ours
