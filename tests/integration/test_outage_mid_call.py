@@ -90,16 +90,17 @@ def test_a_message_arriving_while_redis_restarts_is_run_not_parked(
     """Before its tasks begin, a delivery is due again only when the relay's claim lease
     ends (an hour). A message that meets a Redis restart reads its tasks again once Redis
     is back; a delivery that still fails before it begins is given back, due at once."""
-    import worker.runtime
-    from worker.relay import _CLAIM, claim_due
-    from worker.tasks import apply_updates
-
     for name, value in {
         "REDIS_URL": server.url,
         "SWITCHBOARD_CONFIG": str(TEST_CONFIG),
         "SANDBOX_URL": sandbox.url,
     }.items():
         monkeypatch.setenv(name, value)
+    # imported only now: the Celery app reads REDIS_URL on import, and with none set it
+    # would start an embedded Redis in ./var (and leave it running)
+    import worker.runtime
+    from worker.relay import _CLAIM, claim_due
+    from worker.tasks import apply_updates
     monkeypatch.setattr(worker.runtime, "_runtime", None)  # built from this environment
     rt = worker.runtime.get_runtime()
     queue = Queue(rt.redis)
