@@ -101,6 +101,7 @@ def test_a_message_arriving_while_redis_restarts_is_run_not_parked(
     import worker.runtime
     from worker.relay import _CLAIM, claim_due
     from worker.tasks import apply_updates
+
     monkeypatch.setattr(worker.runtime, "_runtime", None)  # built from this environment
     rt = worker.runtime.get_runtime()
     queue = Queue(rt.redis)
