@@ -169,8 +169,9 @@ end
 """
 
 # Give back claimed deliveries that never began (the broker refused them, or Redis failed
-# before ``begin``), so they are due now, not when the claim's lease ends (an hour).
-# KEYS[1] due, KEYS[2] wake; ARGV[1] now, ARGV[2] task key prefix, ARGV[3..] id, gen, ...
+# before ``begin``), so they are due soon, not when the claim's lease ends (an hour).
+# KEYS[1] due, KEYS[2] wake; ARGV[1] when they are due (a claim lease ending before
+# then needs no help), ARGV[2] task key prefix, ARGV[3..] id, gen, ...
 _GIVE_BACK = (
     STILL_CLAIMED
     + """
@@ -266,9 +267,10 @@ class Queue:
     # Each is one Lua script that first checks the task is still at ``gen`` and not
     # finished: a delivery that lost its lock (expired) or a duplicate that got in late can
     # never move a finished task back into the queue, nor finish a task twice.
-    def give_back(self, deliveries: list[tuple[str, int]], now: float | None = None) -> int:
-        """Make claimed deliveries that never began due at ``now``; how many were."""
-        args: list[Any] = [time.time() if now is None else now, keys.task("")]
+    def give_back(self, deliveries: list[tuple[str, int]], due_at: float | None = None) -> int:
+        """Make claimed deliveries that never began due at ``due_at`` (default: now) instead
+        of when the claim's lease ends; how many were."""
+        args: list[Any] = [time.time() if due_at is None else due_at, keys.task("")]
         for task_id, gen in deliveries:
             args += [task_id, str(gen)]
         return int(self._give_back(keys=[keys.DUE, keys.WAKE], args=args))

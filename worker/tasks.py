@@ -3,7 +3,7 @@
 The relay publishes ``apply_updates`` with one or more ``(task id, gen)`` deliveries per
 message (see :mod:`worker.relay`); each delivery is run on its own, in order, and one that
 fails unexpectedly does not stop the rest: if it failed before it began (Redis went away),
-it is given back, due at once; if after, its run lease brings it back. One whose record
+it is given back, due in a few seconds; if after, its run lease brings it back. One whose record
 is busy (another worker holds its lock) is deferred at once rather than waited for.
 ``apply_update`` (one delivery) stays for messages published before batching. Every run
 is timed, counted and logged by one wrapper (:func:`worker.metrics.run_observed`), not by
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,8 @@ from worker.runner import COMPLETE_RETRY, LOCK_WAIT, process
 from worker.runtime import get_runtime
 
 log = logging.getLogger("switchboard.worker")
+
+GIVE_BACK_AFTER = 5.0  # seconds before a delivery that failed before it began runs again
 
 
 @app.task(name="switchboard.apply_update")
@@ -63,10 +66,14 @@ def apply_updates(deliveries: Sequence[Sequence[Any]]) -> list[str]:
 
 
 def _give_back(rt: Any, deliveries: list[tuple[str, int]]) -> None:
-    """Deliveries that failed before they began are due again at once, not when the
-    relay's claim lease ends (an hour); one that began keeps its run lease (minutes)."""
+    """Deliveries that failed before they began are due again in ``GIVE_BACK_AFTER``
+    seconds, not when the relay's claim lease ends (an hour); one that began keeps its run
+    lease (minutes). Not at once: a failure that repeats (a bug) must not spin."""
+    due_at = time.time() + GIVE_BACK_AFTER
     try:
-        COMPLETE_RETRY.call_with_retry(lambda: rt.queue.give_back(deliveries), lambda _exc: None)
+        COMPLETE_RETRY.call_with_retry(
+            lambda: rt.queue.give_back(deliveries, due_at), lambda _exc: None
+        )
     except Exception as exc:
         log.warning("cannot give back %d deliveries (%s)", len(deliveries), type(exc).__name__)
 

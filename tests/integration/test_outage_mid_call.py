@@ -84,12 +84,9 @@ def test_a_probe_answered_429_is_given_back(runtime, private_db, sandbox):
     assert float(circuit[b"probe_until"]) == 0  # free: the next task may probe at once
 
 
-def test_a_message_arriving_while_redis_restarts_is_run_not_parked(
-    server, sandbox, tmp_path, monkeypatch
-):
-    """Before its tasks begin, a delivery is due again only when the relay's claim lease
-    ends (an hour). A message that meets a Redis restart reads its tasks again once Redis
-    is back; a delivery that still fails before it begins is given back, due at once."""
+@pytest.fixture
+def worker_runtime(server, sandbox, monkeypatch):
+    """The runtime the Celery tasks use (``get_runtime``), built from the environment."""
     for name, value in {
         "REDIS_URL": server.url,
         "SWITCHBOARD_CONFIG": str(TEST_CONFIG),
@@ -99,11 +96,19 @@ def test_a_message_arriving_while_redis_restarts_is_run_not_parked(
     # imported only now: the Celery app reads REDIS_URL on import, and with none set it
     # would start an embedded Redis in ./var (and leave it running)
     import worker.runtime
+
+    monkeypatch.setattr(worker.runtime, "_runtime", None)  # built from this environment
+    return worker.runtime.get_runtime()
+
+
+def test_a_message_arriving_while_redis_restarts_is_run_not_parked(server, sandbox, worker_runtime):
+    """Before its tasks begin, a delivery is due again only when the relay's claim lease
+    ends (an hour). A message that meets a Redis restart reads its tasks again once Redis
+    is back; a delivery that still fails before it begins is given back."""
     from worker.relay import _CLAIM, claim_due
     from worker.tasks import apply_updates
 
-    monkeypatch.setattr(worker.runtime, "_runtime", None)  # built from this environment
-    rt = worker.runtime.get_runtime()
+    rt = worker_runtime
     queue = Queue(rt.redis)
     task = store_perfex_task(queue, "evt-restart-before-begin", "paid 3")
     found = claim_due(rt.redis.register_script(_CLAIM), queue_lease=3600)
@@ -125,3 +130,21 @@ def test_a_message_arriving_while_redis_restarts_is_run_not_parked(
     assert queue.give_back([claimed]) == 1
     due = rt.redis.zscore(keys.DUE, other.id)
     assert due is not None and due <= time.time()
+
+
+def test_a_delivery_that_fails_before_it_begins_comes_back_in_seconds(worker_runtime):
+    """Not at once (a failure that repeats, a bug, would spin), not in an hour."""
+    from worker.relay import _CLAIM, claim_due
+    from worker.tasks import GIVE_BACK_AFTER, apply_updates
+
+    rt = worker_runtime
+    queue = Queue(rt.redis)
+    task = store_perfex_task(queue, "evt-broken-record", "paid 6")
+    found = claim_due(rt.redis.register_script(_CLAIM), queue_lease=3600)
+    rt.redis.hset(keys.task(task.id), "task", "{not json")  # reading it fails: a bug
+    before = time.time()
+    with pytest.raises(ValueError):
+        apply_updates(found.deliveries)
+    due = rt.redis.zscore(keys.DUE, task.id)
+    assert due is not None
+    assert before + GIVE_BACK_AFTER - 1 <= due <= time.time() + GIVE_BACK_AFTER
