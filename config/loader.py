@@ -300,7 +300,7 @@ class _Loader:
     def check_template(self, text: str, path: str) -> None:
         try:
             tree = ENV.parse(text)
-            ENV.from_string(text)
+            ENV.from_string(tree)  # compiled from the tree: parsed once
         except TemplateSyntaxError as exc:
             self.problem(path, f"template syntax error: {exc.message} (line {exc.lineno})")
             return

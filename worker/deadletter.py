@@ -43,7 +43,6 @@ local state = redis.call('HGET', KEYS[2], 'state')
 if state == 'applied' or state == 'stale' then return -2 end  -- it ended after all
 local mark = redis.call('HGET', KEYS[1], 'replaying')
 if mark and mark ~= '0' then
-  local state = redis.call('HGET', KEYS[2], 'state')
   if state == 'queued' or state == 'retrying' then return 0 end
   if tonumber(ARGV[1]) - (tonumber(mark) or 0) < tonumber(ARGV[2]) then return 0 end
 end
@@ -53,7 +52,7 @@ return 1
 """
 
 FILTERS = ("vendor", "rule", "source", "code")  # the order the scripts below take them in
-_NAMES = "local names = {'vendor', 'rule', 'source', 'code'}\n"
+_NAMES = "local names = {" + ", ".join(f"'{name}'" for name in FILTERS) + "}\n"
 
 # Drop 'id' from the by-value index and count of the filter value 'value' of field 'name'.
 _UNCOUNT = """

@@ -39,8 +39,9 @@ from worker.queue import STILL_CLAIMED
 log = logging.getLogger("switchboard.relay")
 
 #: the holdings of a worker are written at most this often (and on every change)
-REWRITE_EVERY = 5.0  # seconds: holdings are written again this often even if unchanged
 WRITE_EVERY = 0.1
+#: and written again this often while any are held, even if unchanged
+REWRITE_EVERY = 5.0
 #: a worker silent this long is dropped from the heartbeats (names come and go with hosts)
 FORGET_AFTER = 86400.0
 

@@ -175,12 +175,12 @@ end
 _GIVE_BACK = (
     STILL_CLAIMED
     + """
-local now = tonumber(ARGV[1])
+local due_at = tonumber(ARGV[1])
 local count = 0
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
-  if still_claimed(ARGV[2] .. id, KEYS[1], id, ARGV[i + 1], now) then
-    redis.call('ZADD', KEYS[1], now, id)
+  if still_claimed(ARGV[2] .. id, KEYS[1], id, ARGV[i + 1], due_at) then
+    redis.call('ZADD', KEYS[1], due_at, id)
     count = count + 1
   end
 end

@@ -66,15 +66,16 @@ COMPLETE_RETRY = Retry(
 )
 
 
-def hold_seconds(rt: Runtime, instance: VendorInstance) -> float:
-    """Lock and lease length for one run: above the longest a run can take.
+def call_seconds(instance: VendorInstance) -> float:
+    """Above the longest one vendor call can last: pool + connect + write + read timeouts
+    (httpx applies each separately), and some slack."""
+    return 4 * instance.timeout + 2
 
-    One vendor call is bounded by pool + connect + write + read timeouts (httpx applies
-    each separately), plus the inline rate-limit wait and some slack for Redis calls.
-    """
-    return max(
-        rt.settings.run_lease, 4 * instance.timeout + RATE_WAIT_INLINE + SLOT_WAIT_INLINE + 2
-    )
+
+def hold_seconds(rt: Runtime, instance: VendorInstance) -> float:
+    """Lock and lease length for one run: above the longest a run can take (one call,
+    plus the inline rate-limit and in-flight slot waits)."""
+    return max(rt.settings.run_lease, call_seconds(instance) + RATE_WAIT_INLINE + SLOT_WAIT_INLINE)
 
 
 def process(
@@ -205,9 +206,8 @@ def _admit(rt: Runtime, instance: VendorInstance, begun: Begun) -> Admission | f
             time.sleep(wait)
             wait = rt.limiter.acquire(instance.name, *instance.rate_limit)
     if instance.concurrency:  # a cap shared by all workers: wait a little, then defer
-        lease = 4 * instance.timeout + 2  # above the longest one call can last
         admission.slot = rt.inflight.take(
-            instance.name, instance.concurrency, lease, SLOT_WAIT_INLINE
+            instance.name, instance.concurrency, call_seconds(instance), SLOT_WAIT_INLINE
         )
         if admission.slot is None:
             admission.release_probe()

@@ -3,8 +3,8 @@
 The relay publishes ``apply_updates`` with one or more ``(task id, gen)`` deliveries per
 message (see :mod:`worker.relay`); each delivery is run on its own, in order, and one that
 fails unexpectedly does not stop the rest: if it failed before it began (Redis went away),
-it is given back, due in a few seconds; if after, its run lease brings it back. One whose record
-is busy (another worker holds its lock) is deferred at once rather than waited for.
+it is given back, due in a few seconds; if after, its run lease brings it back. One whose
+record is busy (another worker holds its lock) is deferred at once rather than waited for.
 ``apply_update`` (one delivery) stays for messages published before batching. Every run
 is timed, counted and logged by one wrapper (:func:`worker.metrics.run_observed`), not by
 the task body.
