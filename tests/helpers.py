@@ -142,6 +142,17 @@ def start_worker(
     )
 
 
+def perfex_config(tmp_path: Path, **settings: object) -> Path:
+    """The test config with ``settings`` added to its PerfexCRM vendor (``concurrency=2``),
+    written to ``tmp_path``; its path."""
+    extra = "".join(f"    {name}: {value}\n" for name, value in settings.items())
+    text = TEST_CONFIG.read_text()
+    assert "    timeout: 2\n" in text  # the perfex block's first setting after auth
+    config = tmp_path / "switchboard.yaml"
+    config.write_text(text.replace("    timeout: 2\n", "    timeout: 2\n" + extra, 1))
+    return config
+
+
 def make_settings(redis_url: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "config_path": TEST_CONFIG,

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from config.loader import load_config
-from tests.helpers import TEST_CONFIG, deliver, make_settings, store_perfex_task
+from tests.helpers import deliver, make_settings, perfex_config, store_perfex_task
 from worker import keys
 from worker.inflight import InFlight
 from worker.queue import Queue
@@ -42,12 +42,7 @@ def capped(tmp_path, redis_server, private_db, sandbox, redis, monkeypatch):
     from worker.runtime import build_runtime
 
     monkeypatch.setenv("SANDBOX_URL", sandbox.url)
-    config = tmp_path / "switchboard.yaml"
-    config.write_text(
-        TEST_CONFIG.read_text().replace(
-            "    timeout: 2\n", "    timeout: 2\n    concurrency: 2\n    max_in_flight: 8\n", 1
-        )
-    )
+    config = perfex_config(tmp_path, concurrency=2, max_in_flight=8)
     rt = build_runtime(
         make_settings(redis_server.url.rsplit("/", 1)[0] + "/7"), load_config(config)
     )

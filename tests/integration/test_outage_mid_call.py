@@ -11,7 +11,14 @@ import time
 import pytest
 
 from config.loader import load_config
-from tests.helpers import TEST_CONFIG, RedisServer, deliver, make_settings, store_perfex_task
+from tests.helpers import (
+    TEST_CONFIG,
+    RedisServer,
+    deliver,
+    make_settings,
+    perfex_config,
+    store_perfex_task,
+)
 from worker import keys
 from worker.queue import Queue
 
@@ -27,11 +34,7 @@ def server(tmp_path):
 def _runtime(server, sandbox, tmp_path, cap: bool):
     from worker.runtime import build_runtime
 
-    text = TEST_CONFIG.read_text()
-    if cap:
-        text = text.replace("    timeout: 2\n", "    timeout: 2\n    concurrency: 2\n", 1)
-    config = tmp_path / "switchboard.yaml"
-    config.write_text(text)
+    config = perfex_config(tmp_path, **({"concurrency": 2} if cap else {}))
     return build_runtime(make_settings(server.url), load_config(config))
 
 

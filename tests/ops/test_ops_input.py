@@ -85,14 +85,19 @@ def test_an_event_id_holding_a_slash_is_reachable(client, redis):
     assert replayed.status_code == 200 and replayed.get_json()["tasks"] == 0
 
 
-def test_a_job_is_cancelled_over_the_api_once(client, redis):
+def _pending_job(redis) -> dict:
+    """A bulk replay job recorded and not run (nobody holds its runner lease)."""
     from config.loader import load_config
     from tests.helpers import TEST_CONFIG
     from webhooks.ops.service import Ops
     from webhooks.rules import RuleSet
 
     synthetic_dead_letter(redis, 1, 100.0)
-    job = Ops(redis, RuleSet(load_config(TEST_CONFIG))).start_bulk_replay({"all": True}, "t")
+    return Ops(redis, RuleSet(load_config(TEST_CONFIG))).start_bulk_replay({"all": True}, "t")
+
+
+def test_a_job_is_cancelled_over_the_api_once(client, redis):
+    job = _pending_job(redis)
     cancelled = client.delete(f"/ops/jobs/{job['id']}", headers=OPS)
     assert cancelled.status_code == 200 and cancelled.get_json()["state"] == "cancelled"
     again = client.delete(f"/ops/jobs/{job['id']}", headers=OPS)
@@ -102,13 +107,7 @@ def test_a_job_is_cancelled_over_the_api_once(client, redis):
 
 
 def test_the_page_cancels_a_job(client, redis):
-    from config.loader import load_config
-    from tests.helpers import TEST_CONFIG
-    from webhooks.ops.service import Ops
-    from webhooks.rules import RuleSet
-
-    synthetic_dead_letter(redis, 1, 100.0)
-    job = Ops(redis, RuleSet(load_config(TEST_CONFIG))).start_bulk_replay({"all": True}, "t")
+    job = _pending_job(redis)
     _sign_in(client)
     before = client.get(f"/ops/job/{job['id']}").get_data(as_text=True)
     assert "Cancel the rest" in before

@@ -76,3 +76,12 @@ def test_perfex_takes_form_fields_and_refuses_a_body_that_is_not_an_object():
     assert client.get("/api/customers/7", headers=auth).get_json()["active"] == "0"
     listed = client.put("/api/customers/7", json=[{"city": "X"}], headers=auth)
     assert listed.status_code == 406
+
+
+def test_every_knob_is_checked_and_every_checked_knob_exists():
+    """The schema and the knobs it sets are declared apart: neither may miss one."""
+    from dataclasses import fields
+
+    from sandbox.base import Knobs, KnobsSchema
+
+    assert set(KnobsSchema().fields) == {f.name for f in fields(Knobs)}
