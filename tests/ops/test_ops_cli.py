@@ -169,3 +169,20 @@ def test_the_cli_refuses_a_bad_cursor_or_time(cli):
     assert bad_cursor.exit_code == 2 and "not a cursor" in bad_cursor.output
     bad_time = cli("dlq", "list", "--since", "nan")
     assert bad_time.exit_code == 2 and "Traceback" not in bad_time.output
+
+
+def test_dlq_cancel_stops_a_job_once_and_names_an_unknown_one(cli, redis):
+    from config.loader import load_config
+    from webhooks.ops.service import Ops
+    from webhooks.rules import RuleSet
+
+    synthetic_dead_letter(redis, 1, time.time())
+    config = load_config(TEST_CONFIG, {"SANDBOX_URL": "http://127.0.0.1:9"})
+    job = Ops(redis, RuleSet(config)).start_bulk_replay({"all": True}, "t")  # nobody runs it
+    done = cli("dlq", "cancel", job["id"])
+    assert done.exit_code == 0 and f"job {job['id']}: cancelled" in done.output
+    again = cli("dlq", "cancel", job["id"])
+    assert again.exit_code == 1 and "already ended (cancelled)" in again.output
+    unknown = cli("dlq", "cancel", "nope")
+    assert unknown.exit_code == 1 and "no job nope" in unknown.output
+    assert "Traceback" not in done.output + again.output + unknown.output
