@@ -25,7 +25,9 @@ def create_app(
     settings = settings or Settings.from_env()
     config = config or load_config(settings.config_path)
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body
+    # one byte over: a chunked body (no Content-Length) is cut at the limit, not refused,
+    # so ingest reads max_body + 1 and refuses a body that long itself (webhooks.ingest)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body + 1
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["switchboard"] = AppState.build(settings, config, redis_url)
     http_errors.register(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 
@@ -59,6 +60,39 @@ def test_body_over_the_limit_is_413(client):
     body = b'{"pad": "' + b"x" * (70 * 1024) + b'"}'
     response = client.post("/webhooks/stripe", data=body, headers=stripe_headers(body))
     assert (response.status_code, error_code(response)) == (413, "payload_too_large")
+
+
+def _chunked(client, body: bytes):
+    """Posted as a chunked body is served: no Content-Length, the stream ends by itself."""
+    return client.post(
+        "/webhooks/stripe",
+        input_stream=io.BytesIO(body),
+        headers=stripe_headers(body),
+        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""},
+    )
+
+
+def test_chunked_body_over_the_limit_is_413_not_a_cut_body(client):
+    # werkzeug cuts a chunked body at MAX_CONTENT_LENGTH; the cut body then failed the
+    # signature check (401 invalid_signature) instead of being refused as too large
+    body = b'{"pad": "' + b"x" * (70 * 1024) + b'"}'
+    response = _chunked(client, body)
+    assert (response.status_code, error_code(response)) == (413, "payload_too_large")
+
+
+def test_body_one_byte_over_the_limit_is_413_and_at_the_limit_is_read(client):
+    pad = b"x" * (64 * 1024 - len(b'{"pad": ""}'))
+    at_limit = b'{"pad": "' + pad + b'"}'
+    assert len(at_limit) == 64 * 1024
+    over = b'{"pad": "' + pad + b'x"}'
+    for send in (_chunked, _with_length):
+        assert error_code(send(client, over)) == "payload_too_large"
+        # read whole, so the signature holds: the missing event id is what it refuses
+        assert error_code(send(client, at_limit)) == "missing_event_id"
+
+
+def _with_length(client, body: bytes):
+    return client.post("/webhooks/stripe", data=body, headers=stripe_headers(body))
 
 
 def test_signed_malformed_json_is_400(client):
