@@ -1,20 +1,35 @@
-"""Redaction of known secrets (every config value under a source secret or vendor auth)."""
+"""Redaction of known secrets (every config value under a source secret or vendor auth),
+in every form a vendor's answer or our own text may carry them."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 MARK = "[redacted]"
 
 
+def secret_forms(secret: str) -> set[str]:
+    """``secret`` as is, URL-encoded (a form body or query a vendor echoes: PortaBilling's
+    and HaloPSA's logins are forms), JSON-escaped, Python's way and PHP's (``\\/``), and
+    both: JSON carried in a form field, as PortaBilling's ``params``."""
+    escaped = json.dumps(secret)[1:-1]
+    plain = {secret, escaped, escaped.replace("/", "\\/")}  # JSON inside a form, too
+    return {form for p in plain for form in (p, quote_plus(p), quote(p, "")) if form}
+
+
+def _longest_first(forms: Iterable[str]) -> list[str]:
+    return sorted(set(forms), key=len, reverse=True)  # a secret holding another goes whole
+
+
 class Redactor:
     def __init__(self, secrets: Iterable[str]):
-        # longest first, so a secret containing another is replaced whole
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-        self._escaped = sorted(
-            {json.dumps(s)[1:-1] for s in self.secrets} | set(self.secrets), key=len, reverse=True
+        self.secrets = _longest_first(f for s in secrets if s for f in secret_forms(s))
+        # in JSON text each form appears escaped once more (json.dumps of a string)
+        self._escaped = _longest_first(
+            {json.dumps(s)[1:-1] for s in self.secrets} | set(self.secrets)
         )
 
     def json_text(self, text: str) -> str:

@@ -21,7 +21,7 @@ import httpx
 from marshmallow import Schema, ValidationError, fields
 
 from worker.metrics import observe_call
-from worker.redact import MARK
+from worker.redact import Redactor
 from worker.vendors import errors
 from worker.vendors.http import VendorClient
 
@@ -181,10 +181,8 @@ class Connector:
         return []
 
     def redact(self, text: str) -> str:
-        """``text`` with every secret value blanked (longest first; however short)."""
-        for secret in sorted({str(s) for s in self.secret_values() if s}, key=len, reverse=True):
-            text = text.replace(secret, MARK)
-        return text
+        """``text`` with every secret value blanked, in any form (however short)."""
+        return Redactor(str(s) for s in self.secret_values() if s).text(text) or text
 
     def scrub(self, exc: errors.VendorError) -> errors.VendorError:
         """``exc`` with its message and excerpt redacted, should a vendor echo a secret."""
