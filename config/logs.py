@@ -59,6 +59,17 @@ class JsonFormatter(logging.Formatter):
         return self.redactor.json_text(json.dumps(line, separators=(",", ":"), default=str))
 
 
+class TextFormatter(logging.Formatter):
+    """Plain ``time level logger message`` lines for a terminal, redacted as JSON ones are."""
+
+    def __init__(self, redactor: Redactor | None = None):
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+        self.redactor = redactor or Redactor(())
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redactor.text(super().format(record)) or ""
+
+
 def event(logger: logging.Logger, msg: str, **fields: Any) -> None:
     """Log ``msg`` at INFO with structured ``fields`` (skipped cheaply when disabled)."""
     if logger.isEnabledFor(logging.INFO):
@@ -70,10 +81,8 @@ def configure_logging(
 ) -> logging.Handler:
     """Send every log record to ``stream`` (stderr) as JSON; returns the handler."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    if Reader().choice("SWITCHBOARD_LOG_FORMAT", "json", ("json", "text")) == "text":
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    else:
-        handler.setFormatter(JsonFormatter(Redactor(secrets)))
+    text = Reader().choice("SWITCHBOARD_LOG_FORMAT", "json", ("json", "text")) == "text"
+    handler.setFormatter((TextFormatter if text else JsonFormatter)(Redactor(secrets)))
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_switchboard", False)]:
         root.removeHandler(old)

@@ -7,6 +7,15 @@ import re
 from urllib.parse import urlsplit
 
 FORMS = "a redis://, rediss://, unix:// or sentinel:// URL"
+SCHEMES = "scheme first: redis://host:6379/0"
+
+
+_PASSWORD = re.compile(r"(//[^:@/;]*):[^@/;]*@")
+
+
+def shown_url(url: str) -> str:
+    """``url`` fit to print: every password in it (one per ``;``-joined sentinel) masked."""
+    return _PASSWORD.sub(r"\1:***@", url)
 
 
 def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], int, str | None]:
@@ -31,7 +40,7 @@ def redis_url_problem(url: str) -> str | None:
 
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss", "unix", "sentinel"):
-        return f"{FORMS} (scheme first: redis://host:6379/0)"
+        return f"its scheme is not one of these ({SCHEMES})"
     try:
         if parts.scheme == "sentinel":
             parse_sentinel_url(url)

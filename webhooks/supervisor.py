@@ -20,7 +20,9 @@ import httpx
 
 from config import embedded_redis
 from config.loader import Config
+from config.redis_url import shown_url
 from config.settings import Settings
+from webhooks.ops.auth import parse_tokens
 
 
 def sandbox_wanted(config: Config, port: int) -> bool:
@@ -30,6 +32,17 @@ def sandbox_wanted(config: Config, port: int) -> bool:
         if url.hostname in ("127.0.0.1", "localhost") and url.port == port:
             return True
     return False
+
+
+def token_note(setting: str | None) -> str | None:
+    """How ``up`` names the ops token it was given, without printing it (the banner lands in
+    journald and docker logs); None when ``up`` made one up (that one is printed)."""
+    tokens = parse_tokens(setting)
+    if not tokens:
+        return None
+    if list(tokens) == ["ops"]:
+        return "token: $SWITCHBOARD_OPS_TOKEN"
+    return f"operators {', '.join(tokens)}: the token after each name in $SWITCHBOARD_OPS_TOKEN"
 
 
 def web_command(port: int, workers: int = 2) -> list[str]:
@@ -100,6 +113,7 @@ class Supervisor:
         env["REDIS_URL"] = redis_url
         token = self.settings.ops_token or secrets.token_urlsafe(18)
         env["SWITCHBOARD_OPS_TOKEN"] = token
+        shown_token = token_note(self.settings.ops_token) or f"token: {token}"
         if sandbox_wanted(self.config, self.settings.sandbox_port):
             self.start("sandbox", sandbox_command(self.settings.sandbox_port), env)
         self.start("worker", worker_command(), env)
@@ -107,7 +121,7 @@ class Supervisor:
         base = f"http://127.0.0.1:{self.settings.port}"
         ready = self.wait_ready(base)
         took = time.monotonic() - started
-        self.banner(base, redis_url, token, took, ready)
+        self.banner(base, shown_url(redis_url), shown_token, took, ready)
         return self.supervise()
 
     def wait_ready(self, base: str, timeout: float = 60.0) -> bool:
@@ -124,12 +138,13 @@ class Supervisor:
         return False
 
     def banner(self, base: str, redis_url: str, token: str, took: float, ready: bool) -> None:
+        """What runs where; ``redis_url`` and ``token`` as fit to print (no secret of yours)."""
         lines = [
             f"Switchboard is {'ready' if ready else 'NOT ready'} ({took:.1f} s)",
             f"  webhooks  {base}/webhooks/<source>",
             f"  health    {base}/readyz",
             f"  metrics   {base}/metrics",
-            f"  ops page  {base}/ops/   (token: {token})",
+            f"  ops page  {base}/ops/   ({token})",
             f"  redis     {redis_url}",
         ]
         if sandbox_wanted(self.config, self.settings.sandbox_port):

@@ -34,6 +34,7 @@ def test_up_serves_the_demo_and_a_signed_webhook_changes_the_sandbox(tmp_path):
             "SANDBOX_URL": f"http://127.0.0.1:{sandbox_port}",
             "SWITCHBOARD_SANDBOX_PORT": str(sandbox_port),
             "PYTHONPATH": str(ROOT),
+            "SWITCHBOARD_OPS_TOKEN": "e2e-ops-token-not-for-logs",
         }
     )
     started = time.monotonic()
@@ -53,6 +54,9 @@ def test_up_serves_the_demo_and_a_signed_webhook_changes_the_sandbox(tmp_path):
             banner += line
         ready_after = time.monotonic() - started
         assert "Switchboard is ready" in banner, banner
+        # a token you gave is yours: named, never printed (the banner lands in logs)
+        assert "e2e-ops-token-not-for-logs" not in banner
+        assert "(token: $SWITCHBOARD_OPS_TOKEN)" in banner, banner
         print(f"\nswitchboard up was ready after {ready_after:.1f} s")
         sandbox = f"http://127.0.0.1:{sandbox_port}/portabilling/_sim/records/customer:1001"
         assert httpx.get(sandbox).json()["bill_status"] == "S"

@@ -57,13 +57,31 @@ def test_the_cursor_a_page_gave_still_works(client, redis):
     assert [i["id"] for i in second.get_json()["items"]] == [ids[0]]
 
 
-def _sign_in(client) -> None:
-    """Sign the test client in to the page."""
+def _sign_in(client, next_page: str | None = None):
+    """Sign the test client in to the page; the redirect it answered."""
     login = client.get("/ops/login").get_data(as_text=True)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', login)
     assert csrf is not None
-    signed_in = client.post("/ops/login", data={"token": "test-ops-token", "csrf_token": csrf[1]})
+    signed_in = client.post(
+        "/ops/login",
+        query_string={"next": next_page} if next_page is not None else None,
+        data={"token": "test-ops-token", "csrf_token": csrf[1]},
+    )
     assert signed_in.status_code == 302
+    return signed_in
+
+
+@pytest.mark.parametrize(
+    "next_page", ["/ops/\r\nSet-Cookie: x=1", "/ops/\n", "//evil.test/ops/", "/ops/ x"]
+)
+def test_a_next_page_that_is_no_plain_ops_path_goes_to_the_list(client, next_page):
+    # a CR/LF in ?next= was a 500 after a good login (werkzeug refused the header)
+    assert _sign_in(client, next_page).headers["Location"] == "/ops/"
+
+
+def test_a_next_page_inside_ops_is_kept(client):
+    target = "/ops/dead-letters/dl-1?vendor=perfex"
+    assert _sign_in(client, target).headers["Location"] == target
 
 
 def test_the_page_shows_the_first_page_for_a_cursor_it_did_not_give(client, redis):

@@ -3,12 +3,15 @@ JSON-escaped the Python way or the PHP way (``\\/``, ``\\uXXXX``)."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 from urllib.parse import quote, quote_plus, urlencode
 
 import httpx
 import pytest
 
+from config.logs import configure_logging
 from worker.redact import MARK, Redactor
 from worker.vendors import errors
 from worker.vendors.base import VendorInstance
@@ -64,3 +67,17 @@ def test_text_without_a_secret_is_unchanged():
     assert Redactor([SECRET, ""]).text("nothing to hide / here + there") == (
         "nothing to hide / here + there"
     )
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_both_log_formats_blank_a_secret(monkeypatch, fmt):
+    # SWITCHBOARD_LOG_FORMAT=text used a plain formatter: the last guard was off
+    monkeypatch.setenv("SWITCHBOARD_LOG_FORMAT", fmt)
+    stream = io.StringIO()
+    handler = configure_logging([SECRET], stream=stream)
+    try:
+        logging.getLogger("switchboard.test").warning("vendor said: bad token %s", SECRET)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert "vendor said: bad token" in stream.getvalue()
+    assert "e9Zq" not in stream.getvalue() and MARK in stream.getvalue()

@@ -9,6 +9,7 @@ and Replay / Discard; an event with its tasks; the audit log; bulk-replay job pr
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -101,9 +102,12 @@ def _headers(response: Response) -> Response:
     return response
 
 
+_NEXT = re.compile(r"/ops/[\x21-\x7e]*")  # visible ASCII: no CR/LF for a Location header
+
+
 def _safe_next(target: str | None) -> str:
     # only a path inside /ops: never an open redirect to another host
-    if target and target.startswith("/ops/") and not target.startswith("//"):
+    if target and _NEXT.fullmatch(target):
         return target
     return url_for("ops_page.index")
 
