@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -35,13 +36,27 @@ def _load(path: str | None = None) -> Config:
     try:
         return load_config(path or settings.config_path)
     except ConfigError as exc:
-        click.echo(str(exc), err=True)
-        click.echo(f"{len(exc.problems)} problem(s) found", err=True)
+        _echo(str(exc), err=True)
+        _echo(f"{len(exc.problems)} problem(s) found", err=True)
         sys.exit(1)
 
 
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with control characters written out (``\\x1b``): a vendor's answer or a
+    stored target must not move the cursor, clear the screen or set the clipboard."""
+    return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def _echo(text: str, err: bool = False) -> None:
+    """Every line the CLI prints goes through here (JSON is escaped by json.dumps)."""
+    click.echo(terminal_safe(text), err=err)
+
+
 def _emit(data: Any, as_json: bool, human: str) -> None:
-    click.echo(json.dumps(data, indent=2, default=str) if as_json else human)
+    _echo(json.dumps(data, indent=2, default=str) if as_json else human)
 
 
 @click.group()
@@ -105,7 +120,7 @@ def sandbox(host: str, port: int) -> None:
     """Run the vendor simulators (all of them, one server, /<kind> each)."""
     from sandbox.server import SIMULATORS, serve_forever
 
-    click.echo(f"sandbox on http://{host}:{port}/ ({', '.join(sorted(SIMULATORS))})")
+    _echo(f"sandbox on http://{host}:{port}/ ({', '.join(sorted(SIMULATORS))})")
     with contextlib.suppress(KeyboardInterrupt):
         serve_forever(host, port)
 
@@ -121,7 +136,7 @@ def config_group() -> None:
 def config_check(path: str | None) -> None:
     """Validate the config file; lists every problem with its YAML path."""
     config = _load(path)
-    click.echo(
+    _echo(
         f"{config.file}: OK ({len(config.sources)} sources, {len(config.vendors)} "
         f"vendors, {len(config.rules)} rules)"
     )
@@ -255,7 +270,7 @@ def _who() -> str:
 
 
 def _fail(message: str) -> None:
-    click.echo(f"Error: {message}", err=True)
+    _echo(f"Error: {message}", err=True)
     sys.exit(1)
 
 
@@ -457,7 +472,7 @@ def _replay_ids(ops: Any, entry_ids: tuple[str, ...], as_json: bool) -> None:
         except (OpsError, NotReplicated) as exc:
             failed = True
             result = {"status": "error", "id": entry_id, "message": _ops_error(exc)}
-            click.echo(f"Error: {_ops_error(exc)}", err=True)
+            _echo(f"Error: {_ops_error(exc)}", err=True)
         else:
             result = {**result, "id": entry_id}
         results.append(result)
@@ -467,7 +482,7 @@ def _replay_ids(ops: Any, entry_ids: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         _emit(results, True, "")
     elif human:
-        click.echo(human)
+        _echo(human)
     if failed:
         sys.exit(1)
 
@@ -478,7 +493,7 @@ def _replay_bulk(ops: Any, filters: dict[str, Any], as_json: bool) -> None:
         job = _run_bulk(ops, job, as_json)
     except KeyboardInterrupt:  # the operator wants it stopped: cancelled, not resumed later
         job = _run(lambda: ops.cancel_bulk_replay(job["id"], who=_who()))
-        click.echo(
+        _echo(
             f"\njob {job['id']} cancelled after {job['done']} of {job['total']}; "
             "entries not reached are left as they are",
             err=True,
@@ -491,7 +506,7 @@ def _replay_bulk(ops: Any, filters: dict[str, Any], as_json: bool) -> None:
         f"{job['already_replaying']} already being replayed, {job['failed']} failed",
     )
     for error in job["errors"]:
-        click.echo(f"Error: {error['id']}: {error['message']}", err=True)
+        _echo(f"Error: {error['id']}: {error['message']}", err=True)
     if job["failed"]:
         sys.exit(1)
 
@@ -552,10 +567,10 @@ def dlq_discard(entry_ids: tuple[str, ...]) -> None:
         for entry_id in entry_ids:
             try:
                 ops.discard(entry_id, who=_who())
-                click.echo(f"{entry_id}: discarded")
+                _echo(f"{entry_id}: discarded")
             except (OpsError, NotReplicated) as exc:
                 failed = True
-                click.echo(f"Error: {_ops_error(exc)}", err=True)
+                _echo(f"Error: {_ops_error(exc)}", err=True)
         return failed
 
     if _run(discard_each):

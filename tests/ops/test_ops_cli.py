@@ -20,6 +20,8 @@ from tests.ops.support import (
     task_ids,
 )
 from webhooks.cli import main
+from worker.deadletter import DeadLetters
+from worker.model import UpdateTask
 
 
 @pytest.fixture
@@ -186,3 +188,37 @@ def test_dlq_cancel_stops_a_job_once_and_names_an_unknown_one(cli, redis):
     unknown = cli("dlq", "cancel", "nope")
     assert unknown.exit_code == 1 and "no job nope" in unknown.output
     assert "Traceback" not in done.output + again.output + unknown.output
+
+
+def test_what_a_vendor_said_cannot_drive_the_operators_terminal(cli, redis):
+    # OSC 52 (set the clipboard), a screen clear and a right-to-left override, as a
+    # vendor's answer or a stored target may carry them: written out, not sent raw
+    hostile = "bad\x1b]52;c;ZXZpbA==\x07\x1b[2J\u202etxt.exe"
+    task = UpdateTask(
+        "stripe",
+        "evt_esc",
+        "t",
+        "r",
+        0,
+        "perfex",
+        "update_customer",
+        f"1001{hostile}",
+        {"active": True},
+        time.time(),
+    )
+    attempt = {
+        "at": time.time(),
+        "outcome": "rejected",
+        "status": 422,
+        "code": "rejected",
+        "message": hostile,
+        "excerpt": hostile,
+        "final": True,
+    }
+    DeadLetters(redis).put(task, "rejected", f"vendor said {hostile}", [attempt])
+    for args in (("dlq", "show", task.id), ("dlq", "list")):
+        shown = cli(*args).output
+        assert "\x1b" not in shown and "\x07" not in shown and "\u202e" not in shown, shown
+        assert "\\x1b]52;c;" in shown
+    # the JSON keeps the value as stored (json.dumps escapes it)
+    assert json.loads(cli("dlq", "show", task.id, "--json").output)["message"].endswith(hostile)

@@ -253,6 +253,19 @@ def test_standard_webhooks_accepts_any_listed_signature_and_skips_other_versions
     sw_source.verify(request(body, {**new, "webhook-signature": listed}))
 
 
+@pytest.mark.parametrize("junk", ["junk", "v1,%%%", "v1,a,b", "v1,"])
+@pytest.mark.parametrize("first", [True, False], ids=["junk-first", "junk-last"])
+def test_standard_webhooks_junk_beside_a_valid_signature_does_not_hide_it(junk, first):
+    # the package raised at the first entry it could not parse: a valid signature beside
+    # it (or by the second secret while rotating) was refused as invalid_signature
+    source = make_source("standard-webhooks", secret=[SW_OLD_SECRET, SW_SECRET])
+    body = fixture("standard-webhooks/payment.received.json")
+    headers = sw_headers(body, secret=SW_SECRET)
+    good = headers["webhook-signature"]
+    listed = f"{junk}  {good}" if first else f"{good} {junk}"
+    source.verify(request(body, {**headers, "webhook-signature": listed}))
+
+
 @pytest.mark.parametrize(
     "signature",
     ["v1abc", "v1,%%%not-base64", "v1,a,b", "v1,", "   ", "v1"],

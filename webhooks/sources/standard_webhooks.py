@@ -10,8 +10,10 @@ what it lacks for an HTTP answer:
   headers (``missing_signature``) and the 5-minute window (``stale_timestamp``, both
   directions) are checked here first, and what it still rejects is ``invalid_signature``;
 * rotation: one ``Webhook`` per configured secret, any may match;
-* no 500s: it raises ``ValueError`` for an entry without a comma, bad base64 or a body
-  that is not UTF-8; those are a malformed header (401) or body (400).
+* tolerance of what it cannot parse: it raises ``ValueError`` at the first entry without
+  a comma or with bad base64 (and on a double space), so one junk entry failed a valid
+  signature beside it, and every secret after the first. Such entries are dropped
+  before it sees the header (:func:`well_formed`); a body that is not UTF-8 is a 400.
 
 Event id ``webhook-id``, type the body's ``type``, occurred_at ``webhook-timestamp``.
 """
@@ -56,6 +58,22 @@ def decode_secret(secret: str) -> bytes:
     if not key:
         raise ValueError(f"the part after {PREFIX!r} is empty")
     return key
+
+
+def well_formed(signatures: str) -> str:
+    """The ``v1,<base64>`` entries of a ``webhook-signature`` header, one space apart; the
+    spec lets senders add other versions, and junk must not hide a valid entry."""
+    kept = []
+    for entry in signatures.split():
+        version, _, signature = entry.partition(",")
+        if version != "v1" or not signature:
+            continue
+        try:
+            base64.b64decode(signature, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        kept.append(entry)
+    return " ".join(kept)
 
 
 class WhsecSecrets(Secrets):
@@ -105,6 +123,9 @@ class StandardWebhooksSource(Source):
             raise MalformedPayload("body is not UTF-8", code="malformed_json") from exc
         headers = dict(values)
         headers[TIMESTAMP] = str(timestamp)  # as the package re-renders it when signing
+        headers[SIGNATURE] = well_formed(values[SIGNATURE])
+        if not headers[SIGNATURE]:
+            raise InvalidSignature(f"{SIGNATURE} holds no v1,<base64> entry")
         for webhook in self._webhooks:
             if self._matches(webhook, body, headers):
                 return
@@ -120,9 +141,6 @@ class StandardWebhooksSource(Source):
             if "timestamp" in str(exc).lower():
                 raise StaleTimestamp("timestamp outside the tolerance") from exc
             return False
-        except ValueError as exc:
-            # "v1abc" (no comma) or "v1,%%%": a malformed header, not our failure
-            raise InvalidSignature(f"{SIGNATURE} is malformed") from exc
         return True
 
     def parse(self, request: InboundRequest) -> list[Event]:
