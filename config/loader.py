@@ -70,6 +70,25 @@ class Config:
     vendors: Mapping[str, VendorInstance]
     rules: tuple[RuleConfig, ...]
     secrets: frozenset[str] = field(default_factory=frozenset)
+    #: (path, variable) of each signing secret taken from a ``${VAR:-default}`` because VAR
+    #: is unset: whoever reads the config can sign webhooks (see :func:`demo_secrets`)
+    defaulted_secrets: tuple[tuple[str, str], ...] = ()
+
+
+def demo_secrets(config: Config) -> str | None:
+    """Why ``web`` must not serve ``config`` as it is, or None: a source's signing secret is
+    the config file's own default, known to everyone who can read it."""
+    if not config.defaulted_secrets:
+        return None
+    named = ", ".join(f"{path} ({var} is not set)" for path, var in config.defaulted_secrets)
+    return (
+        f"{config.file}: {named}: the secret is the default written in the config, so "
+        f"anyone who reads it can sign webhooks; set the variable (or SWITCHBOARD_DEMO=1 to "
+        "run the demo as is)"
+    )
+
+
+_SIGNING_SECRET = re.compile(r"sources\.[^.\[]+\.secret(\[\d+\])?")
 
 
 def join(path: str, key: str | int) -> str:
@@ -99,6 +118,7 @@ class _Loader:
         self.env = env
         self.problems: list[ConfigProblem] = []
         self.secrets: set[str] = set()
+        self.defaulted: list[tuple[str, str]] = []
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(ConfigProblem(self.file, path, message))
@@ -123,6 +143,8 @@ class _Loader:
         def substitute(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             if default is not None and not self.env.get(name):
+                if _SIGNING_SECRET.fullmatch(path):
+                    self.defaulted.append((path, name))
                 return default
             if name not in self.env:
                 self.problem(path, f"environment variable {name} is not set")
@@ -333,7 +355,14 @@ class _Loader:
         rules = self.rules(top["rules"], sources, vendors, top["vendors"])
         if self.problems:
             raise ConfigError(self.problems)
-        return Config(self.file, sources, vendors, tuple(rules), frozenset(self.secrets))
+        return Config(
+            self.file,
+            sources,
+            vendors,
+            tuple(rules),
+            frozenset(self.secrets),
+            tuple(self.defaulted),
+        )
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

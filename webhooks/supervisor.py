@@ -113,6 +113,7 @@ class Supervisor:
         env["REDIS_URL"] = redis_url
         token = self.settings.ops_token or secrets.token_urlsafe(18)
         env["SWITCHBOARD_OPS_TOKEN"] = token
+        env.setdefault("SWITCHBOARD_DEMO", "1")  # the demo config's own signing secrets serve
         shown_token = token_note(self.settings.ops_token) or f"token: {token}"
         if sandbox_wanted(self.config, self.settings.sandbox_port):
             self.start("sandbox", sandbox_command(self.settings.sandbox_port), env)

@@ -2,14 +2,17 @@
 
 Logging is configured here (JSON lines on stderr, secrets redacted), not in the factory:
 tests and embedders build apps without touching the process's logging. A bad setting or
-config stops gunicorn with one line naming it (``AppImportError``). So is the thread
-that resumes bulk-replay jobs whose process died (:mod:`webhooks.ops.jobs`): one per
-gunicorn worker (the module is imported after the fork; no ``--preload``).
+config stops gunicorn with one line naming it (``AppImportError``), and so does a signing
+secret that is the config's own ``${VAR:-default}`` (``SWITCHBOARD_DEMO=1`` allows it, as
+``up`` does). The thread that resumes bulk-replay jobs whose process died
+(:mod:`webhooks.ops.jobs`) starts here too: one per gunicorn worker (the module is
+imported after the fork; no ``--preload``).
 """
 
 from gunicorn.errors import AppImportError
 
 from config.errors import ConfigError
+from config.loader import demo_secrets
 from config.logs import configure_logging
 from config.settings import EnvError
 from webhooks import create_app
@@ -19,7 +22,10 @@ try:
     app = create_app()
 except (EnvError, ConfigError) as exc:  # gunicorn prints this line and stops, no traceback
     raise AppImportError(f"switchboard: {exc}") from None
-configure_logging(app.extensions["switchboard"].config.secrets)
+_state = app.extensions["switchboard"]
+if not _state.settings.demo and (_why := demo_secrets(_state.config)):
+    raise AppImportError(f"switchboard: {_why}")
+configure_logging(_state.config.secrets)
 
 
 def _resume_stalled_jobs() -> list[str]:

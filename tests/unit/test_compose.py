@@ -10,6 +10,7 @@ import click
 import pytest
 import yaml
 
+from config.loader import load_config
 from config.settings import DEFAULT_CONFIG
 from webhooks.cli import main
 
@@ -107,6 +108,17 @@ def test_apps_share_the_compose_redis_and_the_config_path(service):
     assert env["REDIS_URL"] == "redis://redis:6379/0"
     assert env["SWITCHBOARD_CONFIG"] == f"/app/{DEFAULT_CONFIG}"
     assert env["SWITCHBOARD_OPS_TOKEN"].startswith("${SWITCHBOARD_OPS_TOKEN:?")
+
+
+@pytest.mark.parametrize("service", ["web", "worker-1", "worker-2"])
+def test_every_signing_secret_of_the_baked_in_config_must_be_given(service):
+    # the demo config's ${VAR:-default} signing secrets are public (the README signs
+    # with one): compose must stop when one is missing, before web refuses to start
+    config = load_config(ROOT / DEFAULT_CONFIG, {})
+    env = SERVICES[service]["environment"]
+    for _path, variable in config.defaulted_secrets:
+        assert env.get(variable, "").startswith(f"${{{variable}:?"), (service, variable)
+    assert "SWITCHBOARD_DEMO" not in env
 
 
 @pytest.mark.parametrize("service", APP_SERVICES)

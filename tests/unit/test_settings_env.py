@@ -10,6 +10,7 @@ import pytest
 
 from config import embedded_redis
 from config.environment import EnvError, Reader
+from config.loader import demo_secrets, load_config
 from config.settings import Settings
 from tests.helpers import ROOT, TEST_CONFIG
 
@@ -160,3 +161,43 @@ def test_bare_celery_stops_with_one_line_naming_the_variable():
     assert done.returncode == 1
     assert "SWITCHBOARD_RUN_LEASE must be a number above 0, not '-1'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+DEMO_SECRETS = ("STRIPE_WEBHOOK_SECRET", "CRM_WEBHOOK_SECRET", "HUBSPOT_CLIENT_SECRET")
+
+
+def test_web_refuses_signing_secrets_that_are_the_configs_own_defaults():
+    # the demo config says "${STRIPE_WEBHOOK_SECRET:-whsec_demo_stripe_secret}": served
+    # as is (say by the compose file with a variable forgotten), anyone who has read the
+    # README could sign webhooks. web names each such secret; `up` (the demo) allows it
+    demo = str(ROOT / "config" / "switchboard.yaml")
+    environ = {k: v for k, v in os.environ.items() if k not in (*DEMO_SECRETS, "PORTAL_SECRET")}
+    done = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-b", "127.0.0.1:0", "webhooks.wsgi:app"],
+        cwd=ROOT,
+        env={
+            **environ,
+            "PYTHONPATH": str(ROOT),
+            "SWITCHBOARD_CONFIG": demo,
+            "PORTAL_SECRET": "a-real-secret-of-ours",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    for variable in DEMO_SECRETS:
+        assert f"({variable} is not set)" in done.stderr, done.stderr
+    assert "PORTAL_SECRET" not in done.stderr  # set: not the default
+    assert "SWITCHBOARD_DEMO=1" in done.stderr
+
+
+def test_which_signing_secrets_are_the_configs_own_defaults():
+    demo = ROOT / "config" / "switchboard.yaml"
+    given = {v: "whsec_c2VjcmV0" if v == "CRM_WEBHOOK_SECRET" else "set" for v in DEMO_SECRETS}
+    config = load_config(demo, {**given, "PORTAL_SECRET": ""})  # empty: the default again
+    assert config.defaulted_secrets == (("sources.portal.secret", "PORTAL_SECRET"),)
+    assert demo_secrets(load_config(demo, {**given, "PORTAL_SECRET": "x"})) is None
+    # vendor credentials' defaults are not signing secrets: a wrong one fails at the vendor
+    assert all(path.startswith("sources.") for path, _ in load_config(demo, {}).defaulted_secrets)
