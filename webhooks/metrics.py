@@ -69,7 +69,7 @@ def init_app(app: Flask) -> None:
     @app.get("/metrics")
     def metrics() -> Response:
         wm.BUFFER.flush()  # this process's own latest counts (others lag <= 1 s)
-        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
     @app.before_request
     def _start_clock() -> None:

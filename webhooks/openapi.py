@@ -117,8 +117,34 @@ def build_spec(with_ops: bool, version: str = "0.1.0") -> dict[str, Any]:
             }
         },
     )
+    spec.path(
+        path="/openapi.json",
+        operations={
+            "get": {
+                "tags": ["health"],
+                "summary": "This document (OpenAPI 3)",
+                "responses": {"200": _json({"type": "object"}, "the OpenAPI document")},
+            }
+        },
+    )
     if with_ops:
         _ops_paths(spec)
+        spec.path(
+            path="/ops/",
+            operations={
+                "get": {
+                    "tags": ["ops"],
+                    "summary": "The ops web page (HTML; signs in with the ops token)",
+                    "responses": {
+                        "200": {
+                            "description": "the dead-letter list",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        },
+                        "302": {"description": "to /ops/login when not signed in"},
+                    },
+                }
+            },
+        )
     return spec.to_dict()
 
 
