@@ -149,7 +149,6 @@ class Procs:
 
         command = web_command(port, workers)
         command[-1] = app
-        command[command.index("--access-logfile") : command.index("--access-logfile") + 2] = []
         self.start(command, environ, role)
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/healthz")

@@ -70,10 +70,11 @@ class TextFormatter(logging.Formatter):
         return self.redactor.text(super().format(record)) or ""
 
 
-def event(logger: logging.Logger, msg: str, **fields: Any) -> None:
-    """Log ``msg`` at INFO with structured ``fields`` (skipped cheaply when disabled)."""
-    if logger.isEnabledFor(logging.INFO):
-        logger.info(msg, extra={FIELDS_ATTR: fields})
+def event(logger: logging.Logger, msg: str, at: int = logging.INFO, **fields: Any) -> None:
+    """Log ``msg`` at level ``at`` (INFO) with structured ``fields`` (skipped cheaply when
+    disabled)."""
+    if logger.isEnabledFor(at):
+        logger.log(at, msg, extra={FIELDS_ATTR: fields})
 
 
 def configure_logging(

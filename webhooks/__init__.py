@@ -19,7 +19,7 @@ def create_app(
 
     from config.loader import load_config
     from config.settings import Settings
-    from webhooks import health, http_errors, ingest, metrics, openapi
+    from webhooks import access_log, health, http_errors, ingest, metrics, openapi
     from webhooks.state import AppState
 
     settings = settings or Settings.from_env()
@@ -34,6 +34,7 @@ def create_app(
     app.register_blueprint(ingest.bp)
     app.register_blueprint(health.bp)
     metrics.init_app(app)
+    access_log.init_app(app)
     app.register_blueprint(openapi.bp)
     if settings.ops_token:
         _register_ops(app, settings.ops_token)

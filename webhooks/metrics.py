@@ -72,9 +72,8 @@ def init_app(app: Flask) -> None:
         return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
     @app.before_request
-    def _start_clock() -> None:
-        if request.blueprint == "ingest":
-            g.sb_started = time.perf_counter()
+    def _start_clock() -> None:  # every request's: webhooks.access_log reads it too
+        g.sb_started = time.perf_counter()
 
     @app.after_request
     def _count_ingest(response: Response) -> Response:

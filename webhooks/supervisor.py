@@ -60,8 +60,8 @@ def web_command(port: int, workers: int = 2) -> list[str]:
         "8",
         "--graceful-timeout",
         "20",
-        "--access-logfile",
-        "-",
+        "--logger-class",  # its own lines as JSON; no access log (the app writes one)
+        "webhooks.gunicorn_logs.JsonLogger",
         "webhooks.wsgi:app",
     ]
 
