@@ -119,6 +119,7 @@ class _Loader:
         self.problems: list[ConfigProblem] = []
         self.secrets: set[str] = set()
         self.defaulted: list[tuple[str, str]] = []
+        self.vendor_kinds: dict[str, str] = {}  # vendor name -> a known kind
 
     def problem(self, path: str, message: str) -> None:
         self.problems.append(ConfigProblem(self.file, path, message))
@@ -188,6 +189,11 @@ class _Loader:
         out = {}
         for name, block in raw.items():
             path = join("vendors", name)
+            kind = block.get("kind") if isinstance(block, dict) else None
+            if isinstance(kind, str) and kind in CONNECTORS:
+                # its actions are checked against its connector even if the rest is wrong,
+                # so one pass names every problem (not the actions' only once it is fixed)
+                self.vendor_kinds[name] = kind
             data = self.load_schema(VendorSchema(), block, path)
             if data is None:
                 continue
@@ -225,7 +231,6 @@ class _Loader:
         self,
         raw: list[Any],
         sources: Mapping[str, SourceConfig],
-        vendors: Mapping[str, VendorInstance],
         raw_vendors: Mapping[str, Any],
     ) -> list[RuleConfig]:
         out, names = [], set()
@@ -244,7 +249,7 @@ class _Loader:
             actions = []
             for i, action in enumerate(data["actions"]):
                 apath = join(join(path, "actions"), i)
-                self.check_action(action, apath, vendors, raw_vendors)
+                self.check_action(action, apath, raw_vendors)
                 actions.append(
                     ActionConfig(action["vendor"], action["op"], action["target"], action["fields"])
                 )
@@ -259,26 +264,24 @@ class _Loader:
         self,
         action: dict,
         path: str,
-        vendors: Mapping[str, VendorInstance],
         raw_vendors: Mapping[str, Any],
     ) -> None:
-        vendor = vendors.get(action["vendor"])
-        if vendor is None:
+        kind = self.vendor_kinds.get(action["vendor"])
+        if kind is None:
             if action["vendor"] not in raw_vendors:  # else: its own error is reported already
                 self.problem(join(path, "vendor"), f"unknown vendor {action['vendor']!r}")
             return
-        connector = CONNECTORS[vendor.kind]
+        connector = CONNECTORS[kind]
         schema_cls = connector.ops.get(action["op"])
         if schema_cls is None:
             self.problem(
                 join(path, "op"),
-                f"{vendor.kind} has no op {action['op']!r} "
-                f"(known: {', '.join(sorted(connector.ops))})",
+                f"{kind} has no op {action['op']!r} (known: {', '.join(sorted(connector.ops))})",
             )
             return
         self.check_template_or_value(action["target"], connector.target_field, join(path, "target"))
         self.check_fields(
-            schema_cls(), action["fields"], join(path, "fields"), f"{vendor.kind}.{action['op']}"
+            schema_cls(), action["fields"], join(path, "fields"), f"{kind}.{action['op']}"
         )
 
     def check_fields(self, schema: Schema, values: Mapping[str, Any], path: str, what: str) -> None:
@@ -352,7 +355,7 @@ class _Loader:
         self.raw_sources = top["sources"]
         sources = self.sources(top["sources"])
         vendors = self.vendors(top["vendors"])
-        rules = self.rules(top["rules"], sources, vendors, top["vendors"])
+        rules = self.rules(top["rules"], sources, top["vendors"])
         if self.problems:
             raise ConfigError(self.problems)
         return Config(

@@ -165,6 +165,30 @@ def test_several_problems_are_all_reported(tmp_path):
     assert len(problems(tmp_path, text)) == 2
 
 
+@pytest.mark.parametrize(
+    "vendor_fault",
+    [
+        ('base_url: "http://127.0.0.1:8100/portabilling"', 'base_url: "not a url"'),
+        ("auth: {login: l, token: tok3n}", "auth: {login: l}"),
+        ("auth: {login: l, token: tok3n}", 'auth: {login: l, token: l}\n    rate_limit: "2/x"'),
+    ],
+    ids=["base_url", "auth", "rate_limit"],
+)
+def test_a_vendors_own_problem_does_not_hide_its_actions_problems(tmp_path, vendor_fault):
+    # `config check` promises every problem at once: the actions of a vendor with a bad
+    # setting went unchecked, so their problems showed only once the vendor was fixed
+    text = BASE.replace(*vendor_fault).replace("{bill_status: O}", "{bill_status: Z, nosuch: 1}")
+    found = problems(tmp_path, text)
+    assert any(p.startswith("vendors.porta") for p in found), found
+    assert any(p.startswith("rules[0].actions[0].fields.bill_status") for p in found), found
+    assert any(p.startswith("rules[0].actions[0].fields.nosuch") for p in found), found
+
+
+def test_an_action_on_a_vendor_of_unknown_kind_is_not_checked_twice(tmp_path):
+    text = BASE.replace("kind: portabilling", "kind: nosuchkind")
+    assert [p.split(":")[0] for p in problems(tmp_path, text)] == ["vendors.porta.kind"]
+
+
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "absent.yaml", {})
