@@ -95,7 +95,10 @@ def _flat(messages: Any) -> list[tuple[str, Any]]:
 
 
 def _args(schema: Schema) -> dict[str, Any]:
-    return load(schema, request.args.to_dict())
+    """The query's arguments; one given empty (``?vendor=&limit=``, as a form sends it) is
+    not given. A bulk replay's JSON body has no such leniency: there an empty filter must
+    not widen the replay to every entry (:data:`webhooks.ops.schemas._GIVEN`)."""
+    return load(schema, {k: v for k, v in request.args.items() if v != ""})
 
 
 # -- dead letters ------------------------------------------------------------------------
