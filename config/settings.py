@@ -41,6 +41,9 @@ class Settings:
     min_replicas: int = 0
     #: how long ingest waits for them before answering 503
     replica_timeout: float = 1.0
+    #: longest silence while a webhook's body arrives before it is answered 408: a sender
+    #: that stalls mid-body must not hold one of the web's few threads for good
+    body_timeout: float = 10.0
     #: SWITCHBOARD_DEMO=1 (``switchboard up`` sets it): web may serve signing secrets that
     #: are the config's own ``${VAR:-default}`` (config.loader.demo_secrets)
     demo: bool = False
@@ -64,6 +67,7 @@ class Settings:
             sandbox_port=read.integer("SWITCHBOARD_SANDBOX_PORT", 8100, minimum=1, maximum=65535),
             min_replicas=read.integer("SWITCHBOARD_MIN_REPLICAS", 0, minimum=0, maximum=100),
             replica_timeout=read.number("SWITCHBOARD_REPLICA_TIMEOUT", 1.0),
+            body_timeout=read.number("SWITCHBOARD_BODY_TIMEOUT", 10.0),
             demo=read.choice("SWITCHBOARD_DEMO", "0", ("0", "1")) == "1",
         )
         if settings.redis_url and (problem := redis_url_problem(settings.redis_url)):

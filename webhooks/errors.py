@@ -7,6 +7,7 @@ secret or a signature. Tree::
     ├── BadRequest (400)         malformed_json, malformed_payload, missing_event_id, bad_request
     ├── Unauthorized (401)       missing_signature, invalid_signature, stale_timestamp, unauthorized
     ├── NotFound (404)           unknown_source, not_found
+    ├── RequestTimeout (408)     body_timeout
     ├── Conflict (409)           conflict
     ├── PayloadTooLarge (413)    payload_too_large
     └── Unavailable (503)        queue_unavailable
@@ -58,6 +59,11 @@ class StaleTimestamp(Unauthorized):
 class NotFound(ApiError):
     status = 404
     code = "not_found"
+
+
+class RequestTimeout(ApiError):
+    status = 408
+    code = "body_timeout"
 
 
 class Conflict(ApiError):

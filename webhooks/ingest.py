@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from flask import Blueprint, Response, g, jsonify, request
+from werkzeug.exceptions import ClientDisconnected
 
-from webhooks.errors import NotFound, PayloadTooLarge
+from webhooks.errors import NotFound, PayloadTooLarge, RequestTimeout
 from webhooks.sources.base import InboundRequest
 from webhooks.sources.common import check_occurred_at
 from webhooks.state import get_state
@@ -33,7 +34,7 @@ def receive(source: str) -> tuple[Response, int]:
         method=request.method,
         url=request.url if verifier.needs_url else request.path,
         headers=cast(Mapping[str, str], request.headers),  # werkzeug Headers: case-insensitive
-        body=_body(state.settings.max_body),
+        body=_body(state.settings.max_body, state.settings.body_timeout),
         received_at=time.time(),
     )
     verifier.verify(inbound)
@@ -58,10 +59,23 @@ def receive(source: str) -> tuple[Response, int]:
     return _answer(accepted, duplicates, tasks)
 
 
-def _body(limit: int) -> bytes:
+def _body(limit: int, stall: float) -> bytes:
     """The request body, or 413. A Content-Length over the limit is refused while reading
-    (MAX_CONTENT_LENGTH); a chunked body is read to one byte past it and refused here."""
-    body = request.get_data(cache=False)
+    (MAX_CONTENT_LENGTH); a chunked body is read to one byte past it and refused here.
+
+    Under gunicorn, a sender silent for ``stall`` seconds mid-body is answered 408 and the
+    connection closed: gthread gives each request a thread until its body is read, so a
+    few stalled senders would hold them all. (Trickling a byte at a time still holds one:
+    in production put a buffering proxy in front, docs/deploy.md.)"""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None:
+        sock.settimeout(stall)  # gunicorn makes it blocking again for the next request
+    try:
+        body = request.get_data(cache=False)
+    except ClientDisconnected as exc:  # werkzeug's word for any error while reading
+        if isinstance(exc.__context__, TimeoutError):
+            raise RequestTimeout(f"no part of the body came for {stall:g} s") from None
+        raise
     if len(body) > limit:
         raise PayloadTooLarge(f"the body is over {limit} bytes")
     return body

@@ -69,6 +69,7 @@ def build_spec(with_ops: bool, version: str = "0.1.0") -> dict[str, Any]:
                     "400": _err("malformed body"),
                     "401": _err("bad or missing signature, stale timestamp"),
                     "404": _err("unknown source"),
+                    "408": _err("the sender went silent mid-body (SWITCHBOARD_BODY_TIMEOUT)"),
                     "413": _err("body too large"),
                     "415": _err("unsupported media type"),
                     "503": _err(
