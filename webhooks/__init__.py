@@ -58,5 +58,6 @@ def _register_ops(app: Flask, token_setting: str) -> None:
         SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
     )
+    app.session_interface = page.Sessions()
     app.register_blueprint(api.bp)
     app.register_blueprint(page.bp)

@@ -53,3 +53,8 @@ def circuit(vendor: str) -> str:
 def inflight(vendor: str) -> str:
     """zset slot token -> lease end: calls in flight to the vendor (worker.inflight)."""
     return f"{PREFIX}inflight:{vendor}"
+
+
+def ops_session(session_id: str) -> str:
+    """The operator name a signed-in ops page session belongs to (expires with it)."""
+    return f"{PREFIX}ops:session:{session_id}"

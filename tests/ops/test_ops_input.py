@@ -144,3 +144,35 @@ def test_the_page_cancels_a_job(client, redis):
     assert done.status_code == 302
     page = client.get(f"/ops/job/{job['id']}").get_data(as_text=True)
     assert "<strong>cancelled</strong>" in page and "Cancel the rest" not in page
+
+
+def test_signing_out_revokes_the_cookie_and_every_copy_of_it(client, app):
+    # a cookie copied before sign-out (a shared machine, a proxy log) kept working for the
+    # rest of its 12 hours: the sign-in is now a record in Redis that sign-out deletes
+    _sign_in(client)
+    assert client.get("/ops/").status_code == 200
+    copied = client.get_cookie("switchboard_ops", path="/ops").value
+    page = client.get("/ops/").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert csrf is not None
+    assert client.post("/ops/logout", data={"csrf_token": csrf[1]}).status_code == 302
+    thief = app.test_client()
+    thief.set_cookie("switchboard_ops", copied, path="/ops")
+    answer = thief.get("/ops/")
+    assert answer.status_code == 302 and "/ops/login" in answer.headers["Location"]
+
+
+def test_the_cookie_is_secure_when_the_page_is_reached_over_https(client):
+    assert "Secure" not in _sign_in(client).headers["Set-Cookie"]  # the demo: plain http
+    for secure in (
+        {"base_url": "https://ops.example"},
+        {"headers": {"X-Forwarded-Proto": "https"}},  # TLS ends at a proxy in front
+    ):
+        login = client.get("/ops/login", **secure).get_data(as_text=True)
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', login)
+        assert csrf is not None
+        signed_in = client.post(
+            "/ops/login", data={"token": "test-ops-token", "csrf_token": csrf[1]}, **secure
+        )
+        assert signed_in.status_code == 302
+        assert "; Secure" in signed_in.headers["Set-Cookie"], secure

@@ -18,6 +18,7 @@ from flask import (
     Blueprint,
     Response,
     abort,
+    current_app,
     flash,
     redirect,
     render_template,
@@ -25,6 +26,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSessionInterface
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -33,6 +35,7 @@ from webhooks.ops.api import ops, tokens
 from webhooks.ops.auth import identify
 from webhooks.ops.service import ConflictError, NotFoundError
 from webhooks.state import get_state
+from worker import keys
 from worker.deadletter import parse_cursor
 
 bp = Blueprint(
@@ -46,6 +49,16 @@ bp = Blueprint(
 
 OPEN_ENDPOINTS = frozenset({"ops_page.login", "ops_page.static"})
 FILTER_NAMES = ("vendor", "rule", "source", "code", "since", "until")
+
+
+class Sessions(SecureCookieSessionInterface):
+    """The page's signed cookie, ``Secure`` whenever the page was reached over HTTPS,
+    directly or through a proxy that says so (``X-Forwarded-Proto``); the demo's plain
+    http://127.0.0.1 still signs in. Set as the app's session interface with /ops."""
+
+    def get_cookie_secure(self, app: Any) -> bool:
+        forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip()
+        return request.is_secure or forwarded.lower() == "https"
 
 
 def csrf_token() -> str:
@@ -78,15 +91,21 @@ def _guard() -> BaseResponse | None:
             abort(400, "the form expired or did not come from this page; reload and retry")
     if request.endpoint in OPEN_ENDPOINTS:
         return None
-    if not session.get("who") or identify_session() is None:
+    if identify_session() is None:
         session.pop("who", None)
         return redirect(url_for("ops_page.login", next=request.full_path))
     return None
 
 
 def identify_session() -> str | None:
-    who = session.get("who")
-    return who if who in tokens() else None
+    """The operator this cookie signed in, while that sign-in stands: its token is still
+    configured and it has not signed out (the record in Redis is gone then, so a copy of
+    the cookie taken earlier is worth nothing)."""
+    who, sid = session.get("who"), session.get("sid")
+    if not who or not sid or who not in tokens():
+        return None
+    stored = get_state().redis.get(keys.ops_session(str(sid)))
+    return str(who) if stored is not None and stored.decode() == who else None
 
 
 @bp.after_request
@@ -128,13 +147,18 @@ def login() -> BaseResponse | tuple[str, int] | str:
         session.clear()
         session.permanent = True
         session["who"] = who
+        session["sid"] = sid = secrets.token_urlsafe(18)
         session["csrf"] = secrets.token_urlsafe(32)
+        lifetime = current_app.permanent_session_lifetime
+        client.set(keys.ops_session(sid), who, ex=int(lifetime.total_seconds()))
         return redirect(_safe_next(request.args.get("next")))
     return render_template("ops_login.html", error=None)
 
 
 @bp.post("/logout")
 def logout() -> BaseResponse:
+    if sid := session.get("sid"):
+        get_state().redis.delete(keys.ops_session(str(sid)))  # this cookie's copies too
     session.clear()
     return redirect(url_for("ops_page.login"))
 
