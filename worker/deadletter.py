@@ -27,9 +27,10 @@ from typing import Any, cast
 
 import redis as redis_lib
 
+from webhooks.sources.base import Event
 from worker import keys
 from worker.model import UpdateTask
-from worker.queue import Queue
+from worker.queue import Queue, event_from_json
 from worker.redact import Redactor
 
 # KEYS[1] the entry, KEYS[2] its task record; ARGV[1] now, ARGV[2] seconds after which a
@@ -64,8 +65,11 @@ local function uncount(counts, by, name, value, id)
 end
 """
 
-# KEYS[1] the entry, KEYS[2] the index, KEYS[3] the counts; ARGV[1] id, ARGV[2] now,
-# ARGV[3] the entry's JSON, ARGV[4] the by-value key prefix, ARGV[5..8] its filter values.
+# KEYS[1] the entry, KEYS[2] the index, KEYS[3] the counts, KEYS[4] the task's record;
+# ARGV[1] id, ARGV[2] now, ARGV[3] the entry's JSON, ARGV[4] the by-value key prefix,
+# ARGV[5..8] its filter values, ARGV[9] (optional) the event's JSON, kept with the entry
+# (see DeadLetters.put). The task record is marked 'dead_letter': should the worker die
+# before it marks the task dead, the run that applies it later resolves the entry.
 # An entry that died again with another code moves from the old code's index and count.
 _PUT = (
     _NAMES
@@ -83,7 +87,9 @@ for i, name in ipairs(names) do
   redis.call('HSET', KEYS[1], name, value)
 end
 redis.call('HSET', KEYS[1], 'entry', ARGV[3], 'replaying', '0')
+if ARGV[9] then redis.call('HSET', KEYS[1], 'event', ARGV[9]) end
 redis.call('ZADD', KEYS[2], now, id)
+if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HSET', KEYS[4], 'dead_letter', '1') end
 """
 )
 
@@ -178,9 +184,15 @@ class DeadLetters:
             "attempts": self.redactor.deep(attempts),
             "task": task.to_dict(),
         }
+        args = [task.id, now, json.dumps(entry), keys.DEAD_BY, *(entry[f] for f in FILTERS)]
+        if code == "mapping_error":
+            # replaying it maps the event again with the fixed rule: keep the event as long
+            # as the entry (the event itself expires SWITCHBOARD_EVENT_TTL_DAYS after it came)
+            event = self.redis.hget(keys.event(task.source, task.event_id), "event")
+            args += [event] if event is not None else []
         self._put(
-            keys=[keys.dead(task.id), keys.DEAD_INDEX, keys.DEAD_COUNTS],
-            args=[task.id, now, json.dumps(entry), keys.DEAD_BY, *(entry[f] for f in FILTERS)],
+            keys=[keys.dead(task.id), keys.DEAD_INDEX, keys.DEAD_COUNTS, keys.task(task.id)],
+            args=args,
         )
         return {**entry, "replays": (previous or {}).get("replays", 0), "replaying": False}
 
@@ -190,6 +202,11 @@ class DeadLetters:
             self.redis.hmget(keys.dead(entry_id), ["entry", "replays", "replaying"]),
         )
         return _entry(raw, replays, replaying) if raw else None
+
+    def kept_event(self, entry_id: str) -> Event | None:
+        """The event a ``mapping_error`` entry keeps (see :meth:`put`), or None."""
+        raw = self.redis.hget(keys.dead(entry_id), "event")
+        return event_from_json(raw) if raw is not None else None
 
     def count(self) -> int:
         return int(self.redis.zcard(keys.DEAD_INDEX))

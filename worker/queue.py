@@ -103,6 +103,9 @@ class TaskRecord:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     queued_at: float = 0.0
     stale_fields: list[str] = field(default_factory=list)
+    #: a dead letter was written for it (worker.deadletter): a run that applies it after
+    #: all must resolve that entry, even if its death was never recorded here
+    dead_letter: bool = False
 
     @property
     def finished(self) -> bool:
@@ -151,6 +154,7 @@ def _record(data: dict[bytes, bytes]) -> TaskRecord | None:
         attempts=json.loads(data.get(b"attempts", b"[]")),
         queued_at=float(data.get(b"queued_at", 0)),
         stale_fields=json.loads(data.get(b"stale_fields", b"[]")),
+        dead_letter=data.get(b"dead_letter") == b"1",
     )
 
 

@@ -312,7 +312,7 @@ def _complete(
         ),
         waiting,
     )
-    if record.attempts:  # it may be a replayed dead letter
+    if record.attempts or record.dead_letter:  # a replayed (or left over) dead letter
         rt.dead_letters.resolve(task.id)
 
 

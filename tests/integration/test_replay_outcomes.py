@@ -57,3 +57,20 @@ def test_an_entry_left_over_from_a_task_that_was_applied_is_not_replayed(runtime
     assert store.get(task.id) is None and store.counts()["vendor"] == {}
     record = queue.load_task(task.id)
     assert record is not None and record.state == "applied"  # not re-opened
+
+
+def test_an_entry_left_by_a_worker_that_died_before_marking_its_task_is_resolved(
+    runtime, private_db, sandbox
+):
+    """The worker wrote the dead letter and died before marking the task dead; the task's
+    lease ran out and a later run applied it. The entry was left in the store (a failure
+    on the page that never was) until its task record expired, and replaying it then
+    sent the update again."""
+    from worker.deadletter import DeadLetters
+
+    queue = Queue(private_db)
+    task = store_perfex_task(queue, "evt-died-mid-dead", "paid 6")
+    DeadLetters(private_db).put(task, "exhausted", "gave up", [])  # ...and the worker died
+    assert deliver(runtime, queue, task) == "applied"  # the run after the lease ran out
+    assert runtime.dead_letters.get(task.id) is None
+    assert runtime.dead_letters.count() == 0

@@ -306,6 +306,31 @@ def test_mapping_error_replay_maps_the_action_again_with_the_current_rules(
     assert client.get(f"/ops/dead-letters/{entry_id}", headers=OPS).status_code == 404
 
 
+def test_a_mapping_error_keeps_its_event_for_replay_after_the_event_expired(
+    client, app, worker, sandbox, redis
+):
+    # events expire SWITCHBOARD_EVENT_TTL_DAYS after they came; dead letters are kept
+    # until handled: a week-old mapping_error could no longer be fixed and replayed (409)
+    import json as jsonlib
+
+    from tests.helpers import with_changes
+    from worker import keys
+
+    data = jsonlib.loads(with_changes("stripe/customer.updated.json", id="evt_ops_expired"))
+    del data["data"]["object"]["address"]["postal_code"]
+    assert post_stripe(client, jsonlib.dumps(data).encode()).status_code == 202
+    [entry_id] = task_ids(redis, "evt_ops_expired")
+    wait_for(lambda: state(redis, entry_id) == "dead")
+    redis.delete(keys.event("stripe", "evt_ops_expired"))  # its TTL ran out
+    shown = client.get(f"/ops/dead-letters/{entry_id}", headers=OPS).get_json()
+    assert shown["event"]["id"] == "evt_ops_expired"
+    _swap_rules(app, _config_with_zip_default(app))
+    assert client.post(f"/ops/dead-letters/{entry_id}/replay", headers=OPS).status_code == 202
+    wait_for(lambda: state(redis, entry_id) == "applied")
+    record = sandbox.record("perfexcrm", data["data"]["object"]["metadata"]["perfex_customer"])
+    assert record["zip"] == "none"
+
+
 def _config_with_zip_default(app):
     import dataclasses
 

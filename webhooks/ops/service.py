@@ -31,6 +31,7 @@ from redis.exceptions import LockError
 
 from webhooks.ops import jobs
 from webhooks.rules import RuleSet
+from webhooks.sources.base import Event
 from worker import keys
 from worker.deadletter import DeadLetters, Page
 from worker.model import UpdateTask
@@ -82,9 +83,14 @@ class Ops:
         entry = self.dead_letters.get(entry_id)
         if entry is None:
             raise NotFoundError(f"no dead letter {entry_id}")
-        loaded = self.queue.load_event(entry["source"], entry["event_id"])
-        entry["event"] = self._event_json(loaded[0]) if loaded else None
+        event = self._event_of(entry)
+        entry["event"] = self._event_json(event) if event else None
         return entry
+
+    def _event_of(self, entry: dict[str, Any]) -> Event | None:
+        """The entry's event: still stored, or kept with the entry (``mapping_error``)."""
+        loaded = self.queue.load_event(entry["source"], entry["event_id"])
+        return loaded[0] if loaded else self.dead_letters.kept_event(entry["id"])
 
     def replay(self, entry_id: str, who: str) -> dict[str, Any]:
         """Replay one entry; ``{"status": "queued" | "already_replaying", "entry": ...}``."""
@@ -104,11 +110,11 @@ class Ops:
 
     def _remap(self, entry: dict[str, Any]) -> UpdateTask:
         """The entry's action mapped again, with today's rules, from the stored event."""
-        loaded = self.queue.load_event(entry["source"], entry["event_id"])
-        if loaded is None:
+        event = self._event_of(entry)
+        if event is None:
             raise ConflictError(f"event {entry['source']}/{entry['event_id']} is no longer stored")
         action = entry["task"]["action"]
-        for match in self.rules.map_event(loaded[0]):
+        for match in self.rules.map_event(event):
             if match.rule == entry["rule"]:
                 for task in match.tasks:
                     if task.action == action:
