@@ -1,22 +1,26 @@
 """Per-target ordering: one task at a time per (vendor, target), and no stale overwrites.
 
-- :class:`TargetLock`: a random token under ``sb:lock:<vendor>:<target>``, taken with
+- A record is the target, or ``<kind>:<target>`` where a vendor's ops change records
+  whose ids may coincide (PortaBilling customer 1001 and account 1001): see
+  :meth:`worker.vendors.base.Connector.record_key`.
+- :class:`TargetLock`: a random token under ``sb:lock:<vendor>:<record>``, taken with
   ``SET NX PX`` inside the ``begin`` step (:mod:`worker.steps`), released only by its
   holder (compare-and-delete in Lua), expiring on its own if the holder dies. Its time to live
   (:func:`worker.runner.hold_seconds`) is above the longest run, so it cannot expire
   under a live holder; after a vendor timeout the holder keeps it one vendor timeout
   longer (:meth:`TargetLock.hold`) so a late write of the timed-out request lands first.
-- Field versions: ``sb:fields:<vendor>:<target>`` maps each field to the ``occurred_at``
-  of the event that last set it. ``begin`` reads them, :func:`split_by_versions` keeps
-  the fields this task may still set (its event is not older than the one that set
-  them), and ``complete`` raises the versions of the fields it set. All of it happens
-  while the lock is held, so two tasks for one target cannot interleave.
+- Field versions: ``sb:fields:<vendor>:<record>`` maps each field (each member of a
+  group, dotted) to the ``occurred_at`` of the event that last set it. ``begin`` reads
+  them, :func:`split_by_versions` keeps the names this task may still set (its event is
+  not older than the one that set them), and ``complete`` raises the versions of the
+  names it set. All of it happens while the lock is held, so two tasks for one record
+  cannot interleave.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis as redis_lib
@@ -38,9 +42,10 @@ class TargetLock:
     """The holder's side of the lock: its token, release and hold. The lock is *taken*
     (with its time to live) by the ``begin`` step, atomically with the gen check."""
 
-    def __init__(self, client: redis_lib.Redis, vendor: str, target: str):
+    def __init__(self, client: redis_lib.Redis, vendor: str, record: str):
         self.redis = client
-        self.key = keys.target_lock(vendor, target)
+        self.record = record  # the field versions' key names it too (worker.steps)
+        self.key = keys.target_lock(vendor, record)
         self.token = uuid.uuid4().hex
         self._release = client.register_script(_RELEASE)
         self._hold = client.register_script(_HOLD)
@@ -53,18 +58,47 @@ class TargetLock:
         self._hold(keys=[self.key], args=[self.token, max(1, int(seconds * 1000))])
 
 
-def split_by_versions(
-    fields: dict[str, Any], versions: Sequence[float | None], occurred_at: float
-) -> tuple[dict[str, Any], list[str]]:
-    """(fields still to set, names skipped because a newer event already set them).
-
-    ``versions`` holds, in the order of ``fields``, the ``occurred_at`` of the event that
-    last set each field (None: never set). Equal times are not stale (the later task wins).
-    """
-    fresh, stale = {}, []
-    for (name, value), version in zip(fields.items(), versions, strict=True):
-        if version is not None and version > occurred_at:
-            stale.append(name)
+def version_names(fields: Mapping[str, Any]) -> list[str]:
+    """The names field versions are kept under: each field's, and for a group of fields
+    (a mapping, as Soliditech's ``physical_address``) each member's, dotted
+    (``physical_address.city``), so an older event still sets the members a newer one
+    did not touch."""
+    names: list[str] = []
+    for name, value in fields.items():
+        if isinstance(value, Mapping) and value:
+            names += [f"{name}.{member}" for member in version_names(value)]
         else:
-            fresh[name] = value
+            names.append(name)
+    return names
+
+
+def split_by_versions(
+    fields: Mapping[str, Any], versions: Sequence[float | None], occurred_at: float
+) -> tuple[list[str], list[str]]:
+    """(names still to set, names skipped because a newer event already set them), as
+    :func:`version_names` names them.
+
+    ``versions`` holds, in that order, the ``occurred_at`` of the event that last set each
+    name (None: never set). Equal times are not stale (the later task wins).
+    """
+    fresh: list[str] = []
+    stale: list[str] = []
+    for name, version in zip(version_names(fields), versions, strict=True):
+        (stale if version is not None and version > occurred_at else fresh).append(name)
     return fresh, stale
+
+
+def pick(fields: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """The part of ``fields`` that ``names`` (from :func:`version_names`) cover."""
+    out: dict[str, Any] = {}
+    for name in names:
+        *groups, last = name.split(".")
+        source: Any = fields
+        for group in groups:
+            source = source.get(group) if isinstance(source, Mapping) else None
+        if isinstance(source, Mapping) and last in source:
+            target = out
+            for group in groups:
+                target = target.setdefault(group, {})
+            target[last] = source[last]
+    return out

@@ -113,7 +113,7 @@ def process(
     except errors.PermanentError as exc:
         return dead(rt, record, exc.code, str(exc))
     hold = hold_seconds(rt, connector.instance)
-    lock = ordering.TargetLock(rt.redis, task.vendor, task.target)
+    lock = ordering.TargetLock(rt.redis, task.vendor, connector.record_key(task.op, task.target))
     begun = _begin(rt, record, lock, hold, lock_wait)
     if begun.status == "busy":
         return defer(rt, record, 0.1 + random.random() * 0.4)
@@ -143,8 +143,8 @@ def _begin(
             task.id,
             record.gen,
             task.vendor,
-            task.target,
-            list(task.fields),
+            lock.record,
+            ordering.version_names(task.fields),
             time.time() + hold,
             lock.token,
             hold,
@@ -237,9 +237,7 @@ def _apply_locked(
     started = time.time()
     try:
         # validated once, before the lock; send only the fields that are not stale
-        connector.apply_clean(
-            task.op, clean.target, {k: v for k, v in clean.fields.items() if k in fresh}
-        )
+        connector.apply_clean(task.op, clean.target, ordering.pick(clean.fields, fresh))
     except errors.VendorError as exc:
         if isinstance(exc, (errors.Timeout, errors.Unavailable)):
             _advise("count a failure", (circuit or circuit_for(rt, instance)).failure)
@@ -262,7 +260,7 @@ def _apply_locked(
             slot = admitted.slot
             _advise("free an in-flight slot", lambda: rt.inflight.release(task.vendor, slot))
     attempts = record.attempts + [_attempt(started, "applied", None, None, None)]
-    _complete(rt, record, lock, "applied", attempts, stale, list(fresh))
+    _complete(rt, record, lock, "applied", attempts, stale, fresh)
     if circuit:
         _advise("count a success", circuit.success)
     return "applied", 0.0, True
@@ -302,7 +300,7 @@ def _complete(
             task.id,
             record.gen,
             task.vendor,
-            task.target,
+            lock.record,
             state,
             attempts,
             stale,

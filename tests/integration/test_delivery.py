@@ -157,11 +157,11 @@ def enqueue(
     fields: dict,
     occurred_at: float,
     vendor: str = "perfex",
+    op: str = "update_customer",
 ) -> UpdateTask:
     event = Event("test", uuid.uuid4().hex, "manual", occurred_at, time.time(), {})
     task = UpdateTask(
-        "test", event.id, "manual", "manual", 0, vendor, "update_customer", target, fields,
-        occurred_at,
+        "test", event.id, "manual", "manual", 0, vendor, op, target, fields, occurred_at
     )  # fmt: skip
     assert Queue(client).store_event(event, [task])
     return task
@@ -224,6 +224,38 @@ def test_partly_stale_task_still_applies_its_fresh_fields(r, sandbox):
     assert puts(sandbox, "103")[-1]["body"] == {"zip": "OLD 1"}
     assert r.hget(keys.field_versions("perfex", "103"), "zip") == b"1000.0"
     assert r.hget(keys.field_versions("perfex", "103"), "city") == b"2000.0"
+
+
+def test_a_customer_and_an_account_with_one_number_are_ordered_apart(r, sandbox):
+    # PortaBilling numbers customers and accounts separately: a newer update of account
+    # 1001 made an older update of customer 1001 "stale", and the customer stayed as it was
+    account = {**sandbox.record("portabilling", "account:2001"), "i_account": 1001}
+    sandbox.http.put("/portabilling/_sim/records/account:1001", json=account).raise_for_status()
+    newer = enqueue(r, "1001", {"bill_status": "S"}, 2000.0, vendor="porta", op="update_account")
+    wait_for(lambda: state(r, newer) == "applied")
+    older = enqueue(r, "1001", {"bill_status": "O"}, 1000.0, vendor="porta")
+    wait_for(lambda: state(r, older) == "applied")
+    assert sandbox.record("portabilling", "customer:1001")["bill_status"] == "O"
+    assert sandbox.record("portabilling", "account:1001")["bill_status"] == "S"
+
+
+def test_an_older_event_still_sets_the_members_of_a_group_a_newer_one_left(r, sandbox):
+    # Soliditech's physical_address is one field of members: a newer city-only change made
+    # an older full address "stale" whole, leaving the old street with the new city
+    city = {"physical_address": {"city": "Manchester"}}
+    newer = enqueue(r, "5005", city, 2000.0, vendor="soli")
+    wait_for(lambda: state(r, newer) == "applied")
+    moved = {"address_line1": "14 Deansgate", "city": "Leeds", "street_code": "M3 2BA"}
+    older = enqueue(r, "5005", {"physical_address": moved}, 1000.0, vendor="soli")
+    wait_for(lambda: state(r, older) == "applied")
+    record = Queue(r).load_task(older.id)
+    assert record is not None and record.stale_fields == ["physical_address.city"]
+    address = sandbox.record("soliditech", 5005)["physicalAddress"]
+    assert (address["addressLine1"], address["city"], address["streetCode"]) == (
+        "14 Deansgate",
+        "Manchester",
+        "M3 2BA",
+    )
 
 
 # -- rate limit ----------------------------------------------------------------------------

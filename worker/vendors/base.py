@@ -71,6 +71,9 @@ class Connector:
     kind: ClassVar[str]
     #: op name -> marshmallow schema of the fields that op accepts
     ops: ClassVar[Mapping[str, type[Schema]]] = {}
+    #: per op, the kind of record it changes, for a vendor whose ops change records of
+    #: different kinds whose ids may coincide (see :meth:`record_key`)
+    record_kinds: ClassVar[Mapping[str, str]] = {}
     #: schema of the ``auth:`` block in the vendor's config
     auth_schema: ClassVar[type[Schema]] = NoAuth
     #: schema of the ``options:`` block (vendor-specific switches)
@@ -107,6 +110,13 @@ class Connector:
         """Apply fields that :meth:`validate_fields` / :meth:`validate_target` returned."""
         method = getattr(self, f"op_{op}")
         return method(clean_target, clean_fields)  # type: ignore[no-any-return]
+
+    @classmethod
+    def record_key(cls, op: str, target: str) -> str:
+        """The record ``op`` changes, as ordering keys it (the per-record lock and field
+        versions): the target, or ``<kind>:<target>`` for an op of a declared kind."""
+        kind = cls.record_kinds.get(op)
+        return f"{kind}:{target}" if kind else target
 
     def validate_fields(self, op: str, fields_: Mapping[str, Any]) -> dict[str, Any]:
         schema = self._schemas.get(op)

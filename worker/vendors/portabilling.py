@@ -241,6 +241,8 @@ def fault_of(data: Any) -> tuple[str, str] | None:
 class PortaBilling(Connector):
     kind = "portabilling"
     ops: ClassVar = {"update_customer": UpdateCustomer, "update_account": UpdateAccount}
+    # i_customer and i_account are separate numberings: customer 1001 is not account 1001
+    record_kinds: ClassVar = {"update_customer": "customer", "update_account": "account"}
     auth_schema = PortaAuth
     options_schema = PortaOptions
     target_field = WholeNumber(required=True)
