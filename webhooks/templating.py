@@ -8,14 +8,20 @@ an id made of digits is not silently turned into an int. Mixed text renders as a
 A template that is only a dotted name (``{{ payload.data.object.id }}``, the commonest
 kind) is looked up directly in the nested dicts (:class:`PathTemplate`, several times
 faster than a Jinja render); whenever that lookup would differ from Jinja's (a missing
-key, a value that is not a plain dict, a key that is also a dict method name) the
-template is rendered by Jinja, so results and errors are always Jinja's own.
+key, a value that is not a plain dict) the template is rendered by Jinja, so results and
+errors are always Jinja's own. A key wins over a dict method of the same name
+(``payload.items``), in both.
+
+Whatever a template gives is JSON data (:func:`plain`): a ``map``/``select`` generator
+becomes a list, a lone constant keeps its type (``{{ 4900 / 100 }}`` is 49.0), ``None``
+in mixed text is nothing (not "None"), and a template that writes nothing is "".
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from itertools import chain, islice
 from typing import Any
 
@@ -24,15 +30,45 @@ from jinja2.nativetypes import NativeCodeGenerator
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 
+def _text(value: Any) -> str:
+    """A part of mixed text: ``None`` (a JSON null) is nothing, not the word "None"."""
+    return "" if value is None else str(value)
+
+
 def _concat(values: Iterable[Any]) -> Any:
     head = list(islice(values, 2))
     if not head:
-        return None
+        return ""  # a template that writes nothing ({% if %} false) is empty text
     if len(head) == 1:
         if isinstance(head[0], Undefined):
             str(head[0])  # a lone missing key: StrictUndefined raises here, not later
-        return head[0]
-    return "".join(str(v) for v in chain(head, values))
+        return plain(head[0])
+    return "".join(_text(v) for v in chain(head, values))
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON data, what a vendor can be sent: a filter's generator (``map``,
+    ``select``) becomes a list, and anything else that is not data (a dict method reached
+    by ``payload.values``, a NaN) is a TypeError, which makes a ``mapping_error``."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TypeError(f"the template gave {value!r}, which is no JSON number")
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | Iterator):
+        return [plain(v) for v in value]
+    raise TypeError(f"the template gave a {type(value).__name__}, not data (text, number, ...)")
+
+
+class _NativeCodeGenerator(NativeCodeGenerator):
+    def _output_const_repr(self, group: Iterable[Any]) -> str:
+        # a template that is one constant ({{ 4900 / 100 }}, {{ none }}) keeps its type, as
+        # one that is not constant does; Jinja's own makes it text ("49.0", "None")
+        parts = list(group)
+        return repr(parts[0]) if len(parts) == 1 else repr("".join(map(_text, parts)))
 
 
 class _NativeTemplate(Template):
@@ -45,8 +81,16 @@ class _NativeTemplate(Template):
 
 
 class SandboxedNativeEnvironment(ImmutableSandboxedEnvironment):
-    code_generator_class = NativeCodeGenerator
+    code_generator_class = _NativeCodeGenerator
     concat = staticmethod(_concat)  # type: ignore[assignment]
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``payload.items`` is the payload's ``items`` key when it has one (Stripe's
+        subscriptions do), not the dict method of that name; Jinja tries the attribute
+        first. Without such a key, methods work as before (``metadata.items()``)."""
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
 
 
 SandboxedNativeEnvironment.template_class = _NativeTemplate  # type: ignore[assignment]
@@ -58,7 +102,6 @@ __all__ = ["ENV", "TemplateError", "is_template", "compile_value", "render_value
 
 
 _DOTTED = re.compile(r"\{\{\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*\}\}")
-_DICT_ATTRIBUTES = frozenset(dir(dict))  # Jinja's ``a.b`` tries getattr(a, "b") first
 
 
 class PathTemplate:
@@ -73,10 +116,10 @@ class PathTemplate:
     def render(self, scope: dict[str, Any]) -> Any:
         value: Any = scope
         for part in self.parts:
-            if type(value) is not dict or part in _DICT_ATTRIBUTES or part not in value:
+            if type(value) is not dict or part not in value:
                 return self.template.render(scope)
             value = value[part]
-        return value
+        return plain(value)
 
 
 def is_template(value: Any) -> bool:

@@ -1,0 +1,64 @@
+"""What a template gives is JSON data a vendor can take, of the type it reads as."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from webhooks.rules import RuleSet
+from webhooks.sources.base import Event
+from webhooks.templating import compile_value, render_value
+
+SCOPE = {
+    "payload": {
+        "name": "Jenny",
+        "phone": None,
+        "ids": ["3", "4"],
+        "items": {"data": [{"nickname": "gold"}]},  # Stripe subscriptions carry "items"
+        "form": {"answer": "call me"},
+        "meta": {"plan": "gold"},
+    }
+}
+
+
+def render(text: str):
+    return render_value(compile_value(text), SCOPE)
+
+
+@pytest.mark.parametrize(
+    ("template", "value"),
+    [
+        ("{{ 4900 / 100 }}", 49.0),  # a lone constant kept its type: was "49.0"
+        ("{{ none }}", None),  # was "None"
+        ("{{ false }}", False),  # was "False"
+        ("{{ [1, 2] }}", [1, 2]),  # was "[1, 2]": groups_in refused it on every event
+        ("{{ payload.ids | map('int') }}", [3, 4]),  # was "<generator object ...>"
+        ("{{ payload.ids | select | list }}", ["3", "4"]),
+        ("Paid by {{ payload.name }} ({{ payload.phone }})", "Paid by Jenny ()"),  # not (None)
+        ("{% if payload.phone %}{{ payload.phone }}{% endif %}", ""),  # was None: not null
+        ("{{ payload.items.data[0].nickname }}", "gold"),  # was the dict method "items"
+        ("{{ payload.meta.items() | list }}", [["plan", "gold"]]),  # methods still work
+    ],
+)
+def test_a_template_gives_data_of_the_type_it_reads_as(template, value):
+    assert render(template) == value
+    json.dumps(render(template), allow_nan=False)  # and a vendor can be sent it
+
+
+@pytest.mark.parametrize("template", ["{{ payload.form.values }}", "{{ payload.name.upper }}"])
+def test_something_that_is_not_data_is_an_error_not_its_repr(template):
+    # was sent to the vendor as "<built-in method values of dict object at 0x...>"
+    with pytest.raises(TypeError):
+        render(template)
+
+
+def test_such_a_rule_makes_a_mapping_error_dead_letter(tmp_path):
+    from config.loader import load_config
+    from tests.unit.test_config import BASE, write
+
+    text = BASE.replace("{bill_status: O}", '{bill_status: "{{ payload.values }}"}')
+    rules = RuleSet(load_config(write(tmp_path, text), {}))
+    event = Event("stripe", "evt_1", "invoice.paid", 1.0, 1.0, {"id": "1001"}, {})
+    [task] = rules.tasks_for(event)
+    assert task.mapping_error and "not data" in task.mapping_error
