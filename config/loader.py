@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import TemplateSyntaxError, nodes
+from jinja2 import TemplateSyntaxError, meta, nodes
 from marshmallow import Schema, ValidationError
 from marshmallow import fields as mfields
 
@@ -87,6 +87,9 @@ def demo_secrets(config: Config) -> str | None:
         "run the demo as is)"
     )
 
+
+#: what a rule's templates and ``if:`` see (webhooks.rules: the event's payload and facts)
+RULE_NAMES = frozenset({"payload", "event"})
 
 _SIGNING_SECRET = re.compile(r"sources\.[^.\[]+\.secret(\[\d+\])?")
 
@@ -331,12 +334,23 @@ class _Loader:
             return
         if tree.find(LOADING_TAGS) is not None:  # type: ignore[arg-type]
             self.problem(path, "templates cannot extend, include or import other templates")
+        self.check_names(tree, path)
 
     def check_expression(self, text: str, path: str) -> None:
         try:
             ENV.compile_expression(text)
         except TemplateSyntaxError as exc:
             self.problem(path, f"expression syntax error: {exc.message}")
+            return
+        self.check_names(ENV.parse("{{ " + text + " }}"), path)
+
+    def check_names(self, tree: nodes.Template, path: str) -> None:
+        """A name a rule cannot see (``paylod.amount``) is a typo: as a field it failed on
+        every event, and in an ``if:`` it was quietly never true."""
+        unknown = sorted(meta.find_undeclared_variables(tree) - RULE_NAMES - set(ENV.globals))
+        if unknown:
+            names = ", ".join(repr(n) for n in unknown)
+            self.problem(path, f"unknown name {names} (a rule sees payload and event)")
 
     # -- whole file --------------------------------------------------------------------
     def load(self, text: str) -> Config:

@@ -189,6 +189,28 @@ def test_an_action_on_a_vendor_of_unknown_kind_is_not_checked_twice(tmp_path):
     assert [p.split(":")[0] for p in problems(tmp_path, text)] == ["vendors.porta.kind"]
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "where"),
+    [
+        ("events: [invoice.paid]", 'events: [invoice.paid]\n    if: "paylod.id is defined"', "if"),
+        ("{bill_status: O}", '{bill_status: "{{ paylod.status }}"}', "fields.bill_status"),
+        ('target: "{{ payload.id }}"', 'target: "{{ data.id }}"', "target"),
+    ],
+)
+def test_a_name_a_rule_cannot_see_is_a_config_error(tmp_path, old, new, where):
+    # a typo in an if: was quietly never true; in a field it failed on every event
+    found = one(tmp_path, BASE.replace(old, new))
+    assert found.startswith("rules[0].") and where in found and "unknown name" in found
+
+
+def test_names_a_rule_can_see_pass(tmp_path):
+    text = BASE.replace(
+        "{bill_status: O}",
+        '{bill_status: "{% for k in range(1) %}{% set s = event.type %}{% endfor %}O"}',
+    )
+    assert load_config(write(tmp_path, text), {}).rules
+
+
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "absent.yaml", {})
