@@ -145,7 +145,7 @@ def test_vendor_validation_error_is_rejected(soli, sandbox):
         {"physical_address": {"gps": "51.5,-0.1"}},
         {"physical_address": "London"},
         {"accountUse": "Business"},
-        {"account_use": 7},
+        {"account_use": True},  # a number is written as text; a boolean is no text
     ],
 )
 def test_invalid_field_value_is_refused_before_any_call(soli, sandbox, fields):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from marshmallow import ValidationError
 
 from webhooks.rules import RuleSet
 from webhooks.sources.base import Event
@@ -62,3 +63,15 @@ def test_such_a_rule_makes_a_mapping_error_dead_letter(tmp_path):
     event = Event("stripe", "evt_1", "invoice.paid", 1.0, 1.0, {"id": "1001"}, {})
     [task] = rules.tasks_for(event)
     assert task.mapping_error and "not data" in task.mapping_error
+
+
+def test_numbers_are_written_as_text_and_digit_ids_are_taken_where_a_vendor_wants_them():
+    # zip: 12345 and vat: "{{ amount / 100 }}" were refused as "Not a valid string";
+    # Soliditech's price_list_id refused "3", the only way Stripe metadata carries it
+    from worker.vendors.perfexcrm import UpdateCustomer as PerfexUpdate
+    from worker.vendors.soliditech import UpdateCustomer as SoliUpdate
+
+    assert PerfexUpdate().load({"zip": 12345, "vat": 49.0}) == {"zip": "12345", "vat": "49.0"}
+    assert SoliUpdate().load({"price_list_id": "3"})["price_list_id"] == 3
+    with pytest.raises(ValidationError):
+        PerfexUpdate().load({"zip": True})

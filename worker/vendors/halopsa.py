@@ -35,7 +35,7 @@ from marshmallow import Schema, fields, validate
 
 from worker.vendors import errors
 from worker.vendors.base import Connector, VendorInstance, json_body
-from worker.vendors.values import WholeNumber
+from worker.vendors.values import Text, WholeNumber
 
 #: refresh this long before the vendor's expiry (capped to a tenth of short lifetimes)
 EXPIRY_MARGIN = 30.0
@@ -53,12 +53,12 @@ class HaloAuth(Schema):
 
 
 class UpdateClient(Schema):
-    name = fields.String(validate=validate.Length(min=1))
+    name = Text(validate=validate.Length(min=1))
     colour = fields.String(
         validate=validate.Regexp(r"^#[0-9A-Fa-f]{6}$", error="must be a hex colour like #E83C4A")
     )
     inactive = fields.Boolean()
-    notes = fields.String()
+    notes = Text()
     toplevel_id = WholeNumber()
 
 

@@ -18,7 +18,7 @@ from marshmallow import Schema, fields, validate
 
 from worker.vendors import errors
 from worker.vendors.base import Connector, json_body
-from worker.vendors.values import WholeNumber
+from worker.vendors.values import Text, WholeNumber
 
 
 class PerfexAuth(Schema):
@@ -44,27 +44,27 @@ class NumericId(fields.String):
 
 
 class UpdateCustomer(Schema):
-    company = fields.String(validate=validate.Length(max=191))
-    vat = fields.String()
-    phonenumber = fields.String()
-    website = fields.String()
+    company = Text(validate=validate.Length(max=191))
+    vat = Text()
+    phonenumber = Text()
+    website = Text()
     groups_in = fields.List(WholeNumber())
-    default_language = fields.String()
+    default_language = Text()
     default_currency = WholeNumber()
-    address = fields.String()
-    city = fields.String()
-    state = fields.String()
-    zip = fields.String()
+    address = Text()
+    city = Text()
+    state = Text()
+    zip = Text()
     country = NumericId()
-    billing_street = fields.String()
-    billing_city = fields.String()
-    billing_state = fields.String()
-    billing_zip = fields.String()
+    billing_street = Text()
+    billing_city = Text()
+    billing_state = Text()
+    billing_zip = Text()
     billing_country = NumericId()
-    shipping_street = fields.String()
-    shipping_city = fields.String()
-    shipping_state = fields.String()
-    shipping_zip = fields.String()
+    shipping_street = Text()
+    shipping_city = Text()
+    shipping_state = Text()
+    shipping_zip = Text()
     shipping_country = NumericId()
     custom_fields = fields.Dict(keys=fields.String(), values=fields.Dict())
     active = fields.Boolean()

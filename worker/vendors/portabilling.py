@@ -38,7 +38,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from worker.vendors import errors
 from worker.vendors.base import Connector, json_body, parse_retry_after
-from worker.vendors.values import WholeNumber
+from worker.vendors.values import Text, WholeNumber
 
 WIRE_DATETIME = "%Y-%m-%d %H:%M:%S"
 
@@ -101,7 +101,7 @@ def _choice(*allowed: str) -> fields.String:
 
 
 def _text(max_len: int | None = None) -> fields.String:
-    return fields.String(validate=validate.Length(max=max_len) if max_len else None)
+    return Text(validate=validate.Length(max=max_len) if max_len else None)
 
 
 def _number() -> fields.Float:

@@ -30,6 +30,7 @@ from marshmallow import Schema, fields, validate
 
 from worker.vendors import errors
 from worker.vendors.base import Connector, VendorInstance, json_body
+from worker.vendors.values import Text, WholeNumber
 
 
 def wire(name: str, field: fields.Field) -> fields.Field:
@@ -39,7 +40,7 @@ def wire(name: str, field: fields.Field) -> fields.Field:
 
 
 def text(name: str) -> fields.Field:
-    return wire(name, fields.String())
+    return wire(name, Text())
 
 
 class BusinessDetails(Schema):
@@ -84,7 +85,7 @@ class UpdateCustomer(Schema):
     account_use = text("accountUse")
     account_class = text("accountClass")
     tax_type = text("taxType")
-    price_list_id = wire("priceListId", fields.Integer(strict=True, validate=validate.Range(min=1)))
+    price_list_id = wire("priceListId", WholeNumber())  # "3" from Stripe metadata too
     preferred_language = text("preferredLanguage")
     invoice_cycle_type = text("invoiceCycleType")
     dealer = text("dealer")

@@ -22,3 +22,13 @@ class WholeNumber(fields.Integer):
         if isinstance(value, float) and not value.is_integer():
             raise self.make_error("invalid")
         return super()._deserialize(value, attr, data, **kwargs)
+
+
+class Text(fields.String):
+    """Free text a vendor stores (a name, a VAT note, a post code): a number a template
+    gives (``{{ amount / 100 }}``, ``zip: 12345``) is written as text; a boolean is not."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        return super()._deserialize(value, attr, data, **kwargs)
