@@ -12,12 +12,15 @@ and mark, so two presses at once queue it once). The entry leaves the store once
 replay is applied (or found stale: newer events already set every field it carries), and
 comes back with the new attempts appended if the replay fails.
 Messages and excerpts are redacted before they are stored. Every replay and discard can
-be written to the audit log (``sb:audit``, newest first, capped at ``AUDIT_KEEP``).
+be written to the audit log (``sb:audit``, newest first, capped at ``AUDIT_KEEP``; the
+per-entry records of bulk replays in ``sb:audit:bulk``, capped at ``AUDIT_BULK_KEEP``).
 """
 
 from __future__ import annotations
 
 import builtins
+import heapq
+import itertools
 import json
 import math
 import time
@@ -136,6 +139,7 @@ return n
 )
 AUDIT_ACTIONS = ("replay", "discard", "bulk_replay", "bulk_replay_cancel", "event_replay")
 AUDIT_KEEP = 10_000  # audit records kept (newest); older ones are trimmed
+AUDIT_BULK_KEEP = 100_000  # the same, for the per-entry records of bulk replays
 STUCK_MARK = 60.0  # see _MARK_REPLAYING
 
 
@@ -345,7 +349,11 @@ class DeadLetters:
         return out
 
     def replay(
-        self, entry_id: str, task: UpdateTask | None = None, who: str | None = None
+        self,
+        entry_id: str,
+        task: UpdateTask | None = None,
+        who: str | None = None,
+        job: str | None = None,
     ) -> bool | None:
         """Queue the entry's task (or ``task``, a re-mapped one with the same id) again.
 
@@ -373,6 +381,7 @@ class DeadLetters:
             self.redis.hincrby(keys.dead(entry_id), "replays", -1)
             raise
         if who is not None:
+            detail = {"job": job} if job else {}
             self.audit(
                 "replay",
                 entry_id,
@@ -381,6 +390,7 @@ class DeadLetters:
                 vendor=entry["vendor"],
                 rule=entry["rule"],
                 remapped=task is not None,
+                **detail,
             )
         return True
 
@@ -400,34 +410,42 @@ class DeadLetters:
         return True
 
     def audit(self, action: str, entry_id: str, who: str, **detail: Any) -> dict[str, Any]:
+        """Write an audit record. The one-per-entry records of a bulk replay (``job`` in
+        ``detail``) go to their own list, so one big job cannot push every discard and
+        every operator's own action out of the log (each list keeps its newest)."""
         record = {"at": time.time(), "action": action, "id": entry_id, "who": who, **detail}
+        key, keep = (
+            (keys.AUDIT_BULK, AUDIT_BULK_KEEP) if "job" in detail else (keys.AUDIT, AUDIT_KEEP)
+        )
         pipe = self.redis.pipeline(transaction=True)
-        pipe.lpush(keys.AUDIT, json.dumps(record, default=str))
-        pipe.ltrim(keys.AUDIT, 0, AUDIT_KEEP - 1)
+        pipe.lpush(key, json.dumps(record, default=str))
+        pipe.ltrim(key, 0, keep - 1)
         pipe.execute()
         return record
 
     def audit_log(
         self, limit: int = 100, action: str | None = None, entry_id: str | None = None
     ) -> builtins.list[dict[str, Any]]:
-        """Audit records newest first, optionally only one ``action`` or one entry's."""
-        out: builtins.list[dict[str, Any]] = []
+        """Audit records newest first (both lists, merged), optionally only one ``action``
+        or one entry's."""
+        merged = heapq.merge(
+            self._audit_records(keys.AUDIT),
+            self._audit_records(keys.AUDIT_BULK),
+            key=lambda record: -float(record.get("at") or 0),
+        )
+        wanted = (
+            r
+            for r in merged
+            if (not action or r.get("action") == action)
+            and (not entry_id or r.get("id") == entry_id)
+        )
+        return builtins.list(itertools.islice(wanted, limit))
+
+    def _audit_records(self, key: str) -> Iterator[dict[str, Any]]:
         start = 0
-        while len(out) < limit:
-            raw = self.redis.lrange(keys.AUDIT, start, start + 499)
-            if not raw:
-                break
+        while raw := self.redis.lrange(key, start, start + 499):
             start += len(raw)
-            for r in raw:
-                record = json.loads(r)
-                if action and record.get("action") != action:
-                    continue
-                if entry_id and record.get("id") != entry_id:
-                    continue
-                out.append(record)
-                if len(out) >= limit:
-                    break
-        return out
+            yield from (json.loads(r) for r in raw)
 
 
 def parse_cursor(cursor: str) -> tuple[float, str]:

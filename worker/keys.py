@@ -14,6 +14,7 @@ DEAD_BY = PREFIX + "dl:by:"  # + "<field>:<value>": zset, the DEAD_INDEX entries
 DEAD_COUNTS = PREFIX + "dl:counts"  # hash "<field>:<value>" -> entries with that value
 DEAD_INDEXED = PREFIX + "dl:indexed"  # set once every entry is in DEAD_BY and DEAD_COUNTS
 AUDIT = PREFIX + "audit"  # list of JSON audit records, newest first
+AUDIT_BULK = PREFIX + "audit:bulk"  # the same, for each entry a bulk replay replayed
 CELERY_QUEUE = "switchboard"
 
 

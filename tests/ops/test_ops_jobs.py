@@ -193,3 +193,29 @@ def test_the_cli_cancels_the_job_it_runs_on_ctrl_c(ops, private_db, redis_server
     ended = ops.job(job_id)
     assert ended["state"] == "cancelled" and ended["done"] < 1500
     assert not private_db.sismember(jobs.ACTIVE, job_id)
+
+
+def test_a_big_bulk_replay_does_not_push_discards_out_of_the_audit_log(
+    ops, private_db, monkeypatch
+):
+    # the log kept its newest 10,000 records and a bulk replay wrote one per entry:
+    # one big job erased every discard before it (and its own bulk_replay record)
+    from worker import deadletter
+
+    monkeypatch.setattr(deadletter, "AUDIT_KEEP", 5)
+    discarded = synthetic_dead_letter(private_db, 100, time.time())
+    ops.discard(discarded, who="alice")
+    for n in range(8):
+        synthetic_dead_letter(private_db, n, time.time())
+    job = ops.start_bulk_replay({}, who="bob")
+    ran = ops.run_bulk_replay(job["id"])
+    assert ran["queued"] == 8, {k: ran[k] for k in ("total", "done", "failed", "errors")}
+    log = ops.dead_letters.audit_log(limit=100)
+    assert [(r["action"], r["who"]) for r in log if r["action"] != "replay"] == [
+        ("bulk_replay", "bob"),
+        ("discard", "alice"),
+    ]
+    replays = [r for r in log if r["action"] == "replay"]
+    assert len(replays) == 8 and {r["job"] for r in replays} == {job["id"]}
+    assert [r["at"] for r in log] == sorted((r["at"] for r in log), reverse=True)
+    assert ops.dead_letters.audit_log(action="discard") == [log[-1]]

@@ -92,13 +92,14 @@ class Ops:
         loaded = self.queue.load_event(entry["source"], entry["event_id"])
         return loaded[0] if loaded else self.dead_letters.kept_event(entry["id"])
 
-    def replay(self, entry_id: str, who: str) -> dict[str, Any]:
-        """Replay one entry; ``{"status": "queued" | "already_replaying", "entry": ...}``."""
+    def replay(self, entry_id: str, who: str, job: str | None = None) -> dict[str, Any]:
+        """Replay one entry; ``{"status": "queued" | "already_replaying", "entry": ...}``.
+        ``job``: the bulk replay doing it (its audit record says so, see DeadLetters.audit)."""
         entry = self.dead_letters.get(entry_id)
         if entry is None:
             raise NotFoundError(f"no dead letter {entry_id}")
         task = self._remap(entry) if entry["code"] == "mapping_error" else None
-        queued = self.dead_letters.replay(entry_id, task=task, who=who)
+        queued = self.dead_letters.replay(entry_id, task=task, who=who, job=job)
         if queued is None:  # resolved or discarded between the two reads
             raise NotFoundError(f"no dead letter {entry_id}")
         self._confirm()
@@ -243,7 +244,7 @@ class Ops:
 
     def _replay_one(self, job: dict[str, Any], entry_id: str) -> None:
         try:
-            outcome = self.replay(entry_id, who=job["who"])["status"]
+            outcome = self.replay(entry_id, who=job["who"], job=job["id"])["status"]
             job[outcome] += 1
         except NotFoundError:
             pass  # resolved or discarded since the scan: nothing left to do
