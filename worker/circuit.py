@@ -4,7 +4,9 @@ States (``sb:circuit:<vendor>``, a hash):
 
 - ``closed``: calls go. Each transient failure (timeout, network error, 5xx) adds one to
   ``failures``; any answer from the vendor that is not such a failure (success, 404, 4xx)
-  resets it. ``failures`` reaching the vendor's ``circuit.failures`` opens the circuit.
+  resets it, and so does a failure more than :data:`FAILURE_WINDOW` after the last one
+  (the count of a vendor gone quiet expires with it). ``failures`` reaching the vendor's
+  ``circuit.failures`` opens the circuit.
   A 429 neither counts nor resets: the vendor is up, it asks us to slow down, and its
   Retry-After already schedules the wait.
 - ``open`` until ``until`` (= opened + ``circuit.cooldown``): no calls. Tasks are deferred
@@ -27,6 +29,10 @@ from typing import Any
 import redis as redis_lib
 
 from worker import keys
+
+#: failures this far apart (seconds) do not add up to open the circuit: 4 timeouts one
+#: day and 1 the next month are no outage
+FAILURE_WINDOW = 600.0
 
 #: numeric value per state, for a gauge (``switchboard_circuit_state``)
 STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
@@ -52,7 +58,7 @@ return {'probe', '0'}
 
 _RESULT = """
 -- KEYS[1] circuit; ARGV[1] 'ok'|'fail'|'release', ARGV[2] now, ARGV[3] failures to open,
--- ARGV[4] cooldown. Returns the state after.
+-- ARGV[4] cooldown, ARGV[5] failure window. Returns the state after.
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
 local now = tonumber(ARGV[2])
 if ARGV[1] == 'release' then
@@ -66,7 +72,17 @@ if ARGV[1] == 'ok' then
   return 'closed'
 end
 if state == 'open' then return 'open' end  -- late failures of calls sent before it opened
+local window = tonumber(ARGV[5])
+local last = tonumber(redis.call('HGET', KEYS[1], 'failed_at') or now)
+if state == 'closed' and now - last > window then
+  redis.call('HDEL', KEYS[1], 'failures')  -- the last failure is too long ago to add up
+end
 local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+redis.call('HSET', KEYS[1], 'failed_at', now)
+if state == 'closed' and failures < tonumber(ARGV[3]) then
+  redis.call('EXPIRE', KEYS[1], math.ceil(window))  -- a vendor gone quiet leaves nothing
+  return 'closed'
+end
 if state == 'half_open' or failures >= tonumber(ARGV[3]) then
   redis.call('HSET', KEYS[1], 'state', 'open', 'until', now + tonumber(ARGV[4]),
              'opened_at', now, 'probe_until', 0)
@@ -124,7 +140,9 @@ class Circuit:
 
     def _result(self, what: str, now: float | None) -> str:
         now = time.time() if now is None else now
-        state = self.redis.eval(_RESULT, 1, self.key, what, repr(now), self.failures, self.cooldown)
+        state = self.redis.eval(
+            _RESULT, 1, self.key, what, repr(now), self.failures, self.cooldown, FAILURE_WINDOW
+        )
         return _text(state)
 
 

@@ -45,7 +45,8 @@ if ARGV[6] == 'replay' then
   local old = redis.call('HGET', KEYS[1], 'tasks')
   local ids = cjson.decode(old or '[]')
   for _, id in ipairs(cjson.decode(ARGV[5])) do table.insert(ids, id) end
-  redis.call('HSET', KEYS[1], 'tasks', cjson.encode(ids))
+  -- the event too: should it have expired since the replay read it, this writes it whole
+  redis.call('HSET', KEYS[1], 'event', ARGV[4], 'tasks', cjson.encode(ids))
 else
   redis.call('HSET', KEYS[1], 'event', ARGV[4], 'tasks', ARGV[5])
 end

@@ -26,7 +26,7 @@ from config.loader import load_config
 from tests.helpers import ROOT, make_settings, stripe_headers, wait_for, with_changes
 from webhooks.sources.base import Event
 from worker import keys
-from worker.circuit import Circuit, circuit_states
+from worker.circuit import FAILURE_WINDOW, Circuit, circuit_states
 from worker.model import UpdateTask
 from worker.queue import Queue
 from worker.ratelimit import RateLimiter
@@ -388,6 +388,19 @@ def test_circuit_half_open_gives_one_probe_and_reopens_on_failure(r):
     assert c.allow(now=128).verdict == "probe"
     assert c.success(now=128) == "closed"
     assert c.allow(now=128).verdict == "go"
+
+
+def test_circuit_failures_far_apart_do_not_add_up_and_a_quiet_vendor_leaves_nothing(r):
+    # the count never aged: 4 timeouts one day and 1 the next month opened the circuit
+    c = Circuit(r, "quiet", failures=5, cooldown=10)
+    for second in range(4):
+        assert c.failure(now=1000 + second) == "closed"
+    assert 0 < r.ttl(keys.circuit("quiet")) <= FAILURE_WINDOW  # gone if nothing follows
+    assert c.failure(now=1003 + FAILURE_WINDOW + 1) == "closed"  # a new count: 1
+    assert circuit_states(r, ["quiet"])["quiet"]["failures"] == 1
+    for second in range(4):
+        c.failure(now=2000 + FAILURE_WINDOW + second)
+    assert c.failure(now=2004 + FAILURE_WINDOW) == "open"  # five within the window
 
 
 # -- durability ---------------------------------------------------------------------------

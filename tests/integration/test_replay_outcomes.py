@@ -74,3 +74,20 @@ def test_an_entry_left_by_a_worker_that_died_before_marking_its_task_is_resolved
     assert deliver(runtime, queue, task) == "applied"  # the run after the lease ran out
     assert runtime.dead_letters.get(task.id) is None
     assert runtime.dead_letters.count() == 0
+
+
+def test_an_event_replay_that_races_the_events_expiry_stores_it_whole(private_db):
+    # the replay branch only appended task ids: an event that expired between the replay's
+    # read and its write became a hash of task ids alone, and reading it raised KeyError
+    from webhooks.sources.base import Event
+    from worker.model import UpdateTask
+
+    queue = Queue(private_db)
+    event = Event("stripe", "evt_raced", "payment_intent.succeeded", 1.0, 1.0, {"a": 1}, {})
+    task = UpdateTask(
+        "stripe", event.id, event.type, "r", 0, "perfex", "update_customer", "7", {"vat": "x"}, 1.0
+    )  # fmt: skip
+    private_db.delete(keys.event("stripe", "evt_raced"))  # expired just now
+    assert queue.store_event(event, [task], replay=True)
+    loaded = queue.load_event("stripe", "evt_raced")
+    assert loaded is not None and loaded[0].payload == {"a": 1} and loaded[1] == [task.id]
