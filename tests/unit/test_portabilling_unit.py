@@ -73,6 +73,10 @@ def test_fault_of_reads_only_fault_bodies():
         ("2025-06-01T10:00:00Z", "2025-06-01 10:00:00"),
         ("2025-06-01", "2025-06-01 00:00:00"),
         (datetime(2025, 6, 1, 10, tzinfo=UTC), "2025-06-01 10:00:00"),
+        # unix times as Stripe (s) and HubSpot (ms) send them: no template converts them
+        (1748772000, "2025-06-01 10:00:00"),
+        (1748772000123, "2025-06-01 10:00:00"),
+        ("1748772000", "2025-06-01 10:00:00"),
     ],
 )
 def test_datetimes_go_out_as_utc_wire_text(given, wire):
@@ -94,6 +98,7 @@ def test_booleans_go_out_as_one_or_zero():
         {"credit_limit": "abc"},
         {"iso_4217": "gbp"},
         {"deactivate_on": "tomorrow"},
+        {"deactivate_on": True},
         {"i_customer": 5},
         {"i_customer_class": 4.5},  # truncated, it would name another class
         {"unknown": 1},

@@ -28,6 +28,7 @@ server echoes the request back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from datetime import UTC, date, datetime
@@ -36,6 +37,7 @@ from typing import Any, ClassVar
 import httpx
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from webhooks.sources.common import to_epoch
 from worker.vendors import errors
 from worker.vendors.base import Connector, json_body, parse_retry_after
 from worker.vendors.values import Text, WholeNumber
@@ -54,9 +56,11 @@ class WireFlag(fields.Boolean):
 class WireDateTime(fields.Field):
     """A datetime sent as ``YYYY-MM-DD HH:MM:SS`` in UTC (C).
 
-    Accepts ``datetime``/``date`` objects and ISO 8601 strings (``T`` or space, optional
-    offset or ``Z``). A value without an offset is taken as UTC already, which is how the
-    API itself reads it (C: "date-time attributes in UTC by default").
+    Accepts ``datetime``/``date`` objects, ISO 8601 strings (``T`` or space, optional
+    offset or ``Z``) and unix times (seconds or milliseconds, as Stripe's ``created`` and
+    HubSpot's ``occurredAt``: a template cannot convert them itself). A value without an
+    offset is taken as UTC already, which is how the API itself reads it (C: "date-time
+    attributes in UTC by default").
     """
 
     default_error_messages = {"invalid": "Not a valid datetime (want YYYY-MM-DD HH:MM:SS)."}
@@ -75,11 +79,14 @@ def _to_datetime(value: Any) -> datetime | None:
         return value
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day)
-    if not isinstance(value, str):
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
-    try:
-        return datetime.fromisoformat(value.strip())
-    except ValueError:
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(value.strip())
+    try:  # unix time, as Stripe and HubSpot give it (s, ms, ...), or a string of digits
+        return datetime.fromtimestamp(to_epoch(value), UTC)
+    except (ValueError, OverflowError, OSError):
         return None
 
 
