@@ -303,6 +303,10 @@ class _Loader:
                 self.check_template_or_value(value, declared, fpath)
 
     def check_template_or_value(self, value: Any, declared: mfields.Field, path: str) -> None:
+        if isinstance(value, list) and isinstance(declared, mfields.List):
+            for i, item in enumerate(value):  # each constant item checked, as a field is
+                self.check_template_or_value(item, declared.inner, join(path, i))
+            return
         if isinstance(value, dict | list) and isinstance(declared, CONTAINER_FIELDS):
             self.check_templates_in(value, path)
             return

@@ -211,6 +211,20 @@ def test_names_a_rule_can_see_pass(tmp_path):
     assert load_config(write(tmp_path, text), {}).rules
 
 
+def test_constants_in_a_list_field_are_checked_at_load(tmp_path):
+    # groups_in: [0, "abc"] passed config check and failed every task as invalid_fields
+    text = (
+        BASE.replace("vendor: porta", "vendor: perfex")
+        .replace('target: "{{ payload.id }}"', "target: 7")
+        .replace("{bill_status: O}", '{groups_in: [0, "abc", "{{ payload.id }}", 3]}')
+    )
+    found = problems(tmp_path, text)
+    assert [p.split(":")[0] for p in found] == [
+        "rules[0].actions[0].fields.groups_in[0]",
+        "rules[0].actions[0].fields.groups_in[1]",
+    ], found
+
+
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "absent.yaml", {})
