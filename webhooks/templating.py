@@ -26,8 +26,11 @@ from itertools import chain, islice
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateError, Undefined
+from jinja2.exceptions import SecurityError
 from jinja2.nativetypes import NativeCodeGenerator
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
+
+MAX_POWER = 1000  # 2 ** 1000 is plenty for a template; 10 ** 10 ** 9 is a hung thread
 
 
 def _text(value: Any) -> str:
@@ -83,6 +86,20 @@ class _NativeTemplate(Template):
 class SandboxedNativeEnvironment(ImmutableSandboxedEnvironment):
     code_generator_class = _NativeCodeGenerator
     concat = staticmethod(_concat)  # type: ignore[assignment]
+
+    # ``'-' * payload.n`` or ``10 ** payload.n`` with a sender's n would take the web
+    # thread's memory or time; ranges are already capped at MAX_RANGE items
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                repeats = isinstance(seq, str | list | tuple) and isinstance(times, int)
+                if repeats and len(seq) * times > MAX_RANGE:
+                    raise SecurityError(f"a repeat longer than {MAX_RANGE} is not allowed")
+        elif operator == "**" and isinstance(right, int | float) and abs(right) > MAX_POWER:
+            raise SecurityError(f"a power above {MAX_POWER} is not allowed")
+        return super().call_binop(context, operator, left, right)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         """``payload.items`` is the payload's ``items`` key when it has one (Stripe's

@@ -75,3 +75,13 @@ def test_numbers_are_written_as_text_and_digit_ids_are_taken_where_a_vendor_want
     assert SoliUpdate().load({"price_list_id": "3"})["price_list_id"] == 3
     with pytest.raises(ValidationError):
         PerfexUpdate().load({"zip": True})
+
+
+@pytest.mark.parametrize("template", ["{{ '-' * payload.n }}", "{{ 10 ** payload.n }}"])
+def test_a_sender_cannot_make_a_template_take_the_threads_memory_or_time(template):
+    # '-' * 3e8 made a 300 MB value in the web thread; 10 ** n with a big n never ends
+    from jinja2.exceptions import SecurityError
+
+    with pytest.raises(SecurityError):
+        render_value(compile_value(template), {"payload": {"n": 300_000_000}})
+    assert render_value(compile_value("{{ 'ab' * 3 }}{{ 2 ** 10 }}"), {}) == "ababab1024"
