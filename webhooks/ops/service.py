@@ -346,6 +346,7 @@ class Ops:
         self.dead_letters.audit(
             "event_replay", f"{source}/{event_id}", who, tasks=[t.id for t in tasks]
         )
+        self._supersede(task_ids, who, f"{source}/{event_id}")
         self._confirm()
         return {
             "status": "queued" if tasks else "ignored",
@@ -354,6 +355,19 @@ class Ops:
             "tasks": len(tasks),
             "task_ids": [t.id for t in tasks],
         }
+
+    def _supersede(self, task_ids: builtins.list[str], who: str, event: str) -> None:
+        """The replayed event's earlier dead letters leave the store (audited as discards
+        naming the replay): its new tasks redo them, and replaying one of them as well
+        would send the old mapping again."""
+        for task_id in task_ids:
+            entry = self.dead_letters.get(task_id)
+            if entry is not None:
+                self.dead_letters.resolve(task_id)
+                self.dead_letters.audit(
+                    "discard", task_id, who, code=entry["code"], vendor=entry["vendor"],
+                    superseded_by=f"event_replay {event}",
+                )  # fmt: skip
 
     def _event_json(self, event: Any) -> dict[str, Any]:
         return {
