@@ -256,12 +256,28 @@ class _Loader:
                 actions.append(
                     ActionConfig(action["vendor"], action["op"], action["target"], action["fields"])
                 )
+            self.check_overlap(actions, path)
             out.append(
                 RuleConfig(
                     data["name"], data["source"], tuple(data["events"]), data["if_"], tuple(actions)
                 )
             )
         return out
+
+    def check_overlap(self, actions: list[ActionConfig], path: str) -> None:
+        """Two actions of one rule setting a field of the same record run as two tasks of
+        one event, equally new: which value the vendor keeps would be chance."""
+        seen: dict[tuple[str, str, str, str], int] = {}
+        for i, action in enumerate(actions):
+            for name in action.fields:
+                key = (action.vendor, action.op, repr(action.target), name)
+                if key in seen:
+                    self.problem(
+                        join(join(join(path, "actions"), i), f"fields.{name}"),
+                        f"actions[{seen[key]}] sets {name} of the same record too; which "
+                        "value stays would be chance: set it in one action",
+                    )
+                seen.setdefault(key, i)
 
     def check_action(
         self,

@@ -225,6 +225,25 @@ def test_constants_in_a_list_field_are_checked_at_load(tmp_path):
     ], found
 
 
+def test_two_actions_of_a_rule_setting_one_field_of_one_record_is_an_error(tmp_path):
+    # both run as tasks of one event, equally new: the vendor kept either, by chance
+    twice = BASE.replace(
+        "        fields: {bill_status: O}",
+        "        fields: {bill_status: O}\n"
+        "      - vendor: porta\n"
+        "        op: update_customer\n"
+        '        target: "{{ payload.id }}"\n'
+        "        fields: {bill_status: S, credit_limit: 5}",
+    )
+    found = one(tmp_path, twice)
+    assert found.startswith("rules[0].actions[1].fields.bill_status: actions[0] sets")
+    other_record = twice.replace(
+        'target: "{{ payload.id }}"\n        fields: {bill_status: S',
+        'target: "{{ payload.other }}"\n        fields: {bill_status: S',
+    )
+    assert load_config(write(tmp_path, other_record), {}).rules
+
+
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path / "absent.yaml", {})
