@@ -91,8 +91,6 @@ def demo_secrets(config: Config) -> str | None:
 #: what a rule's templates and ``if:`` see (webhooks.rules: the event's payload and facts)
 RULE_NAMES = frozenset({"payload", "event"})
 
-_SIGNING_SECRET = re.compile(r"sources\.[^.\[]+\.secret(\[\d+\])?")
-
 
 def join(path: str, key: str | int) -> str:
     if isinstance(key, int):
@@ -136,18 +134,23 @@ class _Loader:
             return None
 
     # -- ${VAR} ------------------------------------------------------------------------
-    def interpolate(self, value: Any, path: str) -> Any:
+    def interpolate(self, value: Any, path: str, keys: tuple[Any, ...] = ()) -> Any:
+        """``value`` with each ``${NAME}`` replaced; ``keys`` is where it sits (the YAML
+        keys and indexes, as ``path`` spells them)."""
         if isinstance(value, dict):
-            return {k: self.interpolate(v, join(path, str(k))) for k, v in value.items()}
+            return {
+                k: self.interpolate(v, join(path, str(k)), (*keys, k)) for k, v in value.items()
+            }
         if isinstance(value, list):
-            return [self.interpolate(v, join(path, i)) for i, v in enumerate(value)]
+            return [self.interpolate(v, join(path, i), (*keys, i)) for i, v in enumerate(value)]
         if not isinstance(value, str):
             return value
+        signing_secret = len(keys) >= 3 and keys[0] == "sources" and keys[2] == "secret"
 
         def substitute(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             if default is not None and not self.env.get(name):
-                if _SIGNING_SECRET.fullmatch(path):
+                if signing_secret:
                     self.defaulted.append((path, name))
                 return default
             if name not in self.env:

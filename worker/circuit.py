@@ -84,6 +84,7 @@ if state == 'closed' and failures < tonumber(ARGV[3]) then
   return 'closed'
 end
 if state == 'half_open' or failures >= tonumber(ARGV[3]) then
+  redis.call('PERSIST', KEYS[1])  -- open (and half open after it) lasts its cooldown
   redis.call('HSET', KEYS[1], 'state', 'open', 'until', now + tonumber(ARGV[4]),
              'opened_at', now, 'probe_until', 0)
   redis.call('HINCRBY', KEYS[1], 'opened', 1)

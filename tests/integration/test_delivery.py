@@ -401,6 +401,7 @@ def test_circuit_failures_far_apart_do_not_add_up_and_a_quiet_vendor_leaves_noth
     for second in range(4):
         c.failure(now=2000 + FAILURE_WINDOW + second)
     assert c.failure(now=2004 + FAILURE_WINDOW) == "open"  # five within the window
+    assert r.ttl(keys.circuit("quiet")) == -1  # open lasts its cooldown, whatever it is
 
 
 # -- durability ---------------------------------------------------------------------------

@@ -201,3 +201,14 @@ def test_which_signing_secrets_are_the_configs_own_defaults():
     assert demo_secrets(load_config(demo, {**given, "PORTAL_SECRET": "x"})) is None
     # vendor credentials' defaults are not signing secrets: a wrong one fails at the vendor
     assert all(path.startswith("sources.") for path, _ in load_config(demo, {}).defaulted_secrets)
+
+
+def test_a_defaulted_signing_secret_is_found_under_a_dotted_source_name_too(tmp_path):
+    # source names may hold dots: "sources.stripe.eu.secret" slipped past a path pattern
+    config = tmp_path / "dotted.yaml"
+    config.write_text(
+        'sources:\n  stripe.eu: {kind: stripe, secret: "${S:-whsec_demo}"}\n'
+        "vendors: {}\nrules: []\n"
+    )
+    found = load_config(config, {}).defaulted_secrets
+    assert found == (("sources.stripe.eu.secret", "S"),)
