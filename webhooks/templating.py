@@ -14,7 +14,8 @@ errors are always Jinja's own. A key wins over a dict method of the same name
 
 Whatever a template gives is JSON data (:func:`plain`): a ``map``/``select`` generator
 becomes a list, a lone constant keeps its type (``{{ 4900 / 100 }}`` is 49.0), ``None``
-in mixed text is nothing (not "None"), and a template that writes nothing is "".
+in mixed text is nothing (not "None"), and a template that writes nothing leaves its
+field out (it is "" on its own: a target, a source's id).
 """
 
 from __future__ import annotations
@@ -38,10 +39,21 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+class _Nothing:
+    """What a template that writes nothing gives (``{% if payload.company %}...`` on an
+    event without one): its field is left out, not blanked at the vendor."""
+
+    def __repr__(self) -> str:
+        return "NOTHING"
+
+
+NOTHING = _Nothing()
+
+
 def _concat(values: Iterable[Any]) -> Any:
     head = list(islice(values, 2))
     if not head:
-        return ""  # a template that writes nothing ({% if %} false) is empty text
+        return NOTHING
     if len(head) == 1:
         if isinstance(head[0], Undefined):
             str(head[0])  # a lone missing key: StrictUndefined raises here, not later
@@ -157,11 +169,18 @@ def compile_value(value: Any) -> Any:
 
 
 def render_value(compiled: Any, scope: dict[str, Any]) -> Any:
-    """Render what :func:`compile_value` made; constants come back unchanged."""
+    """Render what :func:`compile_value` made; constants come back unchanged. A template
+    that writes nothing is left out of its dict or list, and is "" on its own."""
+    value = _render(compiled, scope)
+    return "" if value is NOTHING else value
+
+
+def _render(compiled: Any, scope: dict[str, Any]) -> Any:
     if isinstance(compiled, dict):
-        return {k: render_value(v, scope) for k, v in compiled.items()}
+        out = {k: _render(v, scope) for k, v in compiled.items()}
+        return {k: v for k, v in out.items() if v is not NOTHING}
     if isinstance(compiled, list):
-        return [render_value(v, scope) for v in compiled]
+        return [v for v in (_render(c, scope) for c in compiled) if v is not NOTHING]
     if isinstance(compiled, Template | PathTemplate):
         return compiled.render(scope)
     return compiled

@@ -37,7 +37,7 @@ def render(text: str):
         ("{{ payload.ids | map('int') }}", [3, 4]),  # was "<generator object ...>"
         ("{{ payload.ids | select | list }}", ["3", "4"]),
         ("Paid by {{ payload.name }} ({{ payload.phone }})", "Paid by Jenny ()"),  # not (None)
-        ("{% if payload.phone %}{{ payload.phone }}{% endif %}", ""),  # was None: not null
+        ("{% if payload.phone %}{{ payload.phone }}{% endif %}", ""),  # on its own: ""
         ("{{ payload.items.data[0].nickname }}", "gold"),  # was the dict method "items"
         ("{{ payload.meta.items() | list }}", [["plan", "gold"]]),  # methods still work
     ],
@@ -45,6 +45,16 @@ def render(text: str):
 def test_a_template_gives_data_of_the_type_it_reads_as(template, value):
     assert render(template) == value
     json.dumps(render(template), allow_nan=False)  # and a vendor can be sent it
+
+
+def test_a_field_whose_template_writes_nothing_is_left_out_not_blanked():
+    # None failed the task as invalid_fields; "" would blank the vendor's company
+    fields = {
+        "company": "{% if payload.phone %}{{ payload.phone }}{% endif %}",
+        "name": "{{ payload.name }}",
+        "tags": ["{% if payload.phone %}x{% endif %}", "kept"],
+    }
+    assert render_value(compile_value(fields), SCOPE) == {"name": "Jenny", "tags": ["kept"]}
 
 
 @pytest.mark.parametrize("template", ["{{ payload.form.values }}", "{{ payload.name.upper }}"])

@@ -18,7 +18,7 @@ from marshmallow import Schema, fields, validate
 from webhooks.errors import InvalidSignature, MalformedPayload, MissingSignature
 from webhooks.sources.base import Event, InboundRequest, Source, kept_headers
 from webhooks.sources.common import Secrets, any_digest_matches, header, parse_json, to_epoch
-from webhooks.templating import ENV
+from webhooks.templating import ENV, render_value
 
 
 class TemplateString(fields.String):
@@ -106,7 +106,7 @@ class HmacSource(Source):
     @staticmethod
     def _render(template: Any, scope: dict[str, Any], what: str) -> Any:
         try:
-            return template.render(scope)
+            return render_value(template, scope)
         # any failure, not only TemplateError: the body is the sender's, and a template such
         # as "{{ payload.at / 1000 }}" raises TypeError on a string; that is a 400, not a 500
         except Exception as exc:
