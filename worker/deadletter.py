@@ -30,10 +30,9 @@ from typing import Any, cast
 
 import redis as redis_lib
 
-from webhooks.sources.base import Event
 from worker import keys
 from worker.model import UpdateTask
-from worker.queue import Queue, event_from_json
+from worker.queue import Queue
 from worker.redact import Redactor
 
 # KEYS[1] the entry, KEYS[2] its task record; ARGV[1] now, ARGV[2] seconds after which a
@@ -70,9 +69,11 @@ end
 
 # KEYS[1] the entry, KEYS[2] the index, KEYS[3] the counts, KEYS[4] the task's record;
 # ARGV[1] id, ARGV[2] now, ARGV[3] the entry's JSON, ARGV[4] the by-value key prefix,
-# ARGV[5..8] its filter values, ARGV[9] (optional) the event's JSON, kept with the entry
-# (see DeadLetters.put). The task record is marked 'dead_letter': should the worker die
-# before it marks the task dead, the run that applies it later resolves the entry.
+# ARGV[5..8] its filter values, ARGV[9] (optional) the key of the event the entry needs
+# to be replayed (a mapping_error's): the event is kept, without expiry, while entries
+# need it ('dl_refs' counts them; _DROP gives it its expiry back at 0). The task record
+# is marked 'dead_letter': should the worker die before it marks the task dead, the run
+# that applies it later resolves the entry.
 # An entry that died again with another code moves from the old code's index and count.
 _PUT = (
     _NAMES
@@ -90,18 +91,29 @@ for i, name in ipairs(names) do
   redis.call('HSET', KEYS[1], name, value)
 end
 redis.call('HSET', KEYS[1], 'entry', ARGV[3], 'replaying', '0')
-if ARGV[9] then redis.call('HSET', KEYS[1], 'event', ARGV[9]) end
+if ARGV[9] and redis.call('EXISTS', ARGV[9]) == 1
+    and redis.call('HSETNX', KEYS[1], 'event_key', ARGV[9]) == 1 then
+  redis.call('HINCRBY', ARGV[9], 'dl_refs', 1)
+  redis.call('PERSIST', ARGV[9])
+end
 redis.call('ZADD', KEYS[2], now, id)
 if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HSET', KEYS[4], 'dead_letter', '1') end
 """
 )
 
-# KEYS as _PUT; ARGV[1] id, ARGV[2] the by-value key prefix. 1 if the entry was there.
+# KEYS as _PUT; ARGV[1] id, ARGV[2] the by-value key prefix, ARGV[3] the event ttl.
+# 1 if the entry was there.
 _DROP = (
     _NAMES
     + _UNCOUNT
     + """
 local old = redis.call('HMGET', KEYS[1], unpack(names))
+local event = redis.call('HGET', KEYS[1], 'event_key')
+if event and redis.call('EXISTS', event) == 1
+    and redis.call('HINCRBY', event, 'dl_refs', -1) <= 0 then
+  redis.call('HDEL', event, 'dl_refs')
+  redis.call('EXPIRE', event, ARGV[3])  -- no entry needs it now: its ttl runs again
+end
 local gone = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 for i, name in ipairs(names) do
@@ -190,10 +202,9 @@ class DeadLetters:
         }
         args = [task.id, now, json.dumps(entry), keys.DEAD_BY, *(entry[f] for f in FILTERS)]
         if code == "mapping_error":
-            # replaying it maps the event again with the fixed rule: keep the event as long
-            # as the entry (the event itself expires SWITCHBOARD_EVENT_TTL_DAYS after it came)
-            event = self.redis.hget(keys.event(task.source, task.event_id), "event")
-            args += [event] if event is not None else []
+            # replaying it maps the event again with the fixed rule: the event is kept as
+            # long as the entry (else it expires SWITCHBOARD_EVENT_TTL_DAYS after it came)
+            args.append(keys.event(task.source, task.event_id))
         self._put(
             keys=[keys.dead(task.id), keys.DEAD_INDEX, keys.DEAD_COUNTS, keys.task(task.id)],
             args=args,
@@ -206,11 +217,6 @@ class DeadLetters:
             self.redis.hmget(keys.dead(entry_id), ["entry", "replays", "replaying"]),
         )
         return _entry(raw, replays, replaying) if raw else None
-
-    def kept_event(self, entry_id: str) -> Event | None:
-        """The event a ``mapping_error`` entry keeps (see :meth:`put`), or None."""
-        raw = self.redis.hget(keys.dead(entry_id), "event")
-        return event_from_json(raw) if raw is not None else None
 
     def count(self) -> int:
         return int(self.redis.zcard(keys.DEAD_INDEX))
@@ -398,7 +404,7 @@ class DeadLetters:
         """The replayed task was applied (or was stale): the entry leaves the store."""
         self._drop(
             keys=[keys.dead(entry_id), keys.DEAD_INDEX, keys.DEAD_COUNTS],
-            args=[entry_id, keys.DEAD_BY],
+            args=[entry_id, keys.DEAD_BY, self.queue.event_ttl],
         )
 
     def discard(self, entry_id: str, who: str = "unknown") -> bool:

@@ -50,7 +50,9 @@ if ARGV[6] == 'replay' then
 else
   redis.call('HSET', KEYS[1], 'event', ARGV[4], 'tasks', ARGV[5])
 end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
+if not redis.call('HGET', KEYS[1], 'dl_refs') then  -- else dead letters need it kept
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
 local first = (ARGV[6] == 'replay') and 7 or 6
 for i = 5, #KEYS do
   local id = string.sub(KEYS[i], string.len('sb:task:') + 1)

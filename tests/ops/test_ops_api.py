@@ -306,7 +306,7 @@ def test_mapping_error_replay_maps_the_action_again_with_the_current_rules(
     assert client.get(f"/ops/dead-letters/{entry_id}", headers=OPS).status_code == 404
 
 
-def test_a_mapping_error_keeps_its_event_for_replay_after_the_event_expired(
+def test_a_mapping_error_keeps_its_event_for_replay_for_as_long_as_it_is_kept(
     client, app, worker, sandbox, redis
 ):
     # events expire SWITCHBOARD_EVENT_TTL_DAYS after they came; dead letters are kept
@@ -320,15 +320,17 @@ def test_a_mapping_error_keeps_its_event_for_replay_after_the_event_expired(
     del data["data"]["object"]["address"]["postal_code"]
     assert post_stripe(client, jsonlib.dumps(data).encode()).status_code == 202
     [entry_id] = task_ids(redis, "evt_ops_expired")
+    event_key = keys.event("stripe", "evt_ops_expired")
+    assert redis.ttl(event_key) > 0
     wait_for(lambda: state(redis, entry_id) == "dead")
-    redis.delete(keys.event("stripe", "evt_ops_expired"))  # its TTL ran out
-    shown = client.get(f"/ops/dead-letters/{entry_id}", headers=OPS).get_json()
-    assert shown["event"]["id"] == "evt_ops_expired"
+    assert redis.ttl(event_key) == -1  # kept while the dead letter needs it
     _swap_rules(app, _config_with_zip_default(app))
     assert client.post(f"/ops/dead-letters/{entry_id}/replay", headers=OPS).status_code == 202
     wait_for(lambda: state(redis, entry_id) == "applied")
+    wait_for(lambda: redis.ttl(event_key) > 0)  # resolved: its time to live runs again
     record = sandbox.record("perfexcrm", data["data"]["object"]["metadata"]["perfex_customer"])
     assert record["zip"] == "none"
+    assert "dl_refs" not in {k.decode() for k in redis.hkeys(event_key)}
 
 
 def _config_with_zip_default(app):

@@ -88,9 +88,10 @@ class Ops:
         return entry
 
     def _event_of(self, entry: dict[str, Any]) -> Event | None:
-        """The entry's event: still stored, or kept with the entry (``mapping_error``)."""
+        """The entry's event, while it is stored (a ``mapping_error``'s is kept as long as
+        the entry: see :meth:`worker.deadletter.DeadLetters.put`)."""
         loaded = self.queue.load_event(entry["source"], entry["event_id"])
-        return loaded[0] if loaded else self.dead_letters.kept_event(entry["id"])
+        return loaded[0] if loaded else None
 
     def replay(self, entry_id: str, who: str, job: str | None = None) -> dict[str, Any]:
         """Replay one entry; ``{"status": "queued" | "already_replaying", "entry": ...}``.
