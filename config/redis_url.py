@@ -13,9 +13,13 @@ SCHEMES = "scheme first: redis://host:6379/0"
 _PASSWORD = re.compile(r"(//[^:@/;]*):[^@/;]*@")
 
 
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&;]*")
+
+
 def shown_url(url: str) -> str:
-    """``url`` fit to print: every password in it (one per ``;``-joined sentinel) masked."""
-    return _PASSWORD.sub(r"\1:***@", url)
+    """``url`` fit to print: every password in it (one per ``;``-joined sentinel, or a
+    ``?password=`` as redis-py also reads it) masked."""
+    return _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"\1:***@", url))
 
 
 def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], int, str | None]:

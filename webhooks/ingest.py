@@ -68,14 +68,18 @@ def _body(limit: int, stall: float) -> bytes:
     few stalled senders would hold them all. (Trickling a byte at a time still holds one:
     in production put a buffering proxy in front, docs/deploy.md.)"""
     sock = request.environ.get("gunicorn.socket")
+    before = sock.gettimeout() if sock is not None else None
     if sock is not None:
-        sock.settimeout(stall)  # gunicorn makes it blocking again for the next request
+        sock.settimeout(stall)
     try:
         body = request.get_data(cache=False)
     except ClientDisconnected as exc:  # werkzeug's word for any error while reading
         if isinstance(exc.__context__, TimeoutError):
             raise RequestTimeout(f"no part of the body came for {stall:g} s") from None
         raise
+    finally:
+        if sock is not None:
+            sock.settimeout(before)  # the answer, and the next request, as the server had it
     if len(body) > limit:
         raise PayloadTooLarge(f"the body is over {limit} bytes")
     return body

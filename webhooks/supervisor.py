@@ -150,6 +150,12 @@ class Supervisor:
         ]
         if sandbox_wanted(self.config, self.settings.sandbox_port):
             lines.append(f"  sandbox   http://127.0.0.1:{self.settings.sandbox_port}/")
+        if self.config.defaulted_secrets:  # SWITCHBOARD_DEMO lets web serve them: say so
+            named = ", ".join(var for _, var in self.config.defaulted_secrets)
+            lines.append(
+                f"  WARNING   the config's own default signing secrets serve ({named} not "
+                "set): anyone who reads the config can sign webhooks. Fine for a demo here."
+            )
         lines.append("Ctrl-C stops everything.")
         print("\n".join(lines), flush=True)
 

@@ -151,7 +151,7 @@ return n
 )
 AUDIT_ACTIONS = ("replay", "discard", "bulk_replay", "bulk_replay_cancel", "event_replay")
 AUDIT_KEEP = 10_000  # audit records kept (newest); older ones are trimmed
-AUDIT_BULK_KEEP = 100_000  # the same, for the per-entry records of bulk replays
+AUDIT_BULK_KEEP = 20_000  # the same, for the per-entry records of bulk replays
 STUCK_MARK = 60.0  # see _MARK_REPLAYING
 
 

@@ -57,6 +57,8 @@ def test_up_serves_the_demo_and_a_signed_webhook_changes_the_sandbox(tmp_path):
         # a token you gave is yours: named, never printed (the banner lands in logs)
         assert "e2e-ops-token-not-for-logs" not in banner
         assert "(token: $SWITCHBOARD_OPS_TOKEN)" in banner, banner
+        # the demo's public signing secrets serve (up allows them): it says so
+        assert "WARNING" in banner and "STRIPE_WEBHOOK_SECRET" in banner, banner
         print(f"\nswitchboard up was ready after {ready_after:.1f} s")
         sandbox = f"http://127.0.0.1:{sandbox_port}/portabilling/_sim/records/customer:1001"
         assert httpx.get(sandbox).json()["bill_status"] == "S"

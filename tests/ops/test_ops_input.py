@@ -162,6 +162,18 @@ def test_signing_out_revokes_the_cookie_and_every_copy_of_it(client, app):
     assert answer.status_code == 302 and "/ops/login" in answer.headers["Location"]
 
 
+def test_each_page_view_renews_the_sign_in(client, redis):
+    # the record's 12 h ran from sign-in while the cookie renewed on every answer: an
+    # operator at work was signed out mid-session
+    from worker import keys
+
+    _sign_in(client)
+    [key] = redis.keys(keys.ops_session("*"))
+    redis.expire(key, 100)
+    assert client.get("/ops/").status_code == 200
+    assert redis.ttl(key) > 11 * 3600
+
+
 def test_the_cookie_is_secure_when_the_page_is_reached_over_https(client):
     assert "Secure" not in _sign_in(client).headers["Set-Cookie"]  # the demo: plain http
     for secure in (

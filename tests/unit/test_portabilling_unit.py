@@ -99,6 +99,7 @@ def test_booleans_go_out_as_one_or_zero():
         {"iso_4217": "gbp"},
         {"deactivate_on": "tomorrow"},
         {"deactivate_on": True},
+        {"deactivate_on": 2024},  # a year, not 33 minutes into 1970
         {"i_customer": 5},
         {"i_customer_class": 4.5},  # truncated, it would name another class
         {"unknown": 1},

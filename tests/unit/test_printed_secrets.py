@@ -21,6 +21,7 @@ from webhooks.supervisor import token_note
         ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
         ("redis://user@h:6379/0", "redis://user@h:6379/0"),
         ("unix:///run/redis.sock?db=2", "unix:///run/redis.sock?db=2"),
+        ("redis://h:6379/0?password=S3cret&db=1", "redis://h:6379/0?password=***&db=1"),
     ],
 )
 def test_a_redis_password_is_masked_and_nothing_else_changes(url, shown):

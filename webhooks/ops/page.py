@@ -104,7 +104,9 @@ def identify_session() -> str | None:
     who, sid = session.get("who"), session.get("sid")
     if not who or not sid or who not in tokens():
         return None
-    stored = get_state().redis.get(keys.ops_session(str(sid)))
+    lifetime = int(current_app.permanent_session_lifetime.total_seconds())
+    # each page renews it, as each answer renews the cookie: 12 h after the last use
+    stored = get_state().redis.getex(keys.ops_session(str(sid)), ex=lifetime)
     return str(who) if stored is not None and stored.decode() == who else None
 
 

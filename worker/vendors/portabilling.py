@@ -53,6 +53,9 @@ class WireFlag(fields.Boolean):
         return int(bool(super()._deserialize(value, attr, data, **kwargs)))
 
 
+MIN_UNIX_TIME = 1e9  # 2001-09-09: smaller numbers are not taken as unix times
+
+
 class WireDateTime(fields.Field):
     """A datetime sent as ``YYYY-MM-DD HH:MM:SS`` in UTC (C).
 
@@ -85,8 +88,14 @@ def _to_datetime(value: Any) -> datetime | None:
         with contextlib.suppress(ValueError):
             return datetime.fromisoformat(value.strip())
     try:  # unix time, as Stripe and HubSpot give it (s, ms, ...), or a string of digits
-        return datetime.fromtimestamp(to_epoch(value), UTC)
-    except (ValueError, OverflowError, OSError):
+        seconds = to_epoch(value)
+    except ValueError:
+        return None
+    if seconds < MIN_UNIX_TIME:  # 2024 is a year, not 33 minutes into 1970
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
         return None
 
 
