@@ -58,41 +58,51 @@ class TargetLock:
         self._hold(keys=[self.key], args=[self.token, max(1, int(seconds * 1000))])
 
 
-def version_names(fields: Mapping[str, Any]) -> list[str]:
-    """The names field versions are kept under: each field's, and for a group of fields
-    (a mapping, as Soliditech's ``physical_address``) each member's, dotted
-    (``physical_address.city``), so an older event still sets the members a newer one
-    did not touch."""
-    names: list[str] = []
+Path = tuple[str, ...]  # a field, or a member of a group: ("physical_address", "city")
+
+
+def version_paths(fields: Mapping[str, Any]) -> list[Path]:
+    """What field versions are kept for: each field, and for a group of fields (a mapping,
+    as Soliditech's ``physical_address``) each member, so an older event still sets the
+    members a newer one did not touch."""
+    paths: list[Path] = []
     for name, value in fields.items():
         if isinstance(value, Mapping) and value:
-            names += [f"{name}.{member}" for member in version_names(value)]
+            paths += [(name, *member) for member in version_paths(value)]
         else:
-            names.append(name)
-    return names
+            paths.append((name,))
+    return paths
+
+
+def dotted(paths: Sequence[Path]) -> list[str]:
+    """The names versions are kept under in Redis and shown as (``physical_address.city``)."""
+    return [".".join(path) for path in paths]
+
+
+def version_names(fields: Mapping[str, Any]) -> list[str]:
+    return dotted(version_paths(fields))
 
 
 def split_by_versions(
     fields: Mapping[str, Any], versions: Sequence[float | None], occurred_at: float
-) -> tuple[list[str], list[str]]:
-    """(names still to set, names skipped because a newer event already set them), as
-    :func:`version_names` names them.
+) -> tuple[list[Path], list[Path]]:
+    """(paths still to set, paths skipped because a newer event already set them).
 
-    ``versions`` holds, in that order, the ``occurred_at`` of the event that last set each
-    name (None: never set). Equal times are not stale (the later task wins).
+    ``versions`` holds, in :func:`version_paths` order, the ``occurred_at`` of the event
+    that last set each path (None: never set). Equal times are not stale (the later task
+    wins).
     """
-    fresh: list[str] = []
-    stale: list[str] = []
-    for name, version in zip(version_names(fields), versions, strict=True):
-        (stale if version is not None and version > occurred_at else fresh).append(name)
+    fresh: list[Path] = []
+    stale: list[Path] = []
+    for path, version in zip(version_paths(fields), versions, strict=True):
+        (stale if version is not None and version > occurred_at else fresh).append(path)
     return fresh, stale
 
 
-def pick(fields: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
-    """The part of ``fields`` that ``names`` (from :func:`version_names`) cover."""
+def pick(fields: Mapping[str, Any], paths: Sequence[Path]) -> dict[str, Any]:
+    """The part of ``fields`` that ``paths`` cover (a member validation left out: none)."""
     out: dict[str, Any] = {}
-    for name in names:
-        *groups, last = name.split(".")
+    for *groups, last in paths:
         source: Any = fields
         for group in groups:
             source = source.get(group) if isinstance(source, Mapping) else None

@@ -227,7 +227,7 @@ def _apply_locked(
     task = record.task
     fresh, stale = ordering.split_by_versions(task.fields, begun.versions, task.occurred_at)
     if not fresh:
-        _complete(rt, record, lock, "stale", record.attempts, stale, [])
+        _complete(rt, record, lock, "stale", record.attempts, ordering.dotted(stale), [])
         return "stale", 0.0, True
     instance = connector.instance
     admitted = _admit(rt, instance, begun)
@@ -260,7 +260,7 @@ def _apply_locked(
             slot = admitted.slot
             _advise("free an in-flight slot", lambda: rt.inflight.release(task.vendor, slot))
     attempts = record.attempts + [_attempt(started, "applied", None, None, None)]
-    _complete(rt, record, lock, "applied", attempts, stale, fresh)
+    _complete(rt, record, lock, "applied", attempts, ordering.dotted(stale), ordering.dotted(fresh))
     if circuit:
         _advise("count a success", circuit.success)
     return "applied", 0.0, True
