@@ -32,11 +32,19 @@ from jinja2.nativetypes import NativeCodeGenerator
 from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
 
 MAX_POWER = 1000  # 2 ** 1000 is plenty for a template; 10 ** 10 ** 9 is a hung thread
+MAX_POWER_BITS = 4096  # and a huge base to a small power is as slow
 
 
 def _text(value: Any) -> str:
-    """A part of mixed text: ``None`` (a JSON null) is nothing, not the word "None"."""
-    return "" if value is None else str(value)
+    """A part of mixed text: ``None`` (a JSON null) is nothing, not the word "None"; data
+    only (a generator or a method would be written as its Python repr)."""
+    if value is None:
+        return ""
+    if isinstance(value, Undefined):
+        return str(value)  # StrictUndefined raises, naming the missing key
+    if not isinstance(value, str | int | float | list | tuple | Mapping):
+        raise TypeError(f"the template wrote a {type(value).__name__}, not data, into text")
+    return str(value)
 
 
 class _Nothing:
@@ -65,7 +73,13 @@ def plain(value: Any) -> Any:
     """``value`` as JSON data, what a vendor can be sent: a filter's generator (``map``,
     ``select``) becomes a list, and anything else that is not data (a dict method reached
     by ``payload.values``, a NaN) is a TypeError, which makes a ``mapping_error``."""
-    if value is None or isinstance(value, str | bool | int):
+    if isinstance(value, Undefined):
+        str(value)  # a missing key inside a list or dict: StrictUndefined raises, naming it
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        if value.bit_length() > 64:  # no vendor field is wider; JSON readers lose digits
+            raise TypeError("the template gave an integer too large for any vendor field")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -101,17 +115,33 @@ class SandboxedNativeEnvironment(ImmutableSandboxedEnvironment):
 
     # ``'-' * payload.n`` or ``10 ** payload.n`` with a sender's n would take the web
     # thread's memory or time; ranges are already capped at MAX_RANGE items
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "%" and isinstance(left, str):  # "%0*d" % (payload.n, 1)
+            values = right if isinstance(right, tuple) else (right,)
+            if any(isinstance(v, int) and v > MAX_RANGE for v in values):
+                raise SecurityError(f"a width above {MAX_RANGE} is not allowed")
         if operator == "*":
             for seq, times in ((left, right), (right, left)):
                 repeats = isinstance(seq, str | list | tuple) and isinstance(times, int)
                 if repeats and len(seq) * times > MAX_RANGE:
                     raise SecurityError(f"a repeat longer than {MAX_RANGE} is not allowed")
-        elif operator == "**" and isinstance(right, int | float) and abs(right) > MAX_POWER:
-            raise SecurityError(f"a power above {MAX_POWER} is not allowed")
+        elif operator == "**" and isinstance(right, int | float) and isinstance(left, int | float):
+            bits = left.bit_length() if isinstance(left, int) else 64
+            if abs(right) > MAX_POWER or bits * abs(right) > MAX_POWER_BITS:
+                raise SecurityError("a power that large is not allowed")
         return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        # "x".center(payload.n), "{:>{}}".format(x, payload.n): a width a sender sets
+        # (the sandbox hands str.format over wrapped: known by its qualified name)
+        name = getattr(__obj, "__qualname__", "")
+        if isinstance(getattr(__obj, "__self__", None), str) or name.startswith("str."):
+            for arg in (*args, *kwargs.values()):
+                if isinstance(arg, int) and arg > MAX_RANGE:
+                    raise SecurityError(f"a width above {MAX_RANGE} is not allowed")
+        return super().call(__context, __obj, *args, **kwargs)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         """``payload.items`` is the payload's ``items`` key when it has one (Stripe's

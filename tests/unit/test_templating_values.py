@@ -9,7 +9,7 @@ from marshmallow import ValidationError
 
 from webhooks.rules import RuleSet
 from webhooks.sources.base import Event
-from webhooks.templating import compile_value, render_value
+from webhooks.templating import TemplateError, compile_value, render_value
 
 SCOPE = {
     "payload": {
@@ -95,3 +95,32 @@ def test_a_sender_cannot_make_a_template_take_the_threads_memory_or_time(templat
     with pytest.raises(SecurityError):
         render_value(compile_value(template), {"payload": {"n": 300_000_000}})
     assert render_value(compile_value("{{ 'ab' * 3 }}{{ 2 ** 10 }}"), {}) == "ababab1024"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ '%0*d' % (payload.n, 1) }}",
+        "{{ 'x'.center(payload.n) }}",
+        "{{ '{:>{}}'.format('x', payload.n) }}",
+        "{{ payload.big ** 400 }}",
+    ],
+)
+def test_widths_and_powers_a_sender_sets_are_bounded(template):
+    from jinja2.exceptions import SecurityError
+
+    scope = {"payload": {"n": 10_000_000, "big": 10**600}}
+    with pytest.raises(SecurityError):
+        render_value(compile_value(template), scope)
+
+
+def test_text_and_containers_hold_data_only():
+    # mixed text wrote "<generator object ...>"; a huge integer made ingest answer 500
+    with pytest.raises(TypeError):
+        render("ids: {{ payload.ids | map('int') }}")
+    with pytest.raises(TypeError):
+        render("{{ payload.n * 10 ** 30 }}".replace("payload.n", "7"))
+    with pytest.raises(TemplateError) as caught:
+        render("{{ [payload.missing] }}")  # the missing key is named, not "StrictUndefined"
+    assert "missing" in str(caught.value)
+    assert render("{{ '%05d' % 42 }} {{ 'ab'.center(6) }}") == "00042   ab  "
