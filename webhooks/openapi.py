@@ -20,6 +20,17 @@ def _json(schema: str | dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _text(content_type: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {content_type: {"schema": {"type": "string"}}}}
+
+
+def _get(spec: APISpec, path: str, tag: str, summary: str, responses: dict[str, Any]) -> None:
+    """A GET with no parameters (health, metrics, this document, the page)."""
+    spec.path(
+        path=path, operations={"get": {"tags": [tag], "summary": summary, "responses": responses}}
+    )
+
+
 def _err(description: str) -> dict[str, Any]:
     return {"description": description, "content": ERROR}
 
@@ -80,70 +91,41 @@ def build_spec(with_ops: bool, version: str = "0.1.0") -> dict[str, Any]:
             }
         },
     )
-    spec.path(
-        path="/healthz",
-        operations={
-            "get": {
-                "tags": ["health"],
-                "summary": "Liveness",
-                "responses": {"200": _json("Health", "the process answers")},
-            }
+    _get(spec, "/healthz", "health", "Liveness", {"200": _json("Health", "the process answers")})
+    _get(
+        spec,
+        "/readyz",
+        "health",
+        "Readiness: Redis reachable, config loaded, a worker beating",
+        {
+            "200": _json("Readiness", "ready"),
+            "503": _json("Readiness", "not ready (detail says why)"),
         },
     )
-    spec.path(
-        path="/readyz",
-        operations={
-            "get": {
-                "tags": ["health"],
-                "summary": "Readiness: Redis reachable, config loaded, a worker beating",
-                "responses": {
-                    "200": _json("Readiness", "ready"),
-                    "503": _json("Readiness", "not ready (detail says why)"),
-                },
-            }
-        },
+    _get(
+        spec,
+        "/metrics",
+        "health",
+        "Prometheus metrics",
+        {"200": _text("text/plain", "Prometheus text format")},
     )
-    spec.path(
-        path="/metrics",
-        operations={
-            "get": {
-                "tags": ["health"],
-                "summary": "Prometheus metrics",
-                "responses": {
-                    "200": {
-                        "description": "Prometheus text format",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
-        },
-    )
-    spec.path(
-        path="/openapi.json",
-        operations={
-            "get": {
-                "tags": ["health"],
-                "summary": "This document (OpenAPI 3)",
-                "responses": {"200": _json({"type": "object"}, "the OpenAPI document")},
-            }
-        },
+    _get(
+        spec,
+        "/openapi.json",
+        "health",
+        "This document (OpenAPI 3)",
+        {"200": _json({"type": "object"}, "the OpenAPI document")},
     )
     if with_ops:
         _ops_paths(spec)
-        spec.path(
-            path="/ops/",
-            operations={
-                "get": {
-                    "tags": ["ops"],
-                    "summary": "The ops web page (HTML; signs in with the ops token)",
-                    "responses": {
-                        "200": {
-                            "description": "the dead-letter list",
-                            "content": {"text/html": {"schema": {"type": "string"}}},
-                        },
-                        "302": {"description": "to /ops/login when not signed in"},
-                    },
-                }
+        _get(
+            spec,
+            "/ops/",
+            "ops",
+            "The ops web page (HTML; signs in with the ops token)",
+            {
+                "200": _text("text/html", "the dead-letter list"),
+                "302": {"description": "to /ops/login when not signed in"},
             },
         )
     return spec.to_dict()

@@ -285,15 +285,7 @@ def test_bulk_replay_by_filter_answers_at_once_with_a_job_and_progress(
 def test_mapping_error_replay_maps_the_action_again_with_the_current_rules(
     client, app, worker, sandbox, redis
 ):
-    import json as jsonlib
-
-    from tests.helpers import with_changes
-
-    data = jsonlib.loads(with_changes("stripe/customer.updated.json", id="evt_ops_mapping"))
-    del data["data"]["object"]["address"]["postal_code"]
-    assert post_stripe(client, jsonlib.dumps(data).encode()).status_code == 202
-    [entry_id] = task_ids(redis, "evt_ops_mapping")
-    wait_for(lambda: state(redis, entry_id) == "dead")
+    data, entry_id = _dead_for_a_missing_zip(client, redis, "evt_ops_mapping")
     shown = client.get(f"/ops/dead-letters/{entry_id}", headers=OPS).get_json()
     assert shown["code"] == "mapping_error"
     # the operator fixes the rule: zip now has a default
@@ -311,18 +303,10 @@ def test_a_mapping_error_keeps_its_event_for_replay_for_as_long_as_it_is_kept(
 ):
     # events expire SWITCHBOARD_EVENT_TTL_DAYS after they came; dead letters are kept
     # until handled: a week-old mapping_error could no longer be fixed and replayed (409)
-    import json as jsonlib
-
-    from tests.helpers import with_changes
     from worker import keys
 
-    data = jsonlib.loads(with_changes("stripe/customer.updated.json", id="evt_ops_expired"))
-    del data["data"]["object"]["address"]["postal_code"]
-    assert post_stripe(client, jsonlib.dumps(data).encode()).status_code == 202
-    [entry_id] = task_ids(redis, "evt_ops_expired")
     event_key = keys.event("stripe", "evt_ops_expired")
-    assert redis.ttl(event_key) > 0
-    wait_for(lambda: state(redis, entry_id) == "dead")
+    data, entry_id = _dead_for_a_missing_zip(client, redis, "evt_ops_expired")
     assert redis.ttl(event_key) == -1  # kept while the dead letter needs it
     _swap_rules(app, _config_with_zip_default(app))
     assert client.post(f"/ops/dead-letters/{entry_id}/replay", headers=OPS).status_code == 202
@@ -331,6 +315,21 @@ def test_a_mapping_error_keeps_its_event_for_replay_for_as_long_as_it_is_kept(
     record = sandbox.record("perfexcrm", data["data"]["object"]["metadata"]["perfex_customer"])
     assert record["zip"] == "none"
     assert "dl_refs" not in {k.decode() for k in redis.hkeys(event_key)}
+
+
+def _dead_for_a_missing_zip(client, redis, event_id: str) -> tuple[dict, str]:
+    """A customer.updated without a post code: its address rule's task dies as a
+    mapping_error. (The event as sent, the dead task's id.)"""
+    import json as jsonlib
+
+    from tests.helpers import with_changes
+
+    data = jsonlib.loads(with_changes("stripe/customer.updated.json", id=event_id))
+    del data["data"]["object"]["address"]["postal_code"]
+    assert post_stripe(client, jsonlib.dumps(data).encode()).status_code == 202
+    [entry_id] = task_ids(redis, event_id)
+    wait_for(lambda: state(redis, entry_id) == "dead")
+    return data, entry_id
 
 
 def _config_with_zip_default(app):
