@@ -371,11 +371,24 @@ def test_hubspot_accepts_what_hubspot_signs_and_splits_the_batch(hubspot_source)
         req.headers["X-HubSpot-Request-Timestamp"],
     )
     events = hubspot_source.parse(req)
-    assert [e.id for e in events] == ["1834560123", "1834560124", "1834560125"]
+    ids = ["62515:2417803:1834560123", "62515:2417803:1834560124", "62515:2417803:1834560125"]
+    assert [e.id for e in events] == ids
     assert {e.type for e in events} == {"contact.propertyChange"}
     assert [e.payload["propertyName"] for e in events] == ["city", "address", "zip"]
     assert all(e.occurred_at == pytest.approx(1763894112.345) for e in events)
     assert all("x-hubspot-signature-v3" not in e.headers for e in events)
+
+
+def test_hubspot_events_sharing_an_event_id_across_portals_are_two_events(hubspot_source):
+    # HubSpot: eventId "is not guaranteed to be unique"; the second portal's event was
+    # dropped as a duplicate of the first
+    batch = json.loads(fixture(HUBSPOT_BATCH))[:1]
+    other = {**batch[0], "portalId": 99999, "propertyValue": "Hull"}
+    body = json.dumps([batch[0], other]).encode()
+    first, second = hubspot_source.parse(hubspot_request(body))
+    assert first.id != second.id and first.id.endswith(":1834560123")
+    retried = json.dumps([{**batch[0], "attemptNumber": 3}]).encode()
+    assert hubspot_source.parse(hubspot_request(retried))[0].id == first.id  # a retry: same
 
 
 def test_hubspot_rejects_the_wrong_secret(hubspot_source):
@@ -604,6 +617,13 @@ def test_hmac_body_without_an_id_is_missing_event_id(hmac_source, payload):
     with pytest.raises(MalformedPayload) as caught:
         hmac_source.parse(request(body, hmac_headers(body)))
     assert (caught.value.status, caught.value.code) == (400, "missing_event_id")
+
+
+def test_hmac_ids_with_surrounding_spaces_are_the_same_event(hmac_source):
+    # " pe-x " passed the blank check stripped and was stored unstripped: a second event
+    body = json_body({"event_id": " pe-x ", "event": " address.changed", "at": 1.7e9})
+    [event] = hmac_source.parse(request(body, hmac_headers(body)))
+    assert (event.id, event.type) == ("pe-x", "address.changed")
 
 
 def test_hmac_occurred_at_defaults_to_receipt_time():

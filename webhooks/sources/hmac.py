@@ -94,8 +94,8 @@ class HmacSource(Source):
         return [
             Event(
                 self.name,
-                str(event_id),
-                str(event_type),
+                str(event_id).strip(),  # " pe-1 " and "pe-1" are one event (de-duplicated)
+                str(event_type).strip(),
                 occurred_at,
                 request.received_at,
                 payload,

@@ -124,22 +124,36 @@ class HubSpotSource(Source):
     ) -> Event:
         if not isinstance(item, dict):
             raise MalformedPayload(f"event [{index}] is not an object")
-        event_id = item.get("eventId")
-        # HubSpot sends an integer; a string is tolerated, nothing else is an id
-        if isinstance(event_id, bool) or not isinstance(event_id, int | str) or event_id == "":
-            raise MalformedPayload(f"event [{index}] has no eventId", code="missing_event_id")
+        event_id = _event_id(item, index)
         event_type = item.get("subscriptionType")
         if not isinstance(event_type, str) or not event_type:
             raise MalformedPayload(f"event [{index}] has no subscriptionType")
         return Event(
             self.name,
-            str(event_id),
+            event_id,
             event_type,
             _millis_to_seconds(item.get("occurredAt"), index),
             request.received_at,
             item,
             headers,
         )
+
+
+def _id_part(value: Any) -> bool:
+    """HubSpot sends integers; a string is tolerated, nothing else is an id."""
+    return isinstance(value, int | str) and not isinstance(value, bool) and value != ""
+
+
+def _event_id(item: dict[str, Any], index: int) -> str:
+    """``portalId:subscriptionId:eventId``: HubSpot says ``eventId`` "is not guaranteed to
+    be unique", and one app installed in several portals (or one change seen by several
+    subscriptions) repeats it, so by ``eventId`` alone a second portal's event was dropped
+    as a duplicate. All three stay the same on HubSpot's retries (``attemptNumber`` does
+    not); a part the event lacks is left out."""
+    if not _id_part(item.get("eventId")):
+        raise MalformedPayload(f"event [{index}] has no eventId", code="missing_event_id")
+    parts = [item.get(k) for k in ("portalId", "subscriptionId", "eventId")]
+    return ":".join(str(p) for p in parts if _id_part(p))
 
 
 def _millis_to_seconds(value: Any, index: int) -> float:
