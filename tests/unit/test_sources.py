@@ -196,9 +196,22 @@ def test_standard_webhooks_accepts_what_the_package_signs(sw_source, path):
     [event] = sw_source.parse(req)
     assert event.id == "msg_31PkD0"
     assert event.type == json.loads(body)["type"] == Path(path).stem
-    assert event.occurred_at == float(now)
+    stated = json.loads(body)["timestamp"]  # when it happened, not this attempt's time
+    assert event.occurred_at == dt.datetime.fromisoformat(stated).timestamp()
     assert event.payload == json.loads(body)
     assert "webhook-signature" not in event.headers
+
+
+def test_standard_webhooks_event_time_is_the_bodys_not_the_attempts(sw_source):
+    # webhook-timestamp is "updated every time an attempt is retried": by it, a retried
+    # older event looked newer than one sent since, and overwrote its fields
+    older = json_body({"type": "t", "timestamp": "2026-11-23T10:00:00Z", "data": {}})
+    now = int(time.time())
+    [retried] = sw_source.parse(request(older, sw_headers(older, at=now)))
+    assert retried.occurred_at == dt.datetime(2026, 11, 23, 10, tzinfo=dt.UTC).timestamp()
+    for body in (json_body({"type": "t", "data": {}}), json_body({"type": "t", "timestamp": "?"})):
+        [event] = sw_source.parse(request(body, sw_headers(body, at=now)))
+        assert event.occurred_at == float(now)  # no usable time in the body: the header's
 
 
 def test_standard_webhooks_rejects_the_wrong_secret(sw_source):

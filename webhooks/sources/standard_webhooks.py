@@ -15,7 +15,9 @@ what it lacks for an HTTP answer:
   signature beside it, and every secret after the first. Such entries are dropped
   before it sees the header (:func:`well_formed`); a body that is not UTF-8 is a 400.
 
-Event id ``webhook-id``, type the body's ``type``, occurred_at ``webhook-timestamp``.
+Event id ``webhook-id``, type the body's ``type``, occurred_at the body's ``timestamp``
+(``webhook-timestamp`` when it has none: that header is the attempt's time, see
+:func:`_occurred_at`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,14 @@ from webhooks.errors import (
     StaleTimestamp,
 )
 from webhooks.sources.base import Event, InboundRequest, Source, kept_headers
-from webhooks.sources.common import Secrets, check_window, header, parse_json, unix_digits
+from webhooks.sources.common import (
+    Secrets,
+    check_window,
+    header,
+    parse_json,
+    to_epoch,
+    unix_digits,
+)
 
 ID, TIMESTAMP, SIGNATURE = "webhook-id", "webhook-timestamp", "webhook-signature"
 PREFIX = "whsec_"
@@ -58,6 +67,21 @@ def decode_secret(secret: str) -> bytes:
     if not key:
         raise ValueError(f"the part after {PREFIX!r} is empty")
     return key
+
+
+def _occurred_at(payload: dict[str, Any], attempt: int) -> float:
+    """When the event happened: the body's ``timestamp`` (the spec's payload carries one).
+    ``webhook-timestamp`` is the time of the *attempt* ("updated every time an attempt is
+    retried"), so by it a retried older event looked newer than one sent since, and
+    overwrote its fields at the vendor. It stands in only when the body has no usable
+    ``timestamp``."""
+    stated = payload.get("timestamp")
+    if stated is not None:
+        try:
+            return to_epoch(stated)
+        except ValueError:
+            pass
+    return float(attempt)
 
 
 def well_formed(signatures: str) -> str:
@@ -161,7 +185,7 @@ class StandardWebhooksSource(Source):
                 self.name,
                 event_id,
                 event_type,
-                float(timestamp),
+                _occurred_at(payload, timestamp),
                 request.received_at,
                 payload,
                 kept_headers(request.headers),
