@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from typing import Any, cast
+from urllib.parse import quote
 
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import ClientDisconnected
@@ -32,7 +33,7 @@ def receive(source: str) -> tuple[Response, int]:
         raise NotFound(f"no source named {source!r}", code="unknown_source")
     inbound = InboundRequest(
         method=request.method,
-        url=request.url if verifier.needs_url else request.path,
+        url=_raw_url() if verifier.needs_url else request.path,
         headers=cast(Mapping[str, str], request.headers),  # werkzeug Headers: case-insensitive
         body=_body(state.settings.max_body, state.settings.body_timeout),
         received_at=time.time(),
@@ -57,6 +58,19 @@ def receive(source: str) -> tuple[Response, int]:
             duplicates.append(event.id)
             seen.append((event, event_tasks, "duplicate"))
     return _answer(accepted, duplicates, tasks)
+
+
+def _raw_url() -> str:
+    """The URL as the sender wrote it, escapes and all (HubSpot signs it so): werkzeug's
+    ``request.url`` decodes ``%C3%A9`` and ``%7E``, and such a query string never matched.
+    The path is the server's raw one when it keeps it (gunicorn's ``RAW_URI``)."""
+    environ = request.environ
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+    path = raw.split("?", 1)[0]
+    if not path.startswith("/"):  # none kept, or an absolute-form request line
+        path = quote(request.path, safe="/:@!$&'()*+,;=%")
+    query = environ.get("QUERY_STRING", "")
+    return request.host_url.rstrip("/") + path + (f"?{query}" if query else "")
 
 
 def _body(limit: int, stall: float) -> bytes:

@@ -211,3 +211,33 @@ def test_readyz_is_not_ready_without_a_worker_heartbeat(redis_server, private_db
     response = client.get("/readyz")
     assert response.status_code == 503
     assert "heartbeat" in response.get_json()["detail"]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("query", "signed"),
+    [
+        ("tag=caf%C3%A9", "tag=caf%C3%A9"),
+        ("f%5Bsrc%5D=hs&x=%7E", "f%5Bsrc%5D=hs&x=%7E"),
+        ("a=b", "a=b"),
+        ("p=%2Fx", "p=/x"),  # one of the 12 escapes HubSpot decodes before signing
+    ],
+)
+def test_hubspot_is_verified_against_the_url_as_sent_escapes_and_all(
+    redis_server, redis, tmp_path, query, signed
+):
+    # the URL was werkzeug's decoded one (café, ~): HubSpot signs the escapes it does not
+    # decode as sent, so every delivery to such a target URL was refused as invalid
+    from tests.unit.sources_support import HUBSPOT_SECRET, hubspot_headers
+    from webhooks import create_app
+
+    config = tmp_path / "hubspot.yaml"
+    config.write_text(
+        f"sources:\n  hubspot: {{kind: hubspot, secret: {HUBSPOT_SECRET}}}\n"
+        "vendors: {}\nrules: []\n"
+    )
+    app = create_app(make_settings(redis_server.url), load_config(config))
+    body = fixture_body("hubspot/contact.propertyChange.json")
+    path = f"/webhooks/hubspot?{query}"
+    headers = hubspot_headers(body, uri=f"http://localhost/webhooks/hubspot?{signed}")
+    answer = app.test_client().post(path, data=body, headers=headers)
+    assert answer.status_code == 200, answer.get_json()  # verified; no rule: ignored
