@@ -68,18 +68,33 @@ class GroupCommit:
 
     def store_event(self, event: Event, tasks: Sequence[UpdateTask]) -> bool:
         """Store ``event`` and queue ``tasks`` atomically; False if it was a duplicate."""
-        write = _Write(*self.queue.store_call(event, tasks))
+        return self.store_events([(event, tasks)])[0]
+
+    def store_events(self, items: Sequence[tuple[Event, Sequence[UpdateTask]]]) -> list[bool]:
+        """:meth:`store_event` for each of a request's events (a HubSpot batch), in one
+        round: they are queued together, so they are sent in the same pipeline (one send,
+        one ``WAIT`` for replicas, not one per event). Each is still its own atomic write:
+        on an error (raised) the ones before it may be stored, and a retry finds those
+        duplicates."""
+        writes = [_Write(*self.queue.store_call(event, tasks)) for event, tasks in items]
+        first = writes[0]
         with self._lock:
-            self._pending.append(write)
+            self._pending.extend(writes)  # together: a round takes all of them or none
             if not self._leading:
-                self._leading = write.lead = True
-        if not write.lead:
-            self._wait(write)
-        if write.lead and write.stored is None and write.error is None:
+                self._leading = first.lead = True
+        if not first.lead:
+            try:
+                self._wait(first)
+            except redis_lib.TimeoutError:  # never sent: nor will the others be
+                with self._lock:
+                    self._pending = [w for w in self._pending if w not in writes]
+                raise
+        if first.lead and first.stored is None and first.error is None:
             self._round()
-        if write.error is not None:
-            raise write.error
-        return bool(write.stored)
+        for write in writes:
+            if write.error is not None:
+                raise write.error
+        return [bool(write.stored) for write in writes]
 
     def _wait(self, write: _Write) -> None:
         if write.ready.wait(self.wait_timeout):

@@ -48,9 +48,9 @@ def receive(source: str) -> tuple[Response, int]:
     writer = state.commit  # concurrent requests share one pipeline (webhooks.commit)
     # (event, tasks, outcome) per event: counted and logged by webhooks.metrics
     g.sb_events = seen = []
-    for event in events:
-        event_tasks = state.rules.tasks_for(event)
-        if writer.store_event(event, event_tasks):
+    mapped = [(event, state.rules.tasks_for(event)) for event in events]
+    for (event, event_tasks), stored in zip(mapped, writer.store_events(mapped), strict=True):
+        if stored:
             accepted.append(event.id)
             tasks += len(event_tasks)
             seen.append((event, event_tasks, "accepted" if event_tasks else "ignored"))

@@ -241,3 +241,29 @@ def test_hubspot_is_verified_against_the_url_as_sent_escapes_and_all(
     headers = hubspot_headers(body, uri=f"http://localhost/webhooks/hubspot?{signed}")
     answer = app.test_client().post(path, data=body, headers=headers)
     assert answer.status_code == 200, answer.get_json()  # verified; no rule: ignored
+
+
+def test_a_hubspot_batch_is_stored_in_one_round(redis_server, redis, tmp_path):
+    # one round per event made a 100-event batch 100 round trips, and with replicas 100
+    # WAITs, against HubSpot's 5 s timeout; a duplicate inside the batch is still one
+    from tests.unit.sources_support import HUBSPOT_SECRET, hubspot_headers
+    from webhooks import create_app
+
+    config = tmp_path / "hubspot.yaml"
+    config.write_text(
+        f"sources:\n  hubspot: {{kind: hubspot, secret: {HUBSPOT_SECRET}}}\n"
+        "vendors: {}\nrules: []\n"
+    )
+    app = create_app(make_settings(redis_server.url), load_config(config))
+    batch = json.loads(fixture_body("hubspot/contact.propertyChange.json"))
+    body = json.dumps([*batch, batch[0]]).encode()  # its first event twice
+    commit = app.extensions["switchboard"].commit
+    before = commit.rounds
+    answer = app.test_client().post(
+        "/webhooks/hubspot",
+        data=body,
+        headers=hubspot_headers(body, uri="http://localhost/webhooks/hubspot"),
+    )
+    assert answer.status_code == 200, answer.get_json()
+    assert commit.rounds - before == 1
+    assert len(answer.get_json()["event_ids"]) == 3 and len(answer.get_json()["duplicates"]) == 1
