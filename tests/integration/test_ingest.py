@@ -227,15 +227,9 @@ def test_hubspot_is_verified_against_the_url_as_sent_escapes_and_all(
 ):
     # the URL was werkzeug's decoded one (café, ~): HubSpot signs the escapes it does not
     # decode as sent, so every delivery to such a target URL was refused as invalid
-    from tests.unit.sources_support import HUBSPOT_SECRET, hubspot_headers
-    from webhooks import create_app
+    from tests.unit.sources_support import hubspot_headers
 
-    config = tmp_path / "hubspot.yaml"
-    config.write_text(
-        f"sources:\n  hubspot: {{kind: hubspot, secret: {HUBSPOT_SECRET}}}\n"
-        "vendors: {}\nrules: []\n"
-    )
-    app = create_app(make_settings(redis_server.url), load_config(config))
+    app = _hubspot_app(redis_server, tmp_path)
     body = fixture_body("hubspot/contact.propertyChange.json")
     path = f"/webhooks/hubspot?{query}"
     headers = hubspot_headers(body, uri=f"http://localhost/webhooks/hubspot?{signed}")
@@ -246,15 +240,9 @@ def test_hubspot_is_verified_against_the_url_as_sent_escapes_and_all(
 def test_a_hubspot_batch_is_stored_in_one_round(redis_server, redis, tmp_path):
     # one round per event made a 100-event batch 100 round trips, and with replicas 100
     # WAITs, against HubSpot's 5 s timeout; a duplicate inside the batch is still one
-    from tests.unit.sources_support import HUBSPOT_SECRET, hubspot_headers
-    from webhooks import create_app
+    from tests.unit.sources_support import hubspot_headers
 
-    config = tmp_path / "hubspot.yaml"
-    config.write_text(
-        f"sources:\n  hubspot: {{kind: hubspot, secret: {HUBSPOT_SECRET}}}\n"
-        "vendors: {}\nrules: []\n"
-    )
-    app = create_app(make_settings(redis_server.url), load_config(config))
+    app = _hubspot_app(redis_server, tmp_path)
     batch = json.loads(fixture_body("hubspot/contact.propertyChange.json"))
     body = json.dumps([*batch, batch[0]]).encode()  # its first event twice
     commit = app.extensions["switchboard"].commit
@@ -267,3 +255,16 @@ def test_a_hubspot_batch_is_stored_in_one_round(redis_server, redis, tmp_path):
     assert answer.status_code == 200, answer.get_json()
     assert commit.rounds - before == 1
     assert len(answer.get_json()["event_ids"]) == 3 and len(answer.get_json()["duplicates"]) == 1
+
+
+def _hubspot_app(redis_server, tmp_path):
+    """An app with one HubSpot source and no rules (what it stores is "ignored")."""
+    from tests.unit.sources_support import HUBSPOT_SECRET
+    from webhooks import create_app
+
+    config = tmp_path / "hubspot.yaml"
+    config.write_text(
+        f"sources:\n  hubspot: {{kind: hubspot, secret: {HUBSPOT_SECRET}}}\n"
+        "vendors: {}\nrules: []\n"
+    )
+    return create_app(make_settings(redis_server.url), load_config(config))
