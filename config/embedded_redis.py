@@ -114,7 +114,11 @@ def start(var_dir: Path, port: int | None = None) -> tuple[subprocess.Popen[byte
 def _start(var_dir: Path, port: int | None) -> tuple[subprocess.Popen[bytes], str]:
     port = port or free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    process = subprocess.Popen(server_args(var_dir, port), stdout=subprocess.DEVNULL)
+    # own session: a terminal's Ctrl-C must not stop Redis before the web and workers
+    # that use it (up stops it last); it is stopped by whoever started it
+    process = subprocess.Popen(
+        server_args(var_dir, port), stdout=subprocess.DEVNULL, start_new_session=True
+    )
     wait_ready(url)
     (var_dir / "redis.url").write_text(url)
     return process, url

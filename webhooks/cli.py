@@ -70,7 +70,11 @@ def up() -> None:
     """Run everything: Redis (embedded unless REDIS_URL), sandbox, web, worker."""
     from webhooks.supervisor import Supervisor
 
-    sys.exit(Supervisor(_settings(), _load()).run())
+    settings = _settings()
+    # the demo config's vendors point at ${SANDBOX_URL:-http://127.0.0.1:8100}: another
+    # sandbox port must move them too, or tasks retry against a port nobody serves
+    os.environ.setdefault("SANDBOX_URL", f"http://127.0.0.1:{settings.sandbox_port}")
+    sys.exit(Supervisor(settings, _load()).run())
 
 
 @main.command()

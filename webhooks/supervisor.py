@@ -6,12 +6,16 @@ in reverse order, each given time to finish in-flight work.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,6 +36,33 @@ def sandbox_wanted(config: Config, port: int) -> bool:
         if url.hostname in ("127.0.0.1", "localhost") and url.port == port:
             return True
     return False
+
+
+@contextlib.contextmanager
+def open_lock(var_dir: Path) -> Iterator[bool]:
+    """Hold ``var_dir/up.lock`` while ``up`` runs (an OS lock, gone if it dies); False when
+    another ``up`` holds it. Two would share one Redis, and each worker would apply the
+    other's tasks, then the second would fail on the web's port and leave things broken."""
+    var_dir.mkdir(parents=True, exist_ok=True)
+    with open(var_dir / "up.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((os.environ.get("SWITCHBOARD_HOST") or "127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def token_note(setting: str | None) -> str | None:
@@ -102,11 +133,42 @@ class Supervisor:
         self.children.append((name, subprocess.Popen(command, env=env, start_new_session=True)))
 
     def run(self) -> int:
+        with open_lock(self.settings.var_dir) as alone:
+            if not alone:
+                print(
+                    f"switchboard up already runs with {self.settings.var_dir.resolve()}: "
+                    "stop it first (Ctrl-C in its terminal)",
+                    file=sys.stderr,
+                )
+                return 1
+            busy = [p for p in self.ports() if not port_free(p)]
+            if busy:
+                taken = ", ".join(str(p) for p in busy)
+                print(
+                    f"port {taken} is in use: stop what holds it, or set PORT / "
+                    "SWITCHBOARD_SANDBOX_PORT",
+                    file=sys.stderr,
+                )
+                return 1
+            return self._run()
+
+    def ports(self) -> list[int]:
+        """The ports ``up`` will listen on (the web's, and the sandbox's when it starts)."""
+        ports = [self.settings.port]
+        if sandbox_wanted(self.config, self.settings.sandbox_port):
+            ports.append(self.settings.sandbox_port)
+        return ports
+
+    def _run(self) -> int:
         started = time.monotonic()
         env = dict(os.environ)
         env["SWITCHBOARD_CONFIG"] = str(Path(self.settings.config_path).resolve())
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
         redis_url = self.settings.redis_url
+        if not redis_url:
+            # one left running (by a `web` or `worker` started alone) is used, not joined
+            # by a second server on the same AOF
+            redis_url = embedded_redis.running_url(self.settings.var_dir.resolve()) or ""
         if not redis_url:
             process, redis_url = embedded_redis.start(self.settings.var_dir)
             self.children.append(("redis", process))

@@ -26,12 +26,13 @@ def stripe_signed(body: bytes, secret: str) -> dict[str, str]:
 
 def test_up_serves_the_demo_and_a_signed_webhook_changes_the_sandbox(tmp_path):
     port, sandbox_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SWITCHBOARD_CONFIG")}
+    dropped = ("REDIS_URL", "SWITCHBOARD_CONFIG", "SANDBOX_URL")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(
         {
             "PORT": str(port),
             "SWITCHBOARD_VAR_DIR": str(tmp_path / "var"),
-            "SANDBOX_URL": f"http://127.0.0.1:{sandbox_port}",
+            # no SANDBOX_URL: up points the demo's vendors at SWITCHBOARD_SANDBOX_PORT itself
             "SWITCHBOARD_SANDBOX_PORT": str(sandbox_port),
             "PYTHONPATH": str(ROOT),
             "SWITCHBOARD_OPS_TOKEN": "e2e-ops-token-not-for-logs",
@@ -54,6 +55,19 @@ def test_up_serves_the_demo_and_a_signed_webhook_changes_the_sandbox(tmp_path):
             banner += line
         ready_after = time.monotonic() - started
         assert "Switchboard is ready" in banner, banner
+        # a second up with the same var dir refuses at once: it took the first one's
+        # queue and Redis, then died on the web's port and left the CLI pointing nowhere
+        again = subprocess.run(
+            [sys.executable, "-m", "webhooks.cli", "up"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert again.returncode == 1 and "already runs" in again.stderr, again.stderr
+        elsewhere = {**env, "SWITCHBOARD_VAR_DIR": str(tmp_path / "other")}
+        clash = subprocess.run(
+            [sys.executable, "-m", "webhooks.cli", "up"],
+            cwd=ROOT, env=elsewhere, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert clash.returncode == 1 and f"port {port}" in clash.stderr, clash.stderr
         # a token you gave is yours: named, never printed (the banner lands in logs)
         assert "e2e-ops-token-not-for-logs" not in banner
         assert "(token: $SWITCHBOARD_OPS_TOKEN)" in banner, banner

@@ -188,3 +188,17 @@ def test_the_cookie_is_secure_when_the_page_is_reached_over_https(client):
         )
         assert signed_in.status_code == 302
         assert "; Secure" in signed_in.headers["Set-Cookie"], secure
+
+
+def test_an_expired_form_gets_a_page_saying_so_not_raw_json(client):
+    # after a restart every open tab's forms fail their check: that was a JSON error body
+    _sign_in(client)
+    answer = client.post(
+        "/ops/logout", data={"csrf_token": "from-before-the-restart"},
+        headers={"Referer": "http://localhost/ops/dead-letters/x?vendor=perfex"},
+    )  # fmt: skip
+    assert answer.status_code == 400 and answer.mimetype == "text/html"
+    text = answer.get_data(as_text=True)
+    assert "That form has expired" in text
+    assert '<a href="/ops/dead-letters/x">Load the page again</a>' in text
+    assert client.get("/ops/").status_code == 200  # nothing was done: still signed in

@@ -13,6 +13,7 @@ import re
 import secrets
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -88,7 +89,9 @@ def _guard() -> BaseResponse | None:
         sent = request.form.get("csrf_token", "")
         expected = session.get("csrf", "")
         if not expected or not hmac.compare_digest(sent.encode(), str(expected).encode()):
-            abort(400, "the form expired or did not come from this page; reload and retry")
+            # a page for a person (it was raw JSON): most often a tab from before a restart
+            back = _safe_next(urlsplit(request.referrer or "").path or None)
+            return Response(render_template("ops_expired.html", back=back), 400)
     if request.endpoint in OPEN_ENDPOINTS:
         return None
     if identify_session() is None:
