@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 a failure the command reports (config errors, not found
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import re
@@ -181,7 +182,7 @@ def rules_test(source: str, event_file: str, headers: tuple[str, ...], as_json: 
     except ApiError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from None
     ruleset = RuleSet(config)
-    out = []
+    out: list[dict[str, Any]] = []
     for event in events:
         for match in ruleset.map_event(event):
             out.append(
@@ -193,6 +194,8 @@ def rules_test(source: str, event_file: str, headers: tuple[str, ...], as_json: 
                 }
             )
     _emit(out, as_json, _describe_matches(out))
+    if any(t["mapping_error"] or t["invalid_fields"] for m in out for t in m["tasks"]):
+        sys.exit(1)  # the worker would dead-letter a task: a failed dry run, for scripts
 
 
 def _checked(config: Config, task: Any) -> dict[str, Any]:
@@ -270,7 +273,13 @@ def _ops() -> Any:
 
 
 def _who() -> str:
-    return f"cli:{os.environ.get('USER') or os.environ.get('USERNAME') or 'unknown'}"
+    """``cli:<user>`` for the audit log: $USER, else the account (containers and cron often
+    have no $USER)."""
+    name = os.environ.get("USER") or os.environ.get("USERNAME")
+    if not name:
+        with contextlib.suppress(Exception):  # no passwd entry for this uid
+            name = getpass.getuser()
+    return f"cli:{name or 'unknown'}"
 
 
 def _fail(message: str) -> None:
@@ -356,7 +365,7 @@ def filter_options(func: Any) -> Any:
 
 @main.group()
 def dlq() -> None:
-    """Dead letters: list, show, replay, discard, stats."""
+    """Dead letters: list, show, replay, discard, stats, audit, cancel."""
 
 
 @dlq.command("list")

@@ -126,6 +126,6 @@ def test_rules_test_shows_what_the_worker_would_refuse(tmp_path):
     )
     event = _customer_without_line2_or_state(tmp_path)
     result = run("rules", "test", "stripe", event, env={"SWITCHBOARD_CONFIG": str(config)})
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # a task the worker would refuse: failed
     assert "soli.update_customer: INVALID FIELDS" in result.output
     assert "address_line2" in result.output

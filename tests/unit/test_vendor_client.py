@@ -70,3 +70,35 @@ def test_urls_are_joined_as_httpx_joins_them(base, path, expected):
 def test_the_path_reaches_the_server_unchanged(echo_url):
     with VendorClient(base_url=echo_url + "/base") as client:
         assert client.get(client.url("/x/1?q=a%20b")).json()["path"] == "/base/x/1?q=a%20b"
+
+
+def test_a_connection_error_names_the_host_it_could_not_reach():
+    # "porta: ConnectError calling /rest/Session/login" did not say where it was calling
+    from worker.vendors import errors as vendor_errors
+    from worker.vendors.base import VendorInstance
+    from worker.vendors.perfexcrm import PerfexCRM
+
+    instance = VendorInstance(
+        name="perfex",
+        kind="perfexcrm",
+        base_url="http://127.0.0.1:9/perfexcrm",
+        auth={"token": "t0ken-for-tests"},
+        timeout=1,
+    )
+    connector = PerfexCRM(instance)
+    try:
+        with pytest.raises(vendor_errors.Unavailable) as caught:
+            connector.apply("update_customer", "7", {"city": "Leeds"})
+    finally:
+        connector.close()
+    assert "127.0.0.1:9/perfexcrm" in str(caught.value)
+
+
+def test_cli_actions_name_the_account_when_user_is_unset(monkeypatch):
+    import getpass
+
+    from webhooks.cli import _who
+
+    monkeypatch.delenv("USER", raising=False)
+    monkeypatch.delenv("USERNAME", raising=False)
+    assert _who() == f"cli:{getpass.getuser()}"

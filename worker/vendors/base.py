@@ -174,14 +174,15 @@ class Connector:
 
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         started = time.perf_counter()
+        where = self.http.url(url)  # the whole URL: "calling /rest/..." named no host
         try:
-            response = self.http.request(method, self.http.url(url), **kwargs)
+            response = self.http.request(method, where, **kwargs)
         except httpx.TimeoutException as exc:
             observe_call(self.name, None, time.perf_counter() - started)
-            raise errors.Timeout(f"{self.name}: {type(exc).__name__} calling {url}") from exc
+            raise errors.Timeout(f"{self.name}: {type(exc).__name__} calling {where}") from exc
         except httpx.RequestError as exc:  # transport, or an answer that cannot be decoded
             observe_call(self.name, None, time.perf_counter() - started)
-            raise errors.Unavailable(f"{self.name}: {type(exc).__name__} calling {url}") from exc
+            raise errors.Unavailable(f"{self.name}: {type(exc).__name__} calling {where}") from exc
         observe_call(self.name, response.status_code, time.perf_counter() - started)
         return self.check_common(response)
 
