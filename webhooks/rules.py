@@ -19,7 +19,7 @@ from jinja2 import UndefinedError
 
 from config.loader import Config, RuleConfig
 from webhooks.sources.base import Event
-from webhooks.templating import ENV, compile_value, render_value
+from webhooks.templating import ENV, NOTHING, compile_value, render_part, render_value
 from worker.model import UpdateTask
 
 
@@ -122,11 +122,17 @@ def _failed(rule: str, index: int, action: CompiledAction, event: Event, error: 
 def _render_action(
     rule: str, index: int, action: CompiledAction, event: Event, scope: dict[str, Any]
 ) -> UpdateTask:
+    where = "target"  # named in the error ("fields.credit_limit: TypeError: ...")
     try:
         target = render_value(action.target, scope)
-        fields = render_value(action.fields, scope)
+        fields = {}
+        for name, compiled in action.fields.items():
+            where = f"fields.{name}"
+            value = render_part(compiled, scope)
+            if value is not NOTHING:  # a template that wrote nothing leaves its field out
+                fields[name] = value
     except Exception as exc:  # whatever a template raises on this event: a dead letter
-        return _failed(rule, index, action, event, _error(exc))
+        return _failed(rule, index, action, event, f"{where}: {_error(exc)}")
     if target is None or target == "":
         return _failed(rule, index, action, event, "target rendered empty")
     return UpdateTask(target=str(target), fields=fields, **_common(rule, index, action, event))

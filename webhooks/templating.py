@@ -201,16 +201,18 @@ def compile_value(value: Any) -> Any:
 def render_value(compiled: Any, scope: dict[str, Any]) -> Any:
     """Render what :func:`compile_value` made; constants come back unchanged. A template
     that writes nothing is left out of its dict or list, and is "" on its own."""
-    value = _render(compiled, scope)
+    value = render_part(compiled, scope)
     return "" if value is NOTHING else value
 
 
-def _render(compiled: Any, scope: dict[str, Any]) -> Any:
+def render_part(compiled: Any, scope: dict[str, Any]) -> Any:
+    """:func:`render_value` for one member of a dict: :data:`NOTHING` when its template
+    wrote nothing (its caller leaves it out)."""
     if isinstance(compiled, dict):
-        out = {k: _render(v, scope) for k, v in compiled.items()}
+        out = {k: render_part(v, scope) for k, v in compiled.items()}
         return {k: v for k, v in out.items() if v is not NOTHING}
     if isinstance(compiled, list):
-        return [v for v in (_render(c, scope) for c in compiled) if v is not NOTHING]
+        return [v for v in (render_part(c, scope) for c in compiled) if v is not NOTHING]
     if isinstance(compiled, Template | PathTemplate):
         return compiled.render(scope)
     return compiled

@@ -90,4 +90,6 @@ def test_a_template_raising_any_error_is_a_mapping_error(portal, private_db):
     response = portal("evt-notes", "notes.changed", notes=42, customer="7")
     assert response.status_code == 202, response.get_json()
     [task] = _tasks(private_db, "evt-notes")
-    assert task.mapping_error and task.mapping_error.split(":")[0].endswith("Error")
+    # named: which field, then the error ("fields.vat: AttributeError: ...")
+    assert task.mapping_error and task.mapping_error.startswith("fields.vat: ")
+    assert task.mapping_error.split(": ")[1].endswith("Error")
