@@ -51,9 +51,14 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:
         status = exc.code or 500
-        return error_response(
-            status, HTTP_CODES.get(status, "http_error"), exc.description or exc.name
-        )
+        message = exc.description or exc.name
+        allowed = sorted(getattr(exc, "valid_methods", None) or [])
+        if status == 405 and allowed:  # say what would work (RFC 9110: an Allow header)
+            message = f"use {' or '.join(m for m in allowed if m not in ('HEAD', 'OPTIONS'))}"
+        response, status = error_response(status, HTTP_CODES.get(status, "http_error"), message)
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
+        return response, status
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:

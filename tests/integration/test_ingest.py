@@ -268,3 +268,18 @@ def _hubspot_app(redis_server, tmp_path):
         "vendors: {}\nrules: []\n"
     )
     return create_app(make_settings(redis_server.url), load_config(config))
+
+
+def test_a_get_on_a_webhook_url_says_to_post(client):
+    # a newcomer's curl without -X POST got a bare 405 with no Allow header
+    answer = client.get("/webhooks/stripe")
+    assert (answer.status_code, error_code(answer)) == (405, "method_not_allowed")
+    assert "POST" in answer.headers["Allow"] and answer.get_json()["error"]["message"] == "use POST"
+
+
+def test_a_timestamp_in_milliseconds_gets_a_hint(client):
+    body = fixture_body("stripe/payment_intent.succeeded.json")
+    headers = stripe_headers(body, timestamp=int(time.time() * 1000))
+    answer = client.post("/webhooks/stripe", data=body, headers=headers)
+    assert error_code(answer) == "stale_timestamp"
+    assert "milliseconds" in answer.get_json()["error"]["message"]

@@ -61,7 +61,10 @@ def check_window(timestamp: float, now: float, tolerance: float) -> None:
     """Reject timestamps too old (replays) or too far in the future."""
     # not finite -> reject: NaN compares False with everything and would slip through
     if not math.isfinite(timestamp) or abs(now - timestamp) > tolerance:
-        raise StaleTimestamp(f"timestamp outside the {int(tolerance)} s tolerance")
+        hint = ""
+        if math.isfinite(timestamp) and abs(now - timestamp / 1000) <= tolerance:
+            hint = " (it reads as milliseconds; this scheme signs seconds)"
+        raise StaleTimestamp(f"timestamp outside the {int(tolerance)} s tolerance{hint}")
 
 
 FUTURE_SLACK = 86400.0  # an event may say it happened up to a day after we received it
