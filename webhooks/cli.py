@@ -627,6 +627,13 @@ def events_show(source: str, event_id: str, as_json: bool) -> None:
             f"{t.get('op', '-')} target={t.get('target') or '-'} "
             f"attempts={len(t.get('attempts') or [])}{dead}"
         )
+        if t.get("attempts"):  # why it is retrying (or died), as `dlq show` says it
+            last = t["attempts"][-1]
+            lines.append(
+                f"    last attempt {_stamp(last.get('at'))}: "
+                f"{last.get('code') or last.get('outcome')} status={last.get('status') or '-'}"
+                f"  {last.get('message') or ''}".rstrip()
+            )
     _emit(data, as_json, "\n".join(lines))
 
 

@@ -142,6 +142,7 @@ def test_events_show_and_replay(cli, client, worker, sandbox, redis):
     shown = cli("events", "show", "stripe", "evt_cli_event")
     assert shown.exit_code == 0
     assert "dead" in shown.output and f"dead letter {first}" in shown.output
+    assert "last attempt" in shown.output and "not_found status=404" in shown.output
     as_json = json.loads(cli("events", "show", "stripe", "evt_cli_event", "--json").output)
     assert as_json == client.get("/ops/events/stripe/evt_cli_event", headers=OPS).get_json()
     replayed = cli("events", "replay", "stripe", "evt_cli_event", "--json")
