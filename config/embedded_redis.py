@@ -90,24 +90,38 @@ class NoRedis(RuntimeError):
 
 
 @contextlib.contextmanager
-def _only_one_starter(var_dir: Path) -> Iterator[None]:
-    """Hold ``var_dir/redis.lock`` (an OS lock, released if we die): processes started
-    together (gunicorn's workers, a worker, a CLI) check for and start the embedded Redis
-    one at a time, so they all find the same one. Two would each take acknowledged
-    webhooks the other's workers never see, and write the same AOF."""
+def var_lock(var_dir: Path, name: str, wait: bool = True) -> Iterator[bool]:
+    """Hold ``var_dir/<name>.lock`` (an OS lock, released if we die); without ``wait``,
+    yield False at once when another process holds it."""
     var_dir.mkdir(parents=True, exist_ok=True)
-    with open(var_dir / "redis.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with open(var_dir / f"{name}.lock", "a") as lock:
         try:
-            yield
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def start(var_dir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """Start a Redis child process with its AOF in ``var_dir``; returns it and its URL."""
+def _only_one_starter(var_dir: Path) -> contextlib.AbstractContextManager[bool]:
+    """Processes started together (gunicorn's workers, a worker, a CLI, ``up``) check for
+    and start the embedded Redis one at a time, so they all find the same one. Two would
+    each take acknowledged webhooks the other's workers never see, and write one AOF."""
+    return var_lock(var_dir, "redis")
+
+
+def start(var_dir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes] | None, str]:
+    """The embedded Redis of ``var_dir``: the one already running there (process None:
+    someone else started it, a ``web`` or ``worker`` run alone), else a new child process
+    with its AOF there. Returns the process and the URL."""
     var_dir = var_dir.resolve()
     with _only_one_starter(var_dir):
+        url = running_url(var_dir)
+        if url:
+            return None, url
         return _start(var_dir, port)
 
 

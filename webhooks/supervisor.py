@@ -6,8 +6,6 @@ in reverse order, each given time to finish in-flight work.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import secrets
 import signal
@@ -15,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -36,24 +33,6 @@ def sandbox_wanted(config: Config, port: int) -> bool:
         if url.hostname in ("127.0.0.1", "localhost") and url.port == port:
             return True
     return False
-
-
-@contextlib.contextmanager
-def open_lock(var_dir: Path) -> Iterator[bool]:
-    """Hold ``var_dir/up.lock`` while ``up`` runs (an OS lock, gone if it dies); False when
-    another ``up`` holds it. Two would share one Redis, and each worker would apply the
-    other's tasks, then the second would fail on the web's port and leave things broken."""
-    var_dir.mkdir(parents=True, exist_ok=True)
-    with open(var_dir / "up.lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def port_free(port: int) -> bool:
@@ -133,7 +112,9 @@ class Supervisor:
         self.children.append((name, subprocess.Popen(command, env=env, start_new_session=True)))
 
     def run(self) -> int:
-        with open_lock(self.settings.var_dir) as alone:
+        # one up per var dir: two would share one Redis, each worker applying the other's
+        # tasks, and the second would die on the web's port and leave things broken
+        with embedded_redis.var_lock(self.settings.var_dir, "up", wait=False) as alone:
             if not alone:
                 print(
                     f"switchboard up already runs with {self.settings.var_dir.resolve()}: "
@@ -165,13 +146,10 @@ class Supervisor:
         env["SWITCHBOARD_CONFIG"] = str(Path(self.settings.config_path).resolve())
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
         redis_url = self.settings.redis_url
-        if not redis_url:
-            # one left running (by a `web` or `worker` started alone) is used, not joined
-            # by a second server on the same AOF
-            redis_url = embedded_redis.running_url(self.settings.var_dir.resolve()) or ""
-        if not redis_url:
+        if not redis_url:  # one left running by a `web` or `worker` run alone is used
             process, redis_url = embedded_redis.start(self.settings.var_dir)
-            self.children.append(("redis", process))
+            if process is not None:
+                self.children.append(("redis", process))
         env["REDIS_URL"] = redis_url
         token = self.settings.ops_token or secrets.token_urlsafe(18)
         env["SWITCHBOARD_OPS_TOKEN"] = token

@@ -92,6 +92,12 @@ def plain(value: Any) -> Any:
     raise TypeError(f"the template gave a {type(value).__name__}, not data (text, number, ...)")
 
 
+def _no_wide_widths(values: Iterable[Any]) -> None:
+    """A width or count a sender may set, passed to string formatting: at most MAX_RANGE."""
+    if any(isinstance(v, int) and v > MAX_RANGE for v in values):
+        raise SecurityError(f"a width above {MAX_RANGE} is not allowed")
+
+
 class _NativeCodeGenerator(NativeCodeGenerator):
     def _output_const_repr(self, group: Iterable[Any]) -> str:
         # a template that is one constant ({{ 4900 / 100 }}, {{ none }}) keeps its type, as
@@ -119,9 +125,7 @@ class SandboxedNativeEnvironment(ImmutableSandboxedEnvironment):
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "%" and isinstance(left, str):  # "%0*d" % (payload.n, 1)
-            values = right if isinstance(right, tuple) else (right,)
-            if any(isinstance(v, int) and v > MAX_RANGE for v in values):
-                raise SecurityError(f"a width above {MAX_RANGE} is not allowed")
+            _no_wide_widths(right if isinstance(right, tuple) else (right,))
         if operator == "*":
             for seq, times in ((left, right), (right, left)):
                 repeats = isinstance(seq, str | list | tuple) and isinstance(times, int)
@@ -138,9 +142,7 @@ class SandboxedNativeEnvironment(ImmutableSandboxedEnvironment):
         # (the sandbox hands str.format over wrapped: known by its qualified name)
         name = getattr(__obj, "__qualname__", "")
         if isinstance(getattr(__obj, "__self__", None), str) or name.startswith("str."):
-            for arg in (*args, *kwargs.values()):
-                if isinstance(arg, int) and arg > MAX_RANGE:
-                    raise SecurityError(f"a width above {MAX_RANGE} is not allowed")
+            _no_wide_widths((*args, *kwargs.values()))
         return super().call(__context, __obj, *args, **kwargs)
 
     def getattr(self, obj: Any, attribute: str) -> Any:

@@ -65,3 +65,20 @@ def test_an_ops_command_never_starts_a_redis(tmp_path):
     assert "no Redis: REDIS_URL is unset" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "redis.url").exists()
+
+
+def test_start_uses_the_redis_already_running_in_the_var_dir(tmp_path):
+    # `up` after a `web` run alone started a second server on the same AOF
+    from config import embedded_redis
+
+    started = []
+    try:
+        process, url = embedded_redis.start(tmp_path)
+        started.append(process)
+        again, same = embedded_redis.start(tmp_path)
+        started.append(again)
+        assert again is None and same == url  # nothing new to stop: whoever started it does
+    finally:
+        for server in filter(None, started):
+            server.terminate()
+            server.wait(timeout=10)

@@ -107,10 +107,14 @@ def identify_session() -> str | None:
     who, sid = session.get("who"), session.get("sid")
     if not who or not sid or who not in tokens():
         return None
-    lifetime = int(current_app.permanent_session_lifetime.total_seconds())
     # each page renews it, as each answer renews the cookie: 12 h after the last use
-    stored = get_state().redis.getex(keys.ops_session(str(sid)), ex=lifetime)
+    stored = get_state().redis.getex(keys.ops_session(str(sid)), ex=_session_seconds())
     return str(who) if stored is not None and stored.decode() == who else None
+
+
+def _session_seconds() -> int:
+    """How long a sign-in's record lives: the cookie's own lifetime."""
+    return int(current_app.permanent_session_lifetime.total_seconds())
 
 
 @bp.after_request
@@ -154,8 +158,7 @@ def login() -> BaseResponse | tuple[str, int] | str:
         session["who"] = who
         session["sid"] = sid = secrets.token_urlsafe(18)
         session["csrf"] = secrets.token_urlsafe(32)
-        lifetime = current_app.permanent_session_lifetime
-        client.set(keys.ops_session(sid), who, ex=int(lifetime.total_seconds()))
+        client.set(keys.ops_session(sid), who, ex=_session_seconds())
         return redirect(_safe_next(request.args.get("next")))
     return render_template("ops_login.html", error=None)
 
