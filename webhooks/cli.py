@@ -21,7 +21,7 @@ import click
 from config.errors import ConfigError
 from config.loader import Config, load_config
 from config.settings import EnvError, Settings
-from worker.deadletter import AUDIT_ACTIONS
+from worker.deadletter import AUDIT_ACTIONS, CODES
 
 
 def _settings() -> Settings:
@@ -349,17 +349,17 @@ def _stamp(value: float | None) -> str:
 
 
 def filter_options(func: Any) -> Any:
-    for name, help_text in reversed(
+    for name, kind, help_text in reversed(
         [
-            ("--vendor", "vendor instance name"),
-            ("--rule", "rule name"),
-            ("--source", "source name"),
-            ("--code", "dead-letter code (not_found, exhausted, mapping_error, ...)"),
-            ("--since", "died at or after (unix seconds or ISO 8601, UTC)"),
-            ("--until", "died at or before (unix seconds or ISO 8601, UTC)"),
+            ("--vendor", None, "vendor instance name"),
+            ("--rule", None, "rule name"),
+            ("--source", None, "source name"),
+            ("--code", click.Choice(CODES), "dead-letter code"),
+            ("--since", None, "died at or after (unix seconds or ISO 8601, UTC)"),
+            ("--until", None, "died at or before (unix seconds or ISO 8601, UTC)"),
         ]
     ):
-        func = click.option(name, help=help_text)(func)
+        func = click.option(name, type=kind, help=help_text)(func)
     return func
 
 

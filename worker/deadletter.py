@@ -149,6 +149,19 @@ end
 return n
 """
 )
+#: every code a dead letter can carry (DESIGN: dead-letter codes); ``vendor_error`` is a
+#: connector's unclassified failure
+CODES = (
+    "mapping_error",
+    "invalid_fields",
+    "not_found",
+    "rejected",
+    "auth_failed",
+    "exhausted",
+    "unknown_vendor",
+    "vendor_error",
+)
+
 AUDIT_ACTIONS = ("replay", "discard", "bulk_replay", "bulk_replay_cancel", "event_replay")
 AUDIT_KEEP = 10_000  # audit records kept (newest); older ones are trimmed
 AUDIT_BULK_KEEP = 20_000  # the same, for the per-entry records of bulk replays

@@ -106,6 +106,8 @@ def test_dlq_bulk_replay_shows_progress_and_replays_each(cli, client, worker, sa
     sandbox.knobs("perfexcrm", fail_next=0)
     usage = cli("dlq", "replay")
     assert usage.exit_code == 2  # neither ids nor a filter: refuse to replay everything
+    typo = cli("dlq", "replay", "--code", "rejectd")
+    assert typo.exit_code == 2 and "'rejected'" in typo.output  # names the codes it knows
     result = cli("dlq", "replay", "--vendor", "perfex", "--code", "rejected")
     assert result.exit_code == 0, result.output
     assert "3 of 3 done" in result.output and "3 queued" in result.output

@@ -23,9 +23,18 @@ def _error(response) -> str:
 @pytest.mark.parametrize("body", [{"vendor": ""}, {"code": "", "all": False}, {"rule": ""}])
 def test_an_empty_filter_value_does_not_replay_everything(client, redis, body):
     synthetic_dead_letter(redis, 1, 100.0)
-    assert "Shorter than minimum length" in _error(
-        client.post("/ops/dead-letters/replay", headers=OPS, json=body)
-    )
+    message = _error(client.post("/ops/dead-letters/replay", headers=OPS, json=body))
+    assert "Shorter than minimum length" in message or "Must be one of" in message
+    assert redis.keys("sb:job:*") == []
+
+
+def test_a_code_no_dead_letter_can_carry_is_a_400_naming_the_codes(client, redis):
+    # a typo must not read as "no such entries" (or a bulk replay of nothing)
+    synthetic_dead_letter(redis, 1, 100.0)
+    listed = _error(client.get("/ops/dead-letters?code=exausted", headers=OPS))
+    assert "code" in listed and "exhausted" in listed
+    replay = client.post("/ops/dead-letters/replay", headers=OPS, json={"code": "notfound"})
+    assert "not_found" in _error(replay)
     assert redis.keys("sb:job:*") == []
 
 

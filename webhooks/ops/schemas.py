@@ -8,7 +8,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from worker.deadletter import AUDIT_ACTIONS, parse_cursor
+from worker.deadletter import AUDIT_ACTIONS, CODES, parse_cursor
 
 
 class Timestamp(fields.Field):
@@ -68,8 +68,8 @@ class DeadLetterFilter(Schema):
     rule = fields.String(validate=_GIVEN, metadata={"description": "rule name"})
     source = fields.String(validate=_GIVEN, metadata={"description": "source name"})
     code = fields.String(
-        validate=_GIVEN,
-        metadata={"description": "dead-letter code (mapping_error, not_found, exhausted, ...)"},
+        validate=validate.OneOf(CODES),
+        metadata={"description": "dead-letter code: " + ", ".join(CODES)},
     )
     since = Timestamp(metadata={"description": "died at or after (unix seconds or ISO 8601)"})
     until = Timestamp(metadata={"description": "died at or before (unix seconds or ISO 8601)"})
