@@ -89,6 +89,10 @@ def configure_logging(
         root.removeHandler(old)
     handler._switchboard = True  # type: ignore[attr-defined]
     root.addHandler(handler)
+    # gunicorn's own error log (its "Invalid request ... " lines quote what the sender
+    # sent) keeps its handlers and does not propagate: give them the same redaction
+    for own in logging.getLogger("gunicorn.error").handlers:
+        own.setFormatter(handler.formatter)
     if root.level == logging.NOTSET or root.level > logging.WARNING:
         root.setLevel(logging.WARNING)
     # a bad value is reported by Settings.from_env at start-up; here it falls back to INFO

@@ -25,7 +25,9 @@ except (EnvError, ConfigError) as exc:  # gunicorn prints this line and stops, n
 _state = app.extensions["switchboard"]
 if not _state.settings.demo and (_why := demo_secrets(_state.config)):
     raise AppImportError(f"switchboard: {_why}")
-configure_logging(_state.config.secrets)
+# the ops tokens are secrets too: redacted wherever a line might quote one
+_ops_tokens = app.extensions.get("switchboard_ops_tokens", {}).values()
+configure_logging({*_state.config.secrets, *_ops_tokens})
 
 
 def _resume_stalled_jobs() -> list[str]:
