@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,13 @@ class Config:
     #: (path, variable) of each signing secret taken from a ``${VAR:-default}`` because VAR
     #: is unset: whoever reads the config can sign webhooks (see :func:`demo_secrets`)
     defaulted_secrets: tuple[tuple[str, str], ...] = ()
+
+
+def url_credentials(url: str) -> list[str]:
+    """The password in ``https://user:password@host`` (as written and decoded): a
+    ``base_url`` may carry basic auth for a proxy in front of a vendor (httpx sends it)."""
+    password = urllib.parse.urlsplit(url).password
+    return [password, urllib.parse.unquote(password)] if password else []
 
 
 def demo_secrets(config: Config) -> str | None:
@@ -212,6 +220,7 @@ class _Loader:
                 )
                 continue
             self.collect_secrets(data["auth"])
+            self.collect_secrets(url_credentials(data["base_url"]))
             auth = self.load_schema(connector.auth_schema(), data["auth"], join(path, "auth"))
             options = self.load_schema(
                 connector.options_schema(), data["options"], join(path, "options")

@@ -3,9 +3,9 @@
 - ``compute_backoff(attempt, policy, rng)``: exponential with full jitter: a uniform
   draw in ``[0, min(max_delay, base_delay * 2 ** (attempt - 1))]``.
 - ``decide(error, attempt, policy)``: a :class:`Retry` (with its delay; a vendor's
-  ``Retry-After`` is honoured as the floor of the wait) or a :class:`GiveUp` (the
-  dead-letter code). Permanent errors give up at once; retryable ones after
-  ``policy.max_attempts`` attempts with code ``exhausted``.
+  ``Retry-After`` is honoured as the floor of the wait, up to :data:`MAX_RETRY_AFTER`)
+  or a :class:`GiveUp` (the dead-letter code). Permanent errors give up at once;
+  retryable ones after ``policy.max_attempts`` attempts with code ``exhausted``.
 Unit tests hit these without Celery or Redis; the worker only calls them.
 """
 
@@ -16,6 +16,10 @@ from dataclasses import dataclass
 
 from worker.vendors.base import RetryPolicy
 from worker.vendors.errors import RetryableError, VendorError
+
+#: the longest a vendor's ``Retry-After`` can make a task wait (a day): one answer that
+#: asks for years (or an HTTP date far ahead) must not park the task for good
+MAX_RETRY_AFTER = 86400.0
 
 
 @dataclass(frozen=True)
@@ -44,5 +48,5 @@ def decide(
         return GiveUp("exhausted")
     delay = compute_backoff(attempt, policy, rng)
     if error.retry_after is not None:  # a 429, or a 5xx that said when to come back
-        delay = max(delay, error.retry_after)
+        delay = max(delay, min(error.retry_after, MAX_RETRY_AFTER))
     return Retry(delay)

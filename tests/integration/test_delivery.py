@@ -30,7 +30,7 @@ from worker.circuit import FAILURE_WINDOW, Circuit, circuit_states
 from worker.model import UpdateTask
 from worker.queue import Queue
 from worker.ratelimit import RateLimiter
-from worker.retry import Retry, decide
+from worker.retry import MAX_RETRY_AFTER, Retry, decide
 from worker.runner import attempts_in_run
 from worker.vendors import errors
 from worker.vendors.base import RetryPolicy, parse_retry_after
@@ -338,6 +338,9 @@ def test_retry_policy_backoff_and_retry_after_floor():
     assert isinstance(limited, Retry) and limited.delay >= 30.0
     down = decide(errors.Unavailable("x", retry_after=120.0), 1, policy, rng)  # a 503 too
     assert isinstance(down, Retry) and down.delay >= 120.0
+    for years in (86400.0 * 1000, 1e300):  # "Retry-After: 86400000", an HTTP date in 2100
+        far = decide(errors.RateLimited("x", retry_after=years), 1, policy, rng)
+        assert far == Retry(MAX_RETRY_AFTER)  # a day at most: the task is not parked for good
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after("1.5") == 1.5
     assert parse_retry_after("garbage") is None

@@ -102,3 +102,24 @@ def test_cli_actions_name_the_account_when_user_is_unset(monkeypatch):
     monkeypatch.delenv("USER", raising=False)
     monkeypatch.delenv("USERNAME", raising=False)
     assert _who() == f"cli:{getpass.getuser()}"
+
+
+def test_a_password_in_a_base_url_is_a_secret_and_never_named_in_an_error(tmp_path):
+    from config.embedded_redis import free_port
+    from config.loader import load_config
+    from worker.vendors import connector_for, errors
+
+    closed = free_port()  # nothing listens: the call fails to connect
+    config = tmp_path / "switchboard.yaml"
+    config.write_text(
+        "sources: {}\nrules: []\nvendors:\n  perfex:\n    kind: perfexcrm\n"
+        f"    base_url: 'http://proxy:S3cret%2FPw@127.0.0.1:{closed}/crm'\n"
+        "    auth: {token: perfex-token}\n"
+    )
+    loaded = load_config(config)
+    assert {"S3cret%2FPw", "S3cret/Pw"} <= loaded.secrets  # redacted from every log line
+    connector = connector_for(loaded.vendors["perfex"])
+    with pytest.raises(errors.Unavailable) as failed:
+        connector.send("PUT", "/api/customers/7", json={"city": "Leeds"})
+    assert f"calling http://127.0.0.1:{closed}/crm/api/customers/7" in str(failed.value)
+    assert "S3cret" not in str(failed.value) and "proxy" not in str(failed.value)

@@ -175,14 +175,15 @@ class Connector:
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         started = time.perf_counter()
         where = self.http.url(url)  # the whole URL: "calling /rest/..." named no host
+        shown = where.copy_with(userinfo=b"") if where.userinfo else where  # no password
         try:
             response = self.http.request(method, where, **kwargs)
         except httpx.TimeoutException as exc:
             observe_call(self.name, None, time.perf_counter() - started)
-            raise errors.Timeout(f"{self.name}: {type(exc).__name__} calling {where}") from exc
+            raise errors.Timeout(f"{self.name}: {type(exc).__name__} calling {shown}") from exc
         except httpx.RequestError as exc:  # transport, or an answer that cannot be decoded
             observe_call(self.name, None, time.perf_counter() - started)
-            raise errors.Unavailable(f"{self.name}: {type(exc).__name__} calling {where}") from exc
+            raise errors.Unavailable(f"{self.name}: {type(exc).__name__} calling {shown}") from exc
         observe_call(self.name, response.status_code, time.perf_counter() - started)
         return self.check_common(response)
 
