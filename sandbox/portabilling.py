@@ -8,7 +8,9 @@ Routes (all ``POST /rest/<Service>/<method>``, C): ``Session/login``,
 Auth (C): ``Session/login`` with ``params={"login", "token"|"password"}`` answers a random
 ``session_id``; other calls need ``auth_info`` with a live ``session_id`` or the login and
 token/password themselves. Seeded login ``porta-api``, token ``porta-demo-token``,
-password ``porta-demo-password``. ``/_sim/expire`` ends every session.
+password ``porta-demo-password``. ``/_sim/expire`` ends every session. ``POST
+/_sim/session-fault`` ``{"faultcode": ...}`` sets the fault a dead session answers (the
+vendor file does not know the real code: a connector must cope with any).
 
 Faults are HTTP 500 ``{"faultcode", "faultstring"}`` (C); the codes are I, modelled on
 the vendor file: ``Server.Session.check_auth.auth_failed`` (no/expired session),
@@ -201,12 +203,16 @@ def _account(i: int, i_customer: int, id_: str, **extra: Any) -> dict[str, Any]:
     return record
 
 
+SESSION_FAULT = "Server.Session.check_auth.auth_failed"  # I: the code a dead session gets
+
+
 class PortaSimulator(Simulator):
     kind = "portabilling"
 
     def __init__(self, login: str = LOGIN, token: str = TOKEN, password: str = PASSWORD) -> None:
         self.login, self.token, self.password = login, token, password
         self.sessions: set[str] = set()  # before super(): reset() expires sessions
+        self.session_fault = SESSION_FAULT
         super().__init__()
 
     def seed_records(self) -> dict[str, dict[str, Any]]:
@@ -243,6 +249,10 @@ class PortaSimulator(Simulator):
 
     def expire_credentials(self) -> None:
         self.sessions.clear()
+
+    def reset(self) -> None:
+        super().reset()
+        self.session_fault = SESSION_FAULT
 
     def error_response(
         self, status: int, message: str, faultcode: str = "Server.Sandbox.injected_failure"
@@ -283,7 +293,7 @@ class PortaSimulator(Simulator):
                     return
             if "login" in auth_info and self.credentials_ok(auth_info):
                 return
-        raise Fault("Server.Session.check_auth.auth_failed", "Authentication failed")
+        raise Fault(self.session_fault, "Authentication failed")
 
     # -- methods -----------------------------------------------------------------------
     def session_login(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -345,6 +355,11 @@ class PortaSimulator(Simulator):
             ("Account", "update_account"): self.update_account,
             ("Account", "get_account_info"): self.get_account_info,
         }
+
+        @app.post("/_sim/session-fault")
+        def set_session_fault() -> Response:
+            self.session_fault = str((request.get_json(force=True) or {})["faultcode"])
+            return jsonify({"faultcode": self.session_fault})
 
         @app.post("/rest/<service>/<method>")
         def dispatch(service: str, method: str) -> Response:

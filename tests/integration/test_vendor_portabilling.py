@@ -204,10 +204,23 @@ def test_non_numeric_target_is_invalid_fields_without_a_call(porta, sandbox):
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 def test_5xx_is_unavailable(porta, sandbox, status):
     porta.session_id()  # log in first, so the injected failure hits the update itself
-    sandbox.knobs(KIND, fail_next=1, fail_status=status)
+    sandbox.knobs(KIND, fail_next=2, fail_status=status)
     with pytest.raises(errors.Unavailable) as caught:
         porta.apply("update_customer", 1001, {"bill_status": "O"})
     assert caught.value.status == status
+    # a 500 fault may be a dead session (its code is not known): one new login and call
+    assert len(calls(sandbox, "login")) == (2 if status == 500 else 1)
+
+
+def test_a_dead_session_is_recovered_whatever_fault_code_it_answers(porta, sandbox):
+    # C: an expired session answers a 500 fault; I: its code -- here one naming no "auth"
+    sandbox.http.post(f"/{KIND}/_sim/session-fault", json={"faultcode": "Server.Session.gone"})
+    porta.apply("update_customer", 1001, {"bill_status": "O"})
+    sandbox.expire(KIND)
+    porta.apply("update_customer", 1001, {"bill_status": "C"})
+    assert sandbox.record(KIND, "customer:1001")["bill_status"] == "C"
+    assert len(calls(sandbox, "login")) == 2
+    assert len(calls(sandbox, "update_customer")) == 3  # refused once, then retried
 
 
 def test_failure_at_login_is_unavailable(porta, sandbox):
@@ -253,7 +266,7 @@ def test_no_error_text_carries_credentials_or_session(sandbox):
     collect(lambda: connector.apply("update_customer", 999999, {"note": "x"}))
     collect(lambda: connector.op_update_customer(1001, {"bill_status": "X"}))
     for knobs in (
-        {"fail_next": 1, "fail_status": 500},
+        {"fail_next": 2, "fail_status": 500},  # a 500 fault is called again once
         {"fail_next": 1, "fail_status": 301},
         {"ratelimit_next": 1},
     ):

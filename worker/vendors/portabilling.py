@@ -12,7 +12,9 @@ Facts (see shared/vendors/portabilling.md; C = confirmed, I = inferred):
 - C Failures are HTTP 500 with ``{"faultcode", "faultstring"}``; an expired session is
   one of them. I: fault codes are classified by substring (:func:`classify_fault`):
   ``not_found`` -> NotFound, ``auth`` -> log in again once then AuthFailed, ``Client.``
-  -> Rejected, any other 500 -> Unavailable (retried). 502/503/504 and network errors are
+  -> Rejected, any other 500 -> log in again and call once more (C: an expired session
+  is *a* 500 fault, its code is I; n8n and PortaOne's MCP server re-log in on any), then
+  Unavailable (retried). 502/503/504 and network errors are
   retried; 3xx/408/429 are handled by the base class.
 - C ``update_customer``: ``params={"customer_info": {"i_customer", ...}}``, only the fields
   sent change; field names, types and allowed values below; booleans travel as 1/0 and
@@ -319,7 +321,17 @@ class PortaBilling(Connector):
 
     # -- calls --------------------------------------------------------------------------
     def call(self, service: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        """One authenticated call; ``AuthExpired`` when the session was refused."""
+        """One authenticated call; ``AuthExpired`` when the session was refused. A 500
+        fault of no known kind may be a dead session too: called again on a new one."""
+        try:
+            return self._call(service, method, params)
+        except errors.Unavailable as exc:
+            if not getattr(exc, "unclassified_fault", False):
+                raise
+        self.refresh_auth()
+        return self._call(service, method, params)
+
+    def _call(self, service: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
         session = self.session_id()
         self._local.session_id = session
         return self._post(service, method, {"session_id": session}, params)
@@ -354,7 +366,9 @@ class PortaBilling(Connector):
             message = self.redact(f"{self.name} {what} answered {status}{said}")
             if issubclass(error_cls, errors.RetryableError):  # a 503 may say when to come back
                 wait = parse_retry_after(response.headers.get("retry-after"))
-                raise error_cls(message, retry_after=wait, status=status, excerpt=excerpt)
+                error = error_cls(message, retry_after=wait, status=status, excerpt=excerpt)
+                error.unclassified_fault = bool(fault) and status == 500  # type: ignore[attr-defined]
+                raise error
             raise error_cls(message, status=status, excerpt=excerpt)
         if not isinstance(data, dict):
             raise errors.Rejected(
