@@ -28,9 +28,9 @@ def healthz() -> Response:
     return jsonify({"status": "ok"})
 
 
-def queue_detail(
-    client: redis_lib.Redis, now: float, vendors: Iterable[str] | None = None
-) -> dict[str, Any]:
+def queue_detail(client: redis_lib.Redis, now: float, vendors: Iterable[str]) -> dict[str, Any]:
+    """Queue depth, oldest task, dead letters, last heartbeat, and the circuits of
+    ``vendors`` (the configured names: never a scan of the keyspace)."""
     pipe = client.pipeline()
     pipe.hgetall(keys.HEARTBEATS)
     pipe.zrange(keys.WAITING, 0, 0, withscores=True)

@@ -198,7 +198,7 @@ class RedisCollector(Collector):
         results = pipe.execute()
         webhooks, tasks, dead, vendor_call, task_run, beats, recovered = results[:7]
         circuits = results[7:]
-        detail = queue_detail(client, now)
+        detail = queue_detail(client, now, ())  # the circuits are read above
         out: list[Metric] = []
         out.extend(self._webhooks(webhooks))
         family: Any = CounterMetricFamily(
@@ -253,7 +253,11 @@ class RedisCollector(Collector):
             )
         )
         out.append(
-            _gauge("switchboard_dead_letters", "Dead letters in the store", detail["dead_letters"])
+            _gauge(
+                "switchboard_dead_letters_stored",
+                "Dead letters in the store now",
+                detail["dead_letters"],
+            )
         )
         out.append(
             _per_worker(

@@ -152,22 +152,17 @@ def _text(value: Any) -> str:
 
 
 def circuit_states(
-    client: redis_lib.Redis, vendors: Iterable[str] | None = None, now: float | None = None
+    client: redis_lib.Redis, vendors: Iterable[str], now: float | None = None
 ) -> dict[str, dict[str, Any]]:
     """``{vendor: {"state", "failures", "open_for", "opened"}}`` for /readyz and /metrics.
 
     ``vendors`` lists the configured names (each reported, ``closed`` when it has no
-    state yet); without it, every vendor with stored state is reported. ``open_for`` is
+    state yet; the keyspace is never scanned: that grows with it). ``open_for`` is
     the seconds left of the cooldown (0 unless open); ``opened`` counts openings since
     the circuit last closed. For a gauge use :data:`STATE_VALUES`.
     """
     now = time.time() if now is None else now
-    if vendors is None:
-        names = sorted(
-            _text(k)[len(keys.circuit("")) :] for k in client.scan_iter(keys.circuit("*"))
-        )
-    else:
-        names = list(vendors)
+    names = list(vendors)
     pipe = client.pipeline()
     for name in names:
         pipe.hgetall(keys.circuit(name))

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis as redis_lib
+from celery import signals as celery_signals
 
 from config.logs import event as log_event
 from worker import keys
@@ -123,7 +124,9 @@ class Buffer:
         for batch in batches:
             if not (batch.counts or batch.sums):
                 continue
-            pipe = batch.client.pipeline(transaction=False)
+            # MULTI/EXEC: a connection lost mid-batch applies all of it or none, so putting
+            # the batch back on failure cannot count any of it twice
+            pipe = batch.client.pipeline(transaction=True)
             for (key, name), amount in batch.counts.items():
                 pipe.hincrby(key, name, amount)
             for (key, name), value in batch.sums.items():
@@ -155,6 +158,13 @@ class _Pending:
 
 BUFFER = Buffer()
 atexit.register(BUFFER.flush)
+
+
+@celery_signals.worker_process_shutdown.connect
+def _flush_before_the_pool_process_exits(**_: Any) -> None:
+    """A prefork pool process ends with ``os._exit`` (no ``atexit``): flush first, or
+    up to a second of its counts is lost each time one is recycled."""
+    BUFFER.flush()
 
 
 # -- vendor calls, per thread ------------------------------------------------------------

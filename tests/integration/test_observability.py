@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.logs import JsonFormatter, configure_logging
-from tests.helpers import start_worker, stripe_headers, wait_for, with_changes, worker_env
+from tests.helpers import (
+    ROOT,
+    start_worker,
+    stripe_headers,
+    wait_for,
+    with_changes,
+    worker_env,
+)
+from worker import keys
 from worker import metrics as wm
 from worker.queue import Queue
 
@@ -63,7 +72,7 @@ def test_metrics_count_ingest_outcomes_by_source_and_reason(private_client):
     assert m[("switchboard_webhooks_rejected_total", unknown)] == 1
     assert m[("switchboard_queue_tasks_waiting", ())] == 1
     assert m[("switchboard_queue_oldest_task_age_seconds", ())] >= 0
-    assert m[("switchboard_dead_letters", ())] == 0
+    assert m[("switchboard_dead_letters_stored", ())] == 0
     assert m[("switchboard_up", ())] == 1
     closed = (("state", "closed"), ("vendor", "perfex"))
     assert m[("switchboard_circuit_state", closed)] == 1
@@ -101,7 +110,7 @@ def test_dead_letters_are_counted_by_vendor_and_code(client, worker, sandbox, re
     body = with_changes("stripe/payment_intent.succeeded.json", id="evt_m_dead")
     assert post(client, body).status_code == 202
     wait_for(lambda: states(redis, "evt_m_dead") == ["dead"])
-    wait_for(lambda: scrape(client).get(("switchboard_dead_letters", ())) == 1)
+    wait_for(lambda: scrape(client).get(("switchboard_dead_letters_stored", ())) == 1)
     labels = (("code", "exhausted"), ("vendor", "perfex"))
     wait_for(lambda: scrape(client).get(("switchboard_dead_letters_total", labels)) == 1)
 
@@ -207,3 +216,35 @@ def test_grep_event_id_follows_the_webhook_across_web_and_worker_logs(sandbox, t
     assert work[0]["task_id"] == task_id and work[0]["vendor"] == "perfex"
     assert work[0]["attempt"] == 1 and work[0]["duration_ms"] > 0
     assert "whsec_test_secret_for_switchboard" not in web_log.getvalue()
+
+
+def test_a_scrape_never_scans_the_keyspace(client, redis):
+    # /metrics is scraped every few seconds; a SCAN's cost grows with every event stored
+    redis.set("sb:circuit:gone-vendor", "x")  # what a scan for circuits would have found
+    redis.config_resetstat()
+    scrape(client)
+    assert "cmdstat_scan" not in redis.info("commandstats")
+    redis.delete("sb:circuit:gone-vendor")
+
+
+def test_a_prefork_pool_process_recycled_after_each_task_keeps_its_counts(
+    private_client, private_db, redis_server, sandbox, tmp_path
+):
+    from webhooks.supervisor import worker_command
+
+    command = worker_command(2, "prefork")
+    command[command.index("threads")] = "prefork"
+    command += ["--max-tasks-per-child", "1"]  # each pool process ends with os._exit
+    env = worker_env(redis_server.url.rsplit("/", 1)[0] + "/7", sandbox.url)
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+    try:
+        for n in range(3):
+            body = with_changes("stripe/payment_intent.succeeded.json", id=f"evt_prefork_{n}")
+            assert post(private_client, body).status_code == 202
+        wait_for(lambda: private_db.zcard(keys.WAITING) == 0, timeout=60)
+        applied = wm.field("perfex", "update_customer", "applied")
+        wait_for(lambda: int(private_db.hget(wm.TASKS, applied) or 0) == 3, timeout=10)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
