@@ -40,7 +40,7 @@ from worker.replication import NotReplicated
 from worker.retry import GiveUp, decide
 from worker.runtime import Runtime
 from worker.steps import Begun
-from worker.vendors import errors
+from worker.vendors import CONNECTORS, errors
 from worker.vendors.base import Connector, VendorInstance
 
 log = logging.getLogger("switchboard.worker")
@@ -73,9 +73,14 @@ def call_seconds(instance: VendorInstance) -> float:
 
 
 def hold_seconds(rt: Runtime, instance: VendorInstance) -> float:
-    """Lock and lease length for one run: above the longest a run can take (one call,
-    plus the inline rate-limit and in-flight slot waits)."""
-    return max(rt.settings.run_lease, call_seconds(instance) + RATE_WAIT_INLINE + SLOT_WAIT_INLINE)
+    """Lock and lease length for one run: above the longest a run can take (the op's
+    vendor requests, a login and its retry included, plus the inline rate-limit and
+    in-flight slot waits, each bounded)."""
+    requests = CONNECTORS[instance.kind].max_requests
+    return max(
+        rt.settings.run_lease,
+        requests * call_seconds(instance) + RATE_WAIT_INLINE + SLOT_WAIT_INLINE,
+    )
 
 
 def process(
@@ -198,13 +203,10 @@ def _admit(rt: Runtime, instance: VendorInstance, begun: Begun) -> Admission | f
         return float(decision.wait + random.random() * 0.5)
     admission = Admission(circuit, decision)
     if instance.rate_limit:
-        wait = rt.limiter.acquire(instance.name, *instance.rate_limit)
-        if wait > RATE_WAIT_INLINE:
+        wait = _rate_slot(rt, instance.name, instance.rate_limit)
+        if wait > 0:
             admission.release_probe()
             return wait
-        while wait > 0:
-            time.sleep(wait)
-            wait = rt.limiter.acquire(instance.name, *instance.rate_limit)
     if instance.concurrency:  # a cap shared by all workers: wait a little, then defer
         admission.slot = rt.inflight.take(
             instance.name, instance.concurrency, call_seconds(instance), SLOT_WAIT_INLINE
@@ -213,6 +215,20 @@ def _admit(rt: Runtime, instance: VendorInstance, begun: Begun) -> Admission | f
             admission.release_probe()
             return SLOT_WAIT_INLINE * (1 + random.random())
     return admission
+
+
+def _rate_slot(rt: Runtime, vendor: str, limit: tuple[int, float]) -> float:
+    """0 once a rate-limit slot is booked, sleeping for it at most ``RATE_WAIT_INLINE`` in
+    all; else the seconds to defer by. The bound matters: the lock and lease are sized
+    for it, and a run that outlived them could send its value after a newer task's."""
+    deadline = time.monotonic() + RATE_WAIT_INLINE
+    while True:
+        wait = rt.limiter.acquire(vendor, *limit)
+        if wait <= 0:
+            return 0.0
+        if time.monotonic() + wait > deadline:
+            return wait
+        time.sleep(wait)
 
 
 def _apply_locked(

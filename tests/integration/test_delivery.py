@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -290,6 +291,57 @@ def test_rate_limiter_allows_exactly_count_per_window(r):
     goes = [limiter.acquire("unit", 5, 1.0) for _ in range(8)]
     assert goes[:5] == [0.0] * 5
     assert all(0 < wait <= 1.0 for wait in goes[5:])
+
+
+def test_a_rate_limit_slot_lost_again_and_again_defers_the_task_within_its_lock(
+    redis_server, private_db, sandbox, tmp_path, monkeypatch
+):
+    """Waits for a rate-limit slot are slept only up to RATE_WAIT_INLINE in all: a task
+    that keeps losing the slot to others is deferred, so it never outlives the lock and
+    lease its run was given (and never sends its value after a newer task's)."""
+    from tests.helpers import deliver, perfex_config, store_perfex_task
+    from worker.runtime import build_runtime
+
+    monkeypatch.setenv("SANDBOX_URL", sandbox.url)
+    config = load_config(perfex_config(tmp_path, rate_limit='"1/s"'))
+    runtime = build_runtime(make_settings(redis_server.url.rsplit("/", 1)[0] + "/7"), config)
+    queue = Queue(private_db)
+    task = store_perfex_task(queue, "evt-rate-starved", "paid 1")
+    hammering = threading.Event()
+    hammering.set()
+
+    def take_every_slot() -> None:  # other workers: the window's one call is always
+        while hammering.is_set():  # half a second old, so a slot is always 0.5 s away
+            with private_db.pipeline(transaction=True) as pipe:
+                pipe.delete(keys.rate("perfex"))
+                pipe.zadd(keys.rate("perfex"), {"other": time.time() - 0.5})
+                pipe.execute()
+            time.sleep(0.005)
+
+    other = threading.Thread(target=take_every_slot, daemon=True)
+    other.start()
+    try:
+        outcome = deliver(runtime, queue, task)
+        still_starved = hammering.is_set()
+    finally:
+        hammering.clear()
+        other.join()
+    assert (outcome, still_starved) == ("deferred", True)  # it gave up; it did not outwait
+    assert private_db.zscore(keys.DUE, task.id) is not None  # due again later, not lost
+
+
+def test_a_runs_lock_and_lease_cover_every_request_its_op_can_make(runtime):
+    """A PortaBilling or HaloPSA op may log in, call, log in again and call again: the
+    run's lock and lease must outlast all four, or a newer task could run beside it."""
+    import dataclasses
+
+    from worker.runner import call_seconds, hold_seconds
+
+    perfex = dataclasses.replace(runtime.config.vendors["perfex"], timeout=60.0)
+    one_call = call_seconds(perfex)
+    assert hold_seconds(runtime, perfex) >= one_call
+    for kind in ("portabilling", "halopsa"):
+        assert hold_seconds(runtime, dataclasses.replace(perfex, kind=kind)) >= 4 * one_call
 
 
 # -- retries -------------------------------------------------------------------------------

@@ -241,6 +241,9 @@ class Connector:
 
     #: PortaBilling reports faults (even not-found) as HTTP 500; it classifies them itself
     handles_5xx: ClassVar[bool] = False
+    #: the most HTTP requests one op can make (a login, the call, and both again after
+    #: a refused session): a run's lock and lease are sized for that many
+    max_requests: ClassVar[int] = 1
 
 
 def excerpt_of(response: httpx.Response, redact: Callable[[str], str] = str) -> str:

@@ -73,6 +73,7 @@ class HaloPSA(Connector):
     ops: ClassVar = {"update_client": UpdateClient}
     auth_schema = HaloAuth
     target_field = WholeNumber(required=True)
+    max_requests: ClassVar[int] = 4  # token, call; a new token, the call again
 
     def __init__(self, instance: VendorInstance, transport: httpx.BaseTransport | None = None):
         super().__init__(instance, transport)

@@ -266,6 +266,7 @@ class PortaBilling(Connector):
     target_field = WholeNumber(required=True)
     #: every PortaBilling fault is an HTTP 500, not-found and bad session included
     handles_5xx: ClassVar[bool] = True
+    max_requests: ClassVar[int] = 4  # login, call; a new login, the call again
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -277,12 +278,12 @@ class PortaBilling(Connector):
     # -- ops ----------------------------------------------------------------------------
     def op_update_customer(self, target: int, fields_: dict[str, Any]) -> dict[str, Any]:
         params = {"customer_info": {"i_customer": target, **fields_}}
-        answer = self.with_auth_retry(lambda: self.call("Customer", "update_customer", params))
+        answer = self.call("Customer", "update_customer", params)
         return {"i_customer": answer.get("i_customer", target)}
 
     def op_update_account(self, target: int, fields_: dict[str, Any]) -> dict[str, Any]:
         params = {"account_info": {"i_account": target, **fields_}}
-        answer = self.with_auth_retry(lambda: self.call("Account", "update_account", params))
+        answer = self.call("Account", "update_account", params)
         return {"i_account": answer.get("i_account", target)}
 
     # -- session ------------------------------------------------------------------------
@@ -321,15 +322,25 @@ class PortaBilling(Connector):
 
     # -- calls --------------------------------------------------------------------------
     def call(self, service: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        """One authenticated call; ``AuthExpired`` when the session was refused. A 500
-        fault of no known kind may be a dead session too: called again on a new one."""
+        """One authenticated call, made again once on a new session when the session was
+        refused (``AuthFailed`` if it is refused again) or answered a 500 fault of no
+        known kind (which may be a dead session too). At most :attr:`max_requests`."""
         try:
             return self._call(service, method, params)
+        except errors.AuthExpired:
+            pass
         except errors.Unavailable as exc:
             if not getattr(exc, "unclassified_fault", False):
                 raise
         self.refresh_auth()
-        return self._call(service, method, params)
+        try:
+            return self._call(service, method, params)
+        except errors.AuthExpired as exc:
+            raise errors.AuthFailed(
+                f"{self.name}: credentials refused after a new login",
+                status=exc.status,
+                excerpt=exc.excerpt,
+            ) from exc
 
     def _call(self, service: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
         session = self.session_id()
