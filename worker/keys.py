@@ -22,6 +22,11 @@ def event(source: str, event_id: str) -> str:
     return f"{PREFIX}event:{source}:{event_id}"
 
 
+def event_replay(source: str, event_id: str) -> str:
+    """Held (a redis-py lock) while ops replay the event or one of its dead letters."""
+    return f"{PREFIX}replaying:{source}:{event_id}"
+
+
 def task(task_id: str) -> str:
     return f"{PREFIX}task:{task_id}"
 

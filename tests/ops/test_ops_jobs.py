@@ -219,3 +219,59 @@ def test_a_big_bulk_replay_does_not_push_discards_out_of_the_audit_log(
     assert len(replays) == 8 and {r["job"] for r in replays} == {job["id"]}
     assert [r["at"] for r in log] == sorted((r["at"] for r in log), reverse=True)
     assert ops.dead_letters.audit_log(action="discard") == [log[-1]]
+
+
+def test_a_runner_that_stalled_past_its_lease_does_not_write_over_the_job(ops, private_db):
+    for n in range(3):
+        synthetic_dead_letter(private_db, n, time.time() - n)
+    job = ops.start_bulk_replay({"vendor": "perfex"}, who="test")
+    other = Ops(private_db, ops.rules)
+    taken_over: list[dict] = []
+
+    def stall_once(seen: dict) -> None:  # runner A pauses after its first entry ...
+        if seen["done"] == 1 and not taken_over:
+            private_db.delete(jobs.runner_key(job["id"]))  # ... past its lease, and
+            taken_over.append(other.run_bulk_replay(job["id"]))  # B runs the job to the end
+
+    ops.run_bulk_replay(job["id"], progress=stall_once)  # A wakes up and carries on
+    assert taken_over and taken_over[0]["state"] == "done"
+    final = ops.job(job["id"])
+    assert (final["state"], final["done"], final["total"]) == ("done", 3, 3)  # B's record
+    assert not private_db.sismember(jobs.ACTIVE, job["id"])
+
+
+def test_presses_of_replay_event_at_the_same_instant_queue_it_once(ops, private_db):
+    import json
+
+    from tests.helpers import with_changes
+    from webhooks.sources.base import Event
+
+    queue = Queue(private_db)
+    for trial in range(5):
+        payload = json.loads(with_changes("stripe/payment_intent.succeeded.json"))
+        event = Event("stripe", f"evt-twice-{trial}", payload["type"], 1.0, 1.0, payload, {})
+        [task] = ops.rules.tasks_for(event)
+        assert queue.store_event(event, [task])
+        private_db.hset(f"sb:task:{task.id}", "state", "applied")  # finished: replayable
+        start = threading.Barrier(6)
+        outcomes: list[str] = []
+
+        def press(
+            start: threading.Barrier = start, outcomes: list[str] = outcomes, eid: str = event.id
+        ) -> None:
+            start.wait()
+            try:
+                ops.replay_event("stripe", eid, who="test")
+                outcomes.append("queued")
+            except ConflictError:
+                outcomes.append("refused")
+
+        presses = [threading.Thread(target=press) for _ in range(6)]
+        for thread in presses:
+            thread.start()
+        for thread in presses:
+            thread.join()
+        _, task_ids = queue.load_event("stripe", task.event_id)  # type: ignore[misc]
+        # one queues it; each other press waits for it, then finds its task queued
+        assert sorted(outcomes) == ["queued"] + ["refused"] * 5, trial
+        assert len(task_ids) == 2  # the first task and one replay's, never two replays'

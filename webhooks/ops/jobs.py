@@ -56,6 +56,27 @@ def lease(client: redis_lib.Redis, job_id: str) -> Lock:
     return client.lock(runner_key(job_id), timeout=LEASE_SECONDS, blocking=False)
 
 
+_SAVE_AS_RUNNER = """
+-- KEYS[1] runner lease, KEYS[2] job record; ARGV[1] token, ARGV[2] record, ARGV[3] ttl s,
+-- ARGV[4] lease ms. Written (and the lease renewed) only while the lease is still ours.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+
+def save_as_runner(client: redis_lib.Redis, runner: Lock, job_id: str, record: str) -> bool:
+    """Write the job's record and renew ``runner``'s lease, in one step, only while the
+    lease is still ``runner``'s: a runner that stalled past its lease must not write its
+    stale copy over the record of the one that took the job over. False if it lost it."""
+    token = runner.local.token
+    if token is None:
+        return False
+    args = [token, record, TTL, int(LEASE_SECONDS * 1000)]
+    return bool(client.eval(_SAVE_AS_RUNNER, 2, runner_key(job_id), record_key(job_id), *args))
+
+
 def has_runner(client: redis_lib.Redis, job_id: str) -> bool:
     return bool(client.exists(runner_key(job_id)))
 

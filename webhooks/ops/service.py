@@ -23,7 +23,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis as redis_lib
@@ -42,6 +42,8 @@ from worker.replication import NotReplicated, confirm_writes
 JOB_ERRORS_KEPT = 20
 FINISHED = ("done", "failed", "cancelled")  # job states that never change again
 ACTIVE_STATES = frozenset({"queued", "retrying"})
+REPLAY_LOCK_SECONDS = 30.0  # an event's replay lock outlives a replay; a dead one's lapses
+REPLAY_LOCK_WAIT = 5.0  # how long a press waits for another replay of the event
 
 
 class OpsError(Exception):
@@ -99,8 +101,9 @@ class Ops:
         entry = self.dead_letters.get(entry_id)
         if entry is None:
             raise NotFoundError(f"no dead letter {entry_id}")
-        task = self._remap(entry) if entry["code"] == "mapping_error" else None
-        queued = self.dead_letters.replay(entry_id, task=task, who=who, job=job)
+        with self._replaying(entry["source"], entry["event_id"]):
+            task = self._remap(entry) if entry["code"] == "mapping_error" else None
+            queued = self.dead_letters.replay(entry_id, task=task, who=who, job=job)
         if queued is None:  # resolved or discarded between the two reads
             raise NotFoundError(f"no dead letter {entry_id}")
         self._confirm()
@@ -198,7 +201,8 @@ class Ops:
         else:  # resumed after its runner died: the entries not yet done
             job["resumed"] = job.get("resumed", 0) + 1
         job["state"] = "running"
-        self._save_job(job)
+        if not self._save_job(job, runner):
+            return job
         if progress:
             progress(job)
         for entry_id in jobs.iter_ids(self.redis, job["id"], job["done"]):
@@ -206,23 +210,22 @@ class Ops:
                 break
             self._replay_one(job, entry_id)
             job["done"] += 1
-            self._save_job(job)  # after every entry: a resumed job starts right after it
-            try:
-                runner.reacquire()  # renew the lease
-            except LockError:  # lost it (this process stalled): another runner has the job
+            # after every entry (a resumed job starts right after it), renewing the lease;
+            # a runner that lost it (this process stalled) leaves the job to its new one
+            if not self._save_job(job, runner):
                 return job
             if progress:
                 progress(job)
         cancelled = jobs.cancel_requested(self.redis, job["id"])
-        self._finish(job, "cancelled" if cancelled else "done")
+        self._finish(job, "cancelled" if cancelled else "done", runner)
         if progress:
             progress(job)
         return job
 
-    def _finish(self, job: dict[str, Any], state: str) -> dict[str, Any]:
+    def _finish(self, job: dict[str, Any], state: str, runner: Any = None) -> dict[str, Any]:
         job.update(state=state, finished_at=time.time())
-        self._save_job(job)
-        self.redis.srem(jobs.ACTIVE, job["id"])
+        if self._save_job(job, runner):
+            self.redis.srem(jobs.ACTIVE, job["id"])
         return job
 
     def cancel_bulk_replay(self, job_id: str, who: str) -> dict[str, Any]:
@@ -298,9 +301,15 @@ class Ops:
                 job["state"] = "cancelling"  # its runner stops after the entry at hand
         return job
 
-    def _save_job(self, job: dict[str, Any]) -> None:
+    def _save_job(self, job: dict[str, Any], runner: Any = None) -> bool:
+        """Write the job's record; with ``runner`` (its lease), only while the lease is
+        still held (and renewing it). False when it was not written."""
         job["updated_at"] = time.time()
-        self.redis.set(jobs.record_key(job["id"]), json.dumps(job, default=str), ex=jobs.TTL)
+        record = json.dumps(job, default=str)
+        if runner is not None:
+            return jobs.save_as_runner(self.redis, runner, job["id"], record)
+        self.redis.set(jobs.record_key(job["id"]), record, ex=jobs.TTL)
+        return True
 
     # -- events ------------------------------------------------------------------------
     def event(self, source: str, event_id: str) -> dict[str, Any]:
@@ -331,6 +340,19 @@ class Ops:
         """Map the stored event again with the current rules and queue the new tasks
         (bypasses de-duplication). Refused while a task of this event is still in
         flight, so pressing it twice does not queue the event twice."""
+        with self._replaying(source, event_id):
+            tasks = self._replay_event(source, event_id, who)
+        self._confirm()
+        return {
+            "status": "queued" if tasks else "ignored",
+            "event_id": event_id,
+            "source": source,
+            "tasks": len(tasks),
+            "task_ids": [t.id for t in tasks],
+        }
+
+    def _replay_event(self, source: str, event_id: str, who: str) -> builtins.list[UpdateTask]:
+        """The event's new tasks, queued (the replay lock is held)."""
         loaded = self.queue.load_event(source, event_id)
         if loaded is None:
             raise NotFoundError(f"no stored event {source}/{event_id}")
@@ -348,14 +370,28 @@ class Ops:
             "event_replay", f"{source}/{event_id}", who, tasks=[t.id for t in tasks]
         )
         self._supersede(task_ids, who, f"{source}/{event_id}")
-        self._confirm()
-        return {
-            "status": "queued" if tasks else "ignored",
-            "event_id": event_id,
-            "source": source,
-            "tasks": len(tasks),
-            "task_ids": [t.id for t in tasks],
-        }
+        return tasks
+
+    @contextlib.contextmanager
+    def _replaying(self, source: str, event_id: str) -> Iterator[None]:
+        """One replay of an event (or of one of its dead letters) at a time: two presses
+        at once would both pass the in-flight check and queue the event twice, and a
+        dead letter replayed in between would run beside the tasks that supersede it.
+        The second press waits for the first, then finds its tasks queued."""
+        lock = self.redis.lock(
+            keys.event_replay(source, event_id),
+            timeout=REPLAY_LOCK_SECONDS,
+            blocking_timeout=REPLAY_LOCK_WAIT,  # the other replay takes milliseconds
+        )
+        if not lock.acquire():
+            raise ConflictError(
+                f"event {source}/{event_id} is being replayed right now; try again shortly"
+            )
+        try:
+            yield
+        finally:
+            with contextlib.suppress(LockError):
+                lock.release()
 
     def _supersede(self, task_ids: builtins.list[str], who: str, event: str) -> None:
         """The replayed event's earlier dead letters leave the store (audited as discards
