@@ -39,14 +39,20 @@ def compute_backoff(attempt: int, policy: RetryPolicy, rng: random.Random | None
 
 
 def decide(
-    error: VendorError, attempt: int, policy: RetryPolicy, rng: random.Random | None = None
+    error: VendorError,
+    attempt: int,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+    backoff_attempt: int | None = None,
 ) -> Retry | GiveUp:
-    """What to do after ``attempt`` attempts, the last of which raised ``error``."""
+    """What to do after ``attempt`` attempts, the last of which raised ``error``; the
+    backoff grows with ``backoff_attempt`` instead when given (429s in a row, which do
+    not count as attempts)."""
     if not isinstance(error, RetryableError):
         return GiveUp(error.code)
     if attempt >= policy.max_attempts:
         return GiveUp("exhausted")
-    delay = compute_backoff(attempt, policy, rng)
+    delay = compute_backoff(attempt if backoff_attempt is None else backoff_attempt, policy, rng)
     if error.retry_after is not None:  # a 429, or a 5xx that said when to come back
         delay = max(delay, min(error.retry_after, MAX_RETRY_AFTER))
     return Retry(delay)

@@ -340,7 +340,10 @@ def _failed(rt: Runtime, record: TaskRecord, exc: errors.VendorError, started: f
     )
     attempts = record.attempts + [attempt]
     vendor = rt.config.vendors[record.task.vendor]
-    decision = decide(exc, attempts_in_run(attempts), vendor.retry)
+    # a 429 with no Retry-After backs off by how many 429s came in a row, as any failure
+    # does by its attempts: else a vendor's rate limit would be asked again every second
+    limited = _run_counts(attempts)[1] if isinstance(exc, errors.RateLimited) else None
+    decision = decide(exc, attempts_in_run(attempts), vendor.retry, backoff_attempt=limited)
     if isinstance(decision, GiveUp):
         return dead(rt, record, decision.code, str(exc), attempts)
     note_task(record.task, attempts)
@@ -359,6 +362,12 @@ def attempts_in_run(attempts: list[dict[str, Any]]) -> int:
     A 429 (outcome ``ratelimited``) is the vendor asking us to wait, not a failure: it is
     not counted, unless there have been more than :data:`MAX_RATE_LIMITED` of them.
     """
+    counted, limited = _run_counts(attempts)
+    return counted + (limited if limited > MAX_RATE_LIMITED else 0)
+
+
+def _run_counts(attempts: list[dict[str, Any]]) -> tuple[int, int]:
+    """(attempts that were not a 429, 429s) since the task last died."""
     counted = limited = 0
     for attempt in reversed(attempts):
         if attempt.get("final"):
@@ -367,7 +376,7 @@ def attempts_in_run(attempts: list[dict[str, Any]]) -> int:
             limited += 1
         else:
             counted += 1
-    return counted + (limited if limited > MAX_RATE_LIMITED else 0)
+    return counted, limited
 
 
 def _attempt(

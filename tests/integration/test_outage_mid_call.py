@@ -151,3 +151,20 @@ def test_a_delivery_that_fails_before_it_begins_comes_back_in_seconds(worker_run
     due = rt.redis.zscore(keys.DUE, task.id)
     assert due is not None
     assert before + GIVE_BACK_AFTER - 1 <= due <= time.time() + GIVE_BACK_AFTER
+
+
+def test_429s_without_retry_after_back_off_further_each_time(runtime, private_db, sandbox):
+    """A 429 is not an attempt, but asking again at once each time would spend the
+    vendor's quota and reach MAX_RATE_LIMITED in a minute: the wait grows with the 429s
+    in a row (test config: base_delay 0.05, max_delay 0.2)."""
+    queue = Queue(private_db)
+    task = store_perfex_task(queue, "evt-429-backoff", "paid 3")
+    sandbox.knobs("perfexcrm", ratelimit_next=12, retry_after="")  # no Retry-After
+    waits = []
+    for _ in range(12):
+        assert deliver(runtime, queue, task) == "retrying"
+        waits.append(private_db.zscore(keys.DUE, task.id) - time.time())
+        private_db.zadd(keys.DUE, {task.id: time.time()})  # due now: run it again
+    # full jitter draws each wait from [0, ceiling]: the ceiling grew past base_delay
+    assert max(waits[3:]) > 0.05
+    assert all(wait <= 0.2 for wait in waits)
