@@ -1,9 +1,11 @@
 """What a Redis URL may be (``REDIS_URL``): checked at start-up, so a typo is one line
-naming the variable, not a traceback on the first request."""
+naming the variable, not a traceback on the first request; and what the Redis behind it
+must not do (evict keys)."""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 FORMS = "a redis://, rediss://, unix:// or sentinel:// URL"
@@ -56,3 +58,18 @@ def redis_url_problem(url: str) -> str | None:
     if parts.scheme in ("redis", "rediss") and database and not re.fullmatch("[0-9]+", database):
         return "its database is not a number"  # redis-py would quietly use database 0
     return None
+
+
+def eviction_problem(memory: dict[str, Any]) -> str | None:
+    """What is wrong with a Redis that may evict keys (``INFO memory`` as redis-py parses
+    it), or None. With a ``maxmemory`` set, any policy but ``noeviction`` lets Redis drop
+    keys Switchboard relies on (de-duplication, record locks, queued tasks, dead letters)
+    when memory runs out; ``noeviction`` refuses the write instead, and a webhook gets a
+    503 its sender retries."""
+    policy = str(memory.get("maxmemory_policy", "noeviction"))
+    if policy == "noeviction" or not int(memory.get("maxmemory") or 0):
+        return None
+    return (
+        f"Redis maxmemory-policy is {policy}: when memory runs out it drops keys Switchboard "
+        "needs (de-duplication, locks, queued tasks); set maxmemory-policy noeviction"
+    )

@@ -14,6 +14,7 @@ from typing import Any
 import redis as redis_lib
 from flask import Blueprint, Response, jsonify
 
+from config.redis_url import eviction_problem
 from webhooks.state import get_state
 from worker import keys
 from worker.circuit import circuit_states
@@ -56,10 +57,13 @@ def readyz() -> tuple[Response, int]:
     now = time.time()
     detail: dict[str, Any] = {"config": state.config.file, "redis": "ok"}
     try:
-        state.redis.ping()
+        memory = state.redis.info("memory")
         detail.update(queue_detail(state.redis, now, list(state.config.vendors)))
     except redis_lib.RedisError as exc:
         detail["redis"] = f"unreachable ({type(exc).__name__})"
+        return jsonify({"status": "not_ready", "detail": detail}), 503
+    if problem := eviction_problem(memory):
+        detail["reason"] = problem
         return jsonify({"status": "not_ready", "detail": detail}), 503
     beat = detail["seconds_since_heartbeat"]
     if beat is None or beat > HEARTBEAT_LIMIT:

@@ -19,6 +19,7 @@ relay); deliveries it claimed and could not publish are given back, due at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -29,6 +30,7 @@ from typing import Any
 import redis as redis_lib
 from kombu.exceptions import OperationalError
 
+from config.redis_url import eviction_problem
 from worker import keys
 from worker.holdings import Recoverer
 from worker.runtime import get_runtime
@@ -94,6 +96,9 @@ class Relay(threading.Thread):
 
     def run(self) -> None:
         rt = get_runtime()
+        with contextlib.suppress(redis_lib.RedisError):  # unreachable: the loop says so
+            if problem := eviction_problem(rt.redis.info("memory")):
+                log.error("relay: %s", problem)
         claim = rt.redis.register_script(_CLAIM)
         recoverer = Recoverer(rt.redis)
         unpublished: list[tuple[str, int]] = []  # claimed, refused by the broker

@@ -7,6 +7,7 @@ import json
 import time
 
 import pytest
+import redis as redis_lib
 
 from config.loader import load_config
 from tests.helpers import (
@@ -283,3 +284,26 @@ def test_a_timestamp_in_milliseconds_gets_a_hint(client):
     answer = client.post("/webhooks/stripe", data=body, headers=headers)
     assert error_code(answer) == "stale_timestamp"
     assert "milliseconds" in answer.get_json()["error"]["message"]
+
+
+def test_readyz_is_not_ready_on_a_redis_that_may_evict_keys(tmp_path, monkeypatch):
+    from tests.helpers import RedisServer
+    from webhooks import create_app
+    from worker import keys
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        monkeypatch.setenv("SANDBOX_URL", "http://127.0.0.1:9")
+        client = create_app(make_settings(server.url), load_config(TEST_CONFIG)).test_client()
+        redis = redis_lib.Redis.from_url(server.url)
+        redis.hset(keys.HEARTBEATS, "w1", time.time())  # a worker beats: that is not it
+        redis.config_set("maxmemory", "100mb")
+        redis.config_set("maxmemory-policy", "volatile-lru")  # a managed Redis's default
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert "noeviction" in response.get_json()["detail"]["reason"]
+        redis.config_set("maxmemory-policy", "noeviction")
+        assert client.get("/readyz").status_code == 200
+    finally:
+        server.stop()
