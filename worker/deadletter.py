@@ -32,7 +32,7 @@ import redis as redis_lib
 
 from worker import keys
 from worker.model import UpdateTask
-from worker.queue import Queue
+from worker.queue import EVENT_HOLD, Queue
 from worker.redact import Redactor
 
 # KEYS[1] the entry, KEYS[2] its task record; ARGV[1] now, ARGV[2] seconds after which a
@@ -106,13 +106,14 @@ if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('HSET', KEYS[4], 'dead_let
 _DROP = (
     _NAMES
     + _UNCOUNT
+    + EVENT_HOLD
     + """
 local old = redis.call('HMGET', KEYS[1], unpack(names))
 local event = redis.call('HGET', KEYS[1], 'event_key')
 if event and redis.call('EXISTS', event) == 1
     and redis.call('HINCRBY', event, 'dl_refs', -1) <= 0 then
   redis.call('HDEL', event, 'dl_refs')
-  redis.call('EXPIRE', event, ARGV[3])  -- no entry needs it now: its ttl runs again
+  event_ttl(event, ARGV[3])  -- no entry needs it now: its ttl runs again (if no task does)
 end
 local gone = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])

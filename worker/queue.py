@@ -13,11 +13,12 @@ duplicate and is dropped. While a task is queued or running it keeps a lease in
 ``sb:due``; if the worker holding it dies, the lease expires and the relay publishes it
 again, so nothing is lost without waiting for Celery's visibility timeout.
 
-Retention (``SWITCHBOARD_EVENT_TTL_DAYS``): an event record expires that long after it is
-stored (it is also the de-duplication window); a task record only that long after the
-task *ends* (applied, stale, dead). An unfinished task is never dropped, however long its
-vendor stays down. Dead letters (:mod:`worker.deadletter`) stay until replayed or
-discarded.
+Retention (``SWITCHBOARD_EVENT_TTL_DAYS``): a task record expires that long after the
+task *ends* (applied, stale, dead); an event record that long after its last task ended
+(or after it was stored, if it made none), and never while one of its tasks is unfinished
+or a dead letter needs it to be replayed (:data:`EVENT_HOLD`). That is also the
+de-duplication window. An unfinished task is never dropped, however long its vendor stays
+down. Dead letters (:mod:`worker.deadletter`) stay until replayed or discarded.
 """
 
 from __future__ import annotations
@@ -36,7 +37,29 @@ from worker.model import UpdateTask
 
 TERMINAL = frozenset({"applied", "stale", "dead"})
 
-_STORE_EVENT = """
+#: Lua functions every script that starts or ends a task shares: an event hash is kept
+#: (no expiry) while it has unfinished tasks (``open`` counts them) or dead letters that
+#: need it to be replayed (``dl_refs``, :mod:`worker.deadletter`); when neither is left,
+#: its ttl runs again. ``open_tasks`` does nothing to an event that has expired already.
+EVENT_HOLD = """
+local function event_ttl(key, ttl)
+  local held = redis.call('HMGET', key, 'open', 'dl_refs')
+  if (tonumber(held[1]) or 0) > 0 or (tonumber(held[2]) or 0) > 0 then
+    redis.call('PERSIST', key)
+  else
+    redis.call('EXPIRE', key, ttl)
+  end
+end
+local function open_tasks(key, step, ttl)
+  if redis.call('EXISTS', key) == 0 then return end
+  if redis.call('HINCRBY', key, 'open', step) <= 0 then redis.call('HDEL', key, 'open') end
+  event_ttl(key, ttl)
+end
+"""
+
+_STORE_EVENT = (
+    EVENT_HOLD
+    + """
 -- KEYS[1] event, KEYS[2] due, KEYS[3] waiting, KEYS[4] wake, KEYS[5..] task records
 -- ARGV[1] ttl, ARGV[2] now, ARGV[3] due score, ARGV[4] event json, ARGV[5] task ids json,
 -- ARGV[6..] task json, in the order of KEYS[5..]
@@ -50,9 +73,8 @@ if ARGV[6] == 'replay' then
 else
   redis.call('HSET', KEYS[1], 'event', ARGV[4], 'tasks', ARGV[5])
 end
-if not redis.call('HGET', KEYS[1], 'dl_refs') then  -- else dead letters need it kept
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
-end
+if #KEYS > 4 then redis.call('HINCRBY', KEYS[1], 'open', #KEYS - 4) end
+event_ttl(KEYS[1], ARGV[1])
 local first = (ARGV[6] == 'replay') and 7 or 6
 for i = 5, #KEYS do
   local id = string.sub(KEYS[i], string.len('sb:task:') + 1)
@@ -68,10 +90,13 @@ if #KEYS > 4 then
 end
 return 1
 """
+)
 
 
-_GUARDED = """
--- KEYS[1] task record, KEYS[2] due, KEYS[3] waiting (finish only)
+_GUARDED = (
+    EVENT_HOLD
+    + """
+-- KEYS[1] task record, KEYS[2] due, KEYS[3] waiting, KEYS[4] its event (finish only)
 -- ARGV[1] op, ARGV[2] expected gen, ARGV[3] task id, then per op:
 --   defer: due_at | reschedule: due_at, state, attempts | finish: state, attempts, stale, ttl
 local cur = redis.call('HMGET', KEYS[1], 'gen', 'state')
@@ -89,11 +114,13 @@ elseif op == 'finish' then
   redis.call('EXPIRE', KEYS[1], ARGV[7])
   redis.call('ZREM', KEYS[2], ARGV[3])
   redis.call('ZREM', KEYS[3], ARGV[3])
+  open_tasks(KEYS[4], -1, ARGV[7])
 else
   return redis.error_reply('unknown op ' .. op)
 end
 return 1
 """
+)
 
 
 @dataclass
@@ -197,6 +224,28 @@ return count
 )
 
 
+_REQUEUE = (
+    EVENT_HOLD
+    + """
+-- KEYS[1] task record, KEYS[2] due, KEYS[3] waiting, KEYS[4] wake, KEYS[5] its event
+-- ARGV[1] task id, ARGV[2] task json, ARGV[3] attempts json, ARGV[4] now, ARGV[5] event ttl
+local gen = (tonumber(redis.call('HGET', KEYS[1], 'gen')) or 0) + 1
+local was = redis.call('HGET', KEYS[1], 'state')
+redis.call('HSET', KEYS[1], 'task', ARGV[2], 'state', 'queued', 'gen', gen,
+           'attempts', ARGV[3], 'queued_at', ARGV[4])
+redis.call('PERSIST', KEYS[1])  -- unfinished again: kept until it ends (then the ttl starts)
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('RPUSH', KEYS[4], '1')
+-- open again, unless it never ended (a dead letter whose task died before it was marked)
+if was == 'applied' or was == 'stale' or was == 'dead' or not was then
+  open_tasks(KEYS[5], 1, ARGV[5])
+end
+return gen
+"""
+)
+
+
 class Queue:
     """Thin, typed access to the durable queue's keys; one per Redis client."""
 
@@ -206,6 +255,7 @@ class Queue:
         self._store = client.register_script(_STORE_EVENT)
         self._guarded = client.register_script(_GUARDED)
         self._give_back = client.register_script(_GIVE_BACK)
+        self._requeue = client.register_script(_REQUEUE)
 
     # -- ingest --------------------------------------------------------------------------
     def store_event(
@@ -330,7 +380,12 @@ class Queue:
         """
         return bool(
             self._guarded(
-                keys=[keys.task(record.task.id), keys.DUE, keys.WAITING],
+                keys=[
+                    keys.task(record.task.id),
+                    keys.DUE,
+                    keys.WAITING,
+                    keys.event(record.task.source, record.task.event_id),
+                ],
                 args=[
                     "finish",
                     record.gen,
@@ -346,24 +401,18 @@ class Queue:
     def requeue(
         self, task: UpdateTask, attempts: list[dict[str, Any]], now: float | None = None
     ) -> int:
-        """Queue a finished (dead) task again, keeping its history; returns the new gen."""
+        """Queue a finished (dead) task again, keeping its history; returns the new gen.
+        Its event (if still stored) is kept again until the task ends."""
         now = time.time() if now is None else now
-        key = keys.task(task.id)
-        gen = int(self.redis.hget(key, "gen") or 0) + 1
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(
-            key,
-            mapping={
-                "task": task.to_json(),
-                "state": "queued",
-                "gen": gen,
-                "attempts": json.dumps(attempts),
-                "queued_at": now,
-            },
+        return int(
+            self._requeue(
+                keys=[
+                    keys.task(task.id),
+                    keys.DUE,
+                    keys.WAITING,
+                    keys.WAKE,
+                    keys.event(task.source, task.event_id),
+                ],
+                args=[task.id, task.to_json(), json.dumps(attempts), now, self.event_ttl],
+            )
         )
-        pipe.persist(key)  # unfinished again: kept until it ends (then the ttl starts)
-        pipe.zadd(keys.DUE, {task.id: now})
-        pipe.zadd(keys.WAITING, {task.id: now})
-        pipe.rpush(keys.WAKE, "1")
-        pipe.execute()
-        return gen

@@ -32,7 +32,7 @@ from redis import exceptions as redis_errors
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from worker import ordering
+from worker import keys, ordering
 from worker.circuit import Circuit
 from worker.metrics import note_task
 from worker.queue import TaskRecord
@@ -323,6 +323,7 @@ def _complete(
             lock.token,
             task.occurred_at,
             applied,
+            keys.event(task.source, task.event_id),
         ),
         waiting,
     )

@@ -20,6 +20,7 @@ import redis as redis_lib
 from redis.exceptions import NoScriptError
 
 from worker import keys
+from worker.queue import EVENT_HOLD
 from worker.replication import add_wait, confirm
 
 _BEGIN = """
@@ -39,8 +40,10 @@ end
 return out
 """
 
-_COMPLETE = """
--- KEYS: task, due, waiting, field versions, lock
+_COMPLETE = (
+    EVENT_HOLD
+    + """
+-- KEYS: task, due, waiting, field versions, lock, event
 -- ARGV: gen, task id, state, attempts, stale fields, lock token, occurred_at, ttl, names...
 local done = 0
 local cur = redis.call('HMGET', KEYS[1], 'gen', 'state')
@@ -54,11 +57,13 @@ if cur[1] == ARGV[1] and cur[2] ~= 'applied' and cur[2] ~= 'stale' and cur[2] ~=
     local v = redis.call('HGET', KEYS[4], ARGV[i])
     if (not v) or tonumber(v) < at then redis.call('HSET', KEYS[4], ARGV[i], ARGV[7]) end
   end
+  open_tasks(KEYS[6], -1, ARGV[8])
   done = 1
 end
 if redis.call('GET', KEYS[5]) == ARGV[6] then redis.call('DEL', KEYS[5]) end
 return done
 """
+)
 
 
 @dataclass(frozen=True)
@@ -129,14 +134,17 @@ class Steps:
         token: str,
         occurred_at: float,
         names: list[str],
+        event_key: str,
     ) -> bool:
-        """Finish the task and release the lock; False if the task had moved on."""
+        """Finish the task and release the lock; False if the task had moved on.
+        ``event_key``: the task's event, kept until its last task ends."""
         script_keys = [
             keys.task(task_id),
             keys.DUE,
             keys.WAITING,
             keys.field_versions(vendor, target),
             keys.target_lock(vendor, target),
+            event_key,
         ]
         args = [
             gen,

@@ -23,8 +23,9 @@ from worker.steps import Steps
 
 def _complete(steps: Steps, task: UpdateTask) -> bool:
     return steps.complete(
-        task.id, 1, "perfex", task.target, "applied", [], [], "tok", task.occurred_at, ["vat"]
-    )
+        task.id, 1, "perfex", task.target, "applied", [], [], "tok", task.occurred_at, ["vat"],
+        f"sb:event:{task.source}:{task.event_id}",
+    )  # fmt: skip
 
 
 def test_an_outcome_is_recorded_only_once_a_replica_holds_it(tmp_path):

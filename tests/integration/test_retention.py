@@ -1,6 +1,6 @@
 """What expires and when: an unfinished task never does, a finished one
-``SWITCHBOARD_EVENT_TTL_DAYS`` after it ended, and the queue forgets a task whose record
-is gone.
+``SWITCHBOARD_EVENT_TTL_DAYS`` after it ended, an event that long after its last task
+ended (never while one is unfinished), and the queue forgets a task whose record is gone.
 
 Before, a task record expired a week after it was stored, finished or not: a task whose
 vendor stayed down (deferred by its circuit, which spends no attempt) or a backlog older
@@ -21,10 +21,47 @@ def test_a_task_record_expires_only_after_the_task_ends(runtime, private_db, san
     queue = Queue(private_db)
     task = store_perfex_task(queue, "evt_keep", "evt_keep")
     assert private_db.ttl(keys.task(task.id)) == -1  # unfinished: no expiry
-    assert 0 < private_db.ttl(keys.event("stripe", "evt_keep")) <= WEEK  # dedup window
+    assert private_db.ttl(keys.event("stripe", "evt_keep")) == -1  # nor its event
 
     assert deliver(runtime, queue, task) == "applied"
     assert WEEK - 60 < private_db.ttl(keys.task(task.id)) <= WEEK
+    # the event's ttl (its de-duplication window) runs from its last task's end
+    assert WEEK - 60 < private_db.ttl(keys.event("stripe", "evt_keep")) <= WEEK
+
+
+def test_an_event_is_kept_until_its_last_task_ends(runtime, private_db, sandbox):
+    """A task still retrying when the ttl runs out must not lose its event: the ops view
+    of the event (its only per-task view), an event replay and de-duplication need it."""
+    from webhooks.sources.base import Event
+    from worker.model import UpdateTask
+
+    queue = Queue(private_db)
+    at = 1_700_000_000.0
+    tasks = [
+        UpdateTask("stripe", "evt_two", "t", "r", n, "perfex", "update_customer", str(7 + n),
+                   {"vat": f"v{n}"}, at)
+        for n in range(2)
+    ]  # fmt: skip
+    assert queue.store_event(Event("stripe", "evt_two", "t", at, at, {}, {}), tasks)
+    event_key = keys.event("stripe", "evt_two")
+    assert deliver(runtime, queue, tasks[0]) == "applied"
+    assert private_db.ttl(event_key) == -1  # one task still open
+    sandbox.knobs("perfexcrm", fail_next=1, fail_status=400)
+    assert deliver(runtime, queue, tasks[1]) == "dead"
+    assert WEEK - 60 < private_db.ttl(event_key) <= WEEK  # both ended
+    assert runtime.dead_letters.replay(tasks[1].id, who="test") is True
+    assert private_db.ttl(event_key) == -1  # open again
+    assert deliver(runtime, queue, tasks[1]) == "applied"
+    assert WEEK - 60 < private_db.ttl(event_key) <= WEEK
+    assert private_db.hget(event_key, "open") is None
+
+
+def test_an_event_that_made_no_task_expires_from_its_arrival(private_db):
+    from webhooks.sources.base import Event
+
+    queue = Queue(private_db)
+    assert queue.store_event(Event("stripe", "evt_none", "t", 1.0, 1.0, {}, {}), [])
+    assert WEEK - 60 < private_db.ttl(keys.event("stripe", "evt_none")) <= WEEK
 
 
 def test_a_dead_task_expires_and_a_replayed_one_waits_again_without_expiry(
