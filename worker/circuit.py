@@ -21,6 +21,7 @@ lose a failure count. :func:`circuit_states` is the read side for ``/readyz`` an
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,7 +29,10 @@ from typing import Any
 
 import redis as redis_lib
 
+from config.logs import event as log_event
 from worker import keys
+
+log = logging.getLogger("switchboard.worker")
 
 #: failures this far apart (seconds) do not add up to open the circuit: 4 timeouts one
 #: day and 1 the next month are no outage
@@ -37,12 +41,24 @@ FAILURE_WINDOW = 600.0
 #: numeric value per state, for a gauge (``switchboard_circuit_state``)
 STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
-_ALLOW = """
--- KEYS[1] circuit; ARGV[1] now, ARGV[2] probe ttl
+#: ``now`` in the scripts: the time given (tests), else Redis's own clock, so hosts whose
+#: clocks differ still agree on when a cooldown ends
+_NOW = """
+local function clock(given)
+  if given ~= '' then return tonumber(given) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
+"""
+
+_ALLOW = (
+    _NOW
+    + """
+-- KEYS[1] circuit; ARGV[1] now ('' for Redis's clock), ARGV[2] probe ttl
 -- returns {'go'|'probe'|'wait', seconds to wait}
 local state = redis.call('HGET', KEYS[1], 'state')
 if (not state) or state == 'closed' then return {'go', '0'} end
-local now = tonumber(ARGV[1])
+local now = clock(ARGV[1])
 if state == 'open' then
   local untl = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
   if now < untl then return {'wait', tostring(untl - now)} end
@@ -55,23 +71,27 @@ if now < probe_until then return {'wait', tostring(math.min(1.0, probe_until - n
 redis.call('HSET', KEYS[1], 'probe_until', now + tonumber(ARGV[2]))
 return {'probe', '0'}
 """
+)
 
-_RESULT = """
--- KEYS[1] circuit; ARGV[1] 'ok'|'fail'|'release', ARGV[2] now, ARGV[3] failures to open,
--- ARGV[4] cooldown, ARGV[5] failure window. Returns the state after.
+_RESULT = (
+    _NOW
+    + """
+-- KEYS[1] circuit; ARGV[1] 'ok'|'fail'|'release', ARGV[2] now ('' for Redis's clock),
+-- ARGV[3] failures to open, ARGV[4] cooldown, ARGV[5] failure window.
+-- Returns {state before, state after, failures}.
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
-local now = tonumber(ARGV[2])
+local now = clock(ARGV[2])
 if ARGV[1] == 'release' then
   if state == 'half_open' then redis.call('HSET', KEYS[1], 'probe_until', 0) end
-  return state
+  return {state, state, 0}
 end
 if ARGV[1] == 'ok' then
   if state ~= 'closed' or redis.call('HEXISTS', KEYS[1], 'failures') == 1 then
     redis.call('DEL', KEYS[1])
   end
-  return 'closed'
+  return {state, 'closed', 0}
 end
-if state == 'open' then return 'open' end  -- late failures of calls sent before it opened
+if state == 'open' then return {state, 'open', 0} end  -- late failures of calls sent before
 local window = tonumber(ARGV[5])
 local last = tonumber(redis.call('HGET', KEYS[1], 'failed_at') or now)
 if state == 'closed' and now - last > window then
@@ -81,17 +101,18 @@ local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
 redis.call('HSET', KEYS[1], 'failed_at', now)
 if state == 'closed' and failures < tonumber(ARGV[3]) then
   redis.call('EXPIRE', KEYS[1], math.ceil(window))  -- a vendor gone quiet leaves nothing
-  return 'closed'
+  return {state, 'closed', failures}
 end
 if state == 'half_open' or failures >= tonumber(ARGV[3]) then
   redis.call('PERSIST', KEYS[1])  -- open (and half open after it) lasts its cooldown
   redis.call('HSET', KEYS[1], 'state', 'open', 'until', now + tonumber(ARGV[4]),
              'opened_at', now, 'probe_until', 0)
   redis.call('HINCRBY', KEYS[1], 'opened', 1)
-  return 'open'
+  return {state, 'open', failures}
 end
-return state
+return {state, state, failures}
 """
+)
 
 
 @dataclass(frozen=True)
@@ -125,8 +146,8 @@ class Circuit:
         self.probe_ttl = probe_ttl
 
     def allow(self, now: float | None = None) -> Decision:
-        now = time.time() if now is None else now
-        verdict, wait = self.redis.eval(_ALLOW, 1, self.key, repr(now), self.probe_ttl)  # type: ignore[misc]
+        """``now``: a time to use instead of Redis's clock (tests)."""
+        verdict, wait = self.redis.eval(_ALLOW, 1, self.key, _given(now), self.probe_ttl)  # type: ignore[misc]
         return Decision(_text(verdict), float(wait))
 
     def success(self, now: float | None = None) -> str:
@@ -140,11 +161,27 @@ class Circuit:
         return self._result("release", now)
 
     def _result(self, what: str, now: float | None) -> str:
-        now = time.time() if now is None else now
-        state = self.redis.eval(
-            _RESULT, 1, self.key, what, repr(now), self.failures, self.cooldown, FAILURE_WINDOW
+        before, after, failures = self.redis.eval(  # type: ignore[misc]
+            _RESULT, 1, self.key, what, _given(now), self.failures, self.cooldown, FAILURE_WINDOW
         )
-        return _text(state)
+        before, after = _text(before), _text(after)
+        if after != before and "open" in (before, after):  # not the probe's half_open step
+            self._log_change(before, after, int(failures))
+        return after
+
+    def _log_change(self, before: str, after: str, failures: int) -> None:
+        """One line per change an operator must see: a vendor cut off, and back."""
+        if after == "open":
+            log_event(
+                log, "circuit opened", at=logging.WARNING, vendor=self.vendor,
+                was=before, failures=failures, cooldown_s=self.cooldown,
+            )  # fmt: skip
+        elif after == "closed":
+            log_event(log, "circuit closed", vendor=self.vendor, was=before)
+
+
+def _given(now: float | None) -> str:
+    return "" if now is None else repr(now)
 
 
 def _text(value: Any) -> str:

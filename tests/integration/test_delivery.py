@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import os
 import random
 import signal
@@ -443,6 +444,24 @@ def test_circuit_half_open_gives_one_probe_and_reopens_on_failure(r):
     assert c.allow(now=128).verdict == "probe"
     assert c.success(now=128) == "closed"
     assert c.allow(now=128).verdict == "go"
+
+
+def test_a_circuit_keeps_redis_time_so_a_host_with_a_fast_clock_does_not_probe_early(
+    r, monkeypatch, caplog
+):
+    import worker.circuit
+
+    c = Circuit(r, "skewed", failures=1, cooldown=30)
+    with caplog.at_level(logging.INFO, logger="switchboard.worker"):
+        assert c.failure() == "open"  # opened on a host with the right time
+        skewed = time.time() + 3600  # another host, an hour ahead
+        monkeypatch.setattr(worker.circuit.time, "time", lambda: skewed)
+        decision = c.allow()
+        assert not decision.allowed and 25 < decision.wait <= 30  # the cooldown holds
+        assert c.success() == "closed"
+    changes = [(rec.levelname, rec.getMessage()) for rec in caplog.records]
+    assert ("WARNING", "circuit opened") in changes  # an operator sees a vendor cut off
+    assert ("INFO", "circuit closed") in changes  # and back
 
 
 def test_circuit_failures_far_apart_do_not_add_up_and_a_quiet_vendor_leaves_nothing(r):
