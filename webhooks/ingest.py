@@ -96,6 +96,7 @@ def _body(limit: int, stall: float) -> bytes:
             sock.settimeout(before)  # the answer, and the next request, as the server had it
     if len(body) > limit:
         raise PayloadTooLarge(f"the body is over {limit} bytes")
+    g.sb_body = body  # for the log line of a webhook refused after this (never read twice)
     return body
 
 

@@ -30,6 +30,7 @@ Families (all prefixed ``switchboard_``)::
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import defaultdict
@@ -100,10 +101,12 @@ def observe_ingest(state: AppState, response: Response) -> None:
         log_event(
             log,
             "webhook rejected",
-            source=label,
+            at=_rejection_level(response.status_code),
+            source=label if known else _clip(source),
             status=response.status_code,
             reason=reason,
             duration_ms=took_ms,
+            **_sender(),
         )
         return
     seen = g.get("sb_events") or []  # (event, tasks, outcome), as ingest decided them
@@ -134,6 +137,46 @@ def observe_ingest(state: AppState, response: Response) -> None:
             else [],
             duration_ms=took_ms,
         )
+
+
+def _rejection_level(status: int) -> int:
+    """5xx: ours to fix (ERROR); a refused signature may be a rotated secret dropping every
+    webhook of a source (WARNING); other 4xx are the sender's (INFO)."""
+    if status >= 500:
+        return logging.ERROR
+    return logging.WARNING if status in (401, 403) else logging.INFO
+
+
+def _sender() -> dict[str, Any]:
+    """Who sent a rejected webhook, and the event id it claims (unverified, clipped), so
+    "the sender says evt_X got a 401" can be found with grep."""
+    out: dict[str, Any] = {
+        "remote": request.remote_addr,
+        "user_agent": _clip(request.headers.get("User-Agent", "")),
+        "content_length": request.content_length,
+    }
+    claimed = request.headers.get("webhook-id") or _body_id()
+    if claimed:
+        out["claimed_event_id"] = _clip(claimed)
+    return out
+
+
+def _body_id() -> str | None:
+    """The body's top-level ``id`` (Stripe, HubSpot and most senders put one there), from
+    the body ingest read (none when it was refused before that); None when it is not a
+    JSON object with a plain id."""
+    body = g.get("sb_body") or b""
+    if not body.startswith(b"{"):
+        return None
+    try:
+        value = json.loads(body).get("id")
+    except (ValueError, AttributeError):
+        return None
+    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+
+def _clip(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # -- the scrape ----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import builtins
 import heapq
 import itertools
 import json
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -30,10 +31,13 @@ from typing import Any, cast
 
 import redis as redis_lib
 
+from config.logs import event as log_event
 from worker import keys
 from worker.model import UpdateTask
 from worker.queue import EVENT_HOLD, Queue
 from worker.redact import Redactor
+
+log = logging.getLogger("switchboard.ops")
 
 # KEYS[1] the entry, KEYS[2] its task record; ARGV[1] now, ARGV[2] seconds after which a
 # mark whose task never left 'dead' is taken as a replay that died before it was queued.
@@ -410,6 +414,8 @@ class DeadLetters:
                 vendor=entry["vendor"],
                 rule=entry["rule"],
                 remapped=task is not None,
+                event_id=entry.get("event_id"),
+                source=entry.get("source"),
                 **detail,
             )
         return True
@@ -426,7 +432,10 @@ class DeadLetters:
         if entry is None:
             return False
         self.resolve(entry_id)
-        self.audit("discard", entry_id, who, code=entry["code"], vendor=entry["vendor"])
+        self.audit(
+            "discard", entry_id, who, code=entry["code"], vendor=entry["vendor"],
+            event_id=entry.get("event_id"), source=entry.get("source"),
+        )  # fmt: skip
         return True
 
     def audit(self, action: str, entry_id: str, who: str, **detail: Any) -> dict[str, Any]:
@@ -441,6 +450,10 @@ class DeadLetters:
         pipe.lpush(key, json.dumps(record, default=str))
         pipe.ltrim(key, 0, keep - 1)
         pipe.execute()
+        # and a log line, so grep <event id> shows what ops did to it, and who, beside
+        # what the web and the workers did (web, API and CLI all come through here)
+        fields = {k: v for k, v in record.items() if k not in ("at", "id", "action")}
+        log_event(log, f"ops {action}", entry_id=entry_id, **fields)
         return record
 
     def audit_log(

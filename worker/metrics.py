@@ -264,5 +264,6 @@ def record_task(
     if outcome in QUIET_OUTCOMES:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("task %s", outcome, extra={"sb": fields})
-    else:
-        log_event(log, f"task {outcome}", **fields)
+    else:  # a dead letter needs a human: WARNING
+        at = logging.WARNING if outcome == "dead" else logging.INFO
+        log_event(log, f"task {outcome}", at=at, **fields)

@@ -173,7 +173,9 @@ def test_json_formatter_redacts_secrets_that_json_escapes():
     assert line["[redacted]"] == "as a key"
 
 
-def test_grep_event_id_follows_the_webhook_across_web_and_worker_logs(sandbox, tmp_path):
+def test_grep_event_id_follows_the_webhook_across_web_and_worker_logs(
+    sandbox, tmp_path, monkeypatch
+):
     import io
 
     import redis as redis_lib
@@ -182,6 +184,7 @@ def test_grep_event_id_follows_the_webhook_across_web_and_worker_logs(sandbox, t
     from tests.helpers import TEST_CONFIG, RedisServer, make_settings
     from webhooks import create_app
 
+    monkeypatch.setenv("SANDBOX_URL", sandbox.url)
     # a Redis of its own: the session's worker must not take this event
     redis_server = RedisServer(tmp_path)
     redis_server.start()
@@ -196,7 +199,16 @@ def test_grep_event_id_follows_the_webhook_across_web_and_worker_logs(sandbox, t
         body = with_changes("stripe/payment_intent.succeeded.json", id="evt_grep_me")
         assert post(client, body).status_code == 202
         wait_for(lambda: states(redis, "evt_grep_me") == ["applied"], timeout=30)
-        wait_for(lambda: "evt_grep_me" in worker_log.read_text(), timeout=10)
+        # the sender retries it signed with an old secret; then ops replay it
+        forged = client.post(
+            "/webhooks/stripe", data=body, headers=stripe_headers(body, secret="whsec_old")
+        )
+        assert forged.status_code == 401
+        ops = {"Authorization": "Bearer test-ops-token"}
+        replayed = client.post("/ops/events/stripe/evt_grep_me/replay", headers=ops)
+        assert replayed.status_code == 202, replayed.data
+        wait_for(lambda: states(redis, "evt_grep_me") == ["applied", "applied"], timeout=30)
+        wait_for(lambda: worker_log.read_text().count("evt_grep_me") >= 2, timeout=10)
     finally:
         process.terminate()
         process.wait(timeout=15)
@@ -209,11 +221,18 @@ def test_grep_event_id_follows_the_webhook_across_web_and_worker_logs(sandbox, t
     ]
     web = [x for x in lines if x["logger"] == "switchboard.web"]
     work = [x for x in lines if x["logger"] == "switchboard.worker"]
-    assert [x["outcome"] for x in web] == ["accepted"]
+    ops = [x for x in lines if x["logger"] == "switchboard.ops"]
+    assert [x["msg"] for x in web] == ["webhook accepted", "webhook rejected"]
     assert web[0]["rules"] == ["payment-activates-crm"]
     task_id = web[0]["tasks"][0]["task_id"]
-    assert [x["outcome"] for x in work] == ["applied"]
+    refused = web[1]  # found by the id it claims, though its signature was not ours
+    assert (refused["level"], refused["reason"]) == ("warning", "invalid_signature")
+    assert refused["claimed_event_id"] == "evt_grep_me" and refused["remote"]
+    [replay] = ops  # what ops did to it, and who
+    assert (replay["msg"], replay["who"]) == ("ops event_replay", "ops")
+    assert [x["outcome"] for x in work] == ["applied", "applied"]
     assert work[0]["task_id"] == task_id and work[0]["vendor"] == "perfex"
+    assert work[1]["task_id"] == replay["tasks"][0] != task_id  # the replay's own task
     assert work[0]["attempt"] == 1 and work[0]["duration_ms"] > 0
     assert "whsec_test_secret_for_switchboard" not in web_log.getvalue()
 
