@@ -13,10 +13,13 @@ A simulator is a Flask app for one vendor's API surface (``sandbox/<vendor>.py``
 - ``GET  /_sim/stats``                               -- calls answered now and most at once
 
 Knobs apply to vendor calls only (not ``/_sim``), in this order: latency, hang (sleeps
-past any client timeout), 429 with Retry-After, failure with ``fail_status``, a garbled
-answer (a 200 whose body claims gzip and is not, as a broken proxy sends).
-``fail_next``/``ratelimit_next``/``hang_next``/``garble_next`` fail exactly the next N
-calls (tests);
+past any client timeout), 429 with Retry-After, an echo (``fail_status`` in the vendor's
+error shape, whose message is a dump of the request: its method, path, form, query, body
+and headers, credentials included, as a vendor's debug error page shows them), failure
+with ``fail_status``, a garbled answer (a 200 whose body claims gzip and is not, as a
+broken proxy sends).
+``fail_next``/``ratelimit_next``/``hang_next``/``echo_next``/``garble_next`` fail exactly
+the next N calls (tests);
 the ``*_rate`` knobs fail a random share (chaos, benchmarks), seeded for repeatability.
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import json
 import random
 import threading
 import time
@@ -59,6 +63,7 @@ class KnobsSchema(Schema):
     hang_seconds = mfields.Float(validate=_COUNT)
     garble_rate = mfields.Float(validate=_RATE)
     garble_next = mfields.Integer(strict=True, validate=_COUNT)
+    echo_next = mfields.Integer(strict=True, validate=_COUNT)
     seed = mfields.Integer(strict=True)
 
 
@@ -76,7 +81,22 @@ class Knobs:
     hang_seconds: float = 30.0
     garble_rate: float = 0.0
     garble_next: int = 0
+    echo_next: int = 0  # the next N calls answer fail_status echoing the request
     seed: int = 0
+
+
+def echo_of_request() -> str:
+    """The request as a vendor's debug error page dumps it (form, query and body first, so a
+    cut excerpt still shows them; then every header, credentials included)."""
+    dump = {
+        "method": request.method,
+        "path": request.path,
+        "form": request.form.to_dict(),
+        "query": request.args.to_dict(),
+        "body": request.get_data(as_text=True)[:2000] if not request.form else "",
+        "headers": dict(request.headers),
+    }
+    return json.dumps(dump, separators=(",", ":"))
 
 
 class Simulator:
@@ -165,6 +185,8 @@ class Simulator:
             response = self.error_response(429, "Too Many Requests")
             response.headers["Retry-After"] = knobs.retry_after
             return response
+        if self._take("echo_next", 0.0):
+            return self.error_response(knobs.fail_status, f"Debug: {echo_of_request()}")
         if self._take("fail_next", knobs.fail_rate):
             return self.error_response(knobs.fail_status, "Injected failure")
         if self._take("garble_next", knobs.garble_rate):

@@ -39,6 +39,20 @@ def test_a_bad_knob_is_a_400_naming_it_and_sets_nothing(sim, body, knob):
     assert sim.get("/_sim/knobs").get_json()["hang_next"] == 0
 
 
+def test_echo_next_answers_the_request_back_in_the_vendor_error_then_stops(sim):
+    from sandbox.perfexcrm import TOKEN
+
+    sim.post("/_sim/knobs", json={"echo_next": 1, "fail_status": 401})
+    headers = {"authtoken": TOKEN}
+    echoed = sim.put("/api/customers/7?debug=1", data={"city": "Leeds"}, headers=headers)
+    assert echoed.status_code == 401
+    assert echoed.get_json()["status"] is False  # the vendor's own error shape
+    message = echoed.get_json()["message"]
+    assert TOKEN in message and "Leeds" in message and '"debug":"1"' in message
+    assert sim.put("/api/customers/7", data={"city": "Leeds"}, headers=headers).status_code == 200
+    assert sim.get("/_sim/knobs").get_json()["echo_next"] == 0
+
+
 @pytest.mark.parametrize("body", [b"[1, 2]", b"not json", b"7"])
 def test_a_body_that_is_not_an_object_is_a_400(sim, body):
     response = sim.post("/_sim/knobs", data=body, content_type="application/json")
