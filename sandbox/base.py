@@ -6,7 +6,9 @@ A simulator is a Flask app for one vendor's API surface (``sandbox/<vendor>.py``
 - ``GET  /_sim/records`` / ``GET /_sim/records/<id>`` -- current record state
 - ``PUT  /_sim/records/<id>``                        -- create or replace a record (seeding)
 - ``GET  /_sim/log``                                 -- requests received (method, path, body),
-  the latest ``LOG_LIMIT`` of them (a sandbox left running under traffic stays bounded)
+  the latest ``LOG_LIMIT`` of them (a sandbox left running under traffic stays bounded);
+  served without auth, so credentials in a body (keys named like secret/token/password,
+  also inside a form field holding JSON) are blanked first
 - ``POST /_sim/knobs``                               -- set knobs (JSON, see :class:`Knobs`)
 - ``POST /_sim/expire``                              -- expire every session / token now
 - ``POST /_sim/reset``                               -- seed records, clear log and knobs
@@ -29,6 +31,7 @@ import collections
 import copy
 import json
 import random
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -40,6 +43,9 @@ from marshmallow import fields as mfields
 
 LOG_LIMIT = 50_000  # requests kept for /_sim/log (~1 KB each); the oldest go first
 
+
+#: a body key whose value is a credential, blanked before the request is logged
+SECRET_KEY = re.compile(r"secret|token|password", re.IGNORECASE)
 
 _RATE = validate.Range(0, 1)
 _COUNT = validate.Range(min=0)
@@ -83,6 +89,23 @@ class Knobs:
     garble_next: int = 0
     echo_next: int = 0  # the next N calls answer fail_status echoing the request
     seed: int = 0
+
+
+def blank_secrets(value: Any) -> Any:
+    """``value`` (a request body) with the values of credential-named keys blanked, also in
+    a string holding a JSON document (PortaBilling's ``auth_info`` and ``params`` fields)."""
+    if isinstance(value, dict):
+        return {k: "" if SECRET_KEY.search(str(k)) else blank_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [blank_secrets(v) for v in value]
+    if isinstance(value, str) and value.lstrip().startswith(("{", "[")):
+        try:
+            document = json.loads(value)
+        except ValueError:
+            return value
+        blanked = blank_secrets(document)
+        return value if blanked == document else json.dumps(blanked)
+    return value
 
 
 def echo_of_request() -> str:
@@ -156,7 +179,12 @@ class Simulator:
             body = request.form.to_dict()
         else:
             body = request.get_data(as_text=True)[:2000]
-        entry = {"at": time.time(), "method": request.method, "path": request.path, "body": body}
+        entry = {
+            "at": time.time(),
+            "method": request.method,
+            "path": request.path,
+            "body": blank_secrets(body),
+        }
         with self.lock:
             self.log.append(entry)
 
