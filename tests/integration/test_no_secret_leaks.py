@@ -18,6 +18,7 @@ from config.logs import configure_logging
 from tests.helpers import (
     ROOT,
     RedisServer,
+    everything_in,
     make_settings,
     start_worker,
     stripe_headers,
@@ -30,39 +31,6 @@ from worker.redact import MARK
 CONFIG = ROOT / "tests" / "config" / "switchboard.secrets.yaml"
 SECRET = "whsec_leakcheck_source_secret_1"
 VENDORS = ("portabilling", "perfexcrm", "soliditech", "halopsa")
-
-
-def _text(value: bytes) -> str:
-    return value.decode("utf-8", "replace")
-
-
-def _values(redis, key: bytes, kind: bytes) -> list[str]:
-    """The values held at ``key`` (of Redis type ``kind``), as text."""
-    if kind == b"hash":
-        return [json.dumps({_text(k): _text(v) for k, v in redis.hgetall(key).items()})]
-    if kind == b"string":
-        return [_text(redis.get(key))]
-    if kind == b"list":
-        return [_text(v) for v in redis.lrange(key, 0, -1)]
-    if kind == b"set":
-        return [_text(m) for m in redis.smembers(key)]
-    if kind == b"zset":
-        return [_text(m) for m in redis.zrange(key, 0, -1)]
-    if kind == b"stream":
-        return [
-            json.dumps({_text(k): _text(v) for k, v in fields.items()})
-            for _, fields in redis.xrange(key)
-        ]
-    raise AssertionError(f"{key!r}: a Redis type this dump does not read: {kind!r}")
-
-
-def everything_in(redis) -> str:
-    """Every key and value in Redis, as text."""
-    out = []
-    for key in redis.scan_iter("*"):
-        out += _values(redis, key, redis.type(key))
-        out.append(_text(key))
-    return "\n".join(out)
 
 
 @contextmanager
