@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import time
 
-from tests.helpers import stripe_headers, wait_for, with_changes
+from tests.helpers import deliver, stripe_headers, wait_for, with_changes
+from webhooks.sources.base import Event
+from worker import keys
+from worker.model import UpdateTask
 from worker.queue import Queue
 
 
@@ -170,3 +173,24 @@ def test_importing_the_celery_app_picks_redis_as_broker(redis_server):
     )
     # kombu's Redis transport (our subclass of it: worker.broker), on the Redis we named
     assert out.stdout.split() == ["True", "127.0.0.1", str(redis_server.port)], out.stderr
+
+
+def test_a_task_for_a_vendor_not_in_the_config_dies_unknown_vendor(runtime, private_db, sandbox):
+    # a task queued before its vendor left the config (or by a rule of another config);
+    # delivered in this process (the runtime fixture), on a database no worker reads
+    now = time.time()
+    event = Event("stripe", "evt_gone_vendor", "manual", now, now, {})
+    task = UpdateTask(
+        "stripe", event.id, event.type, "manual", 0,
+        "perfex_old", "update_customer", "7", {"vat": "x"}, now,
+    )  # fmt: skip
+    queue = Queue(private_db)
+    assert queue.store_event(event, [task])
+    assert deliver(runtime, queue, task) == "dead"
+    assert queue.load_task(task.id).state == "dead"  # type: ignore[union-attr]
+    entry = json.loads(private_db.hget(keys.dead(task.id), "entry"))
+    assert (entry["code"], entry["vendor"]) == ("unknown_vendor", "perfex_old")
+    assert "perfex_old" in entry["message"]
+    assert entry["attempts"][-1]["final"] and entry["attempts"][-1]["code"] == "unknown_vendor"
+    assert private_db.zscore(keys.DEAD_INDEX, task.id) is not None
+    assert sandbox.log("perfexcrm") == []
