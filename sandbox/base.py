@@ -18,8 +18,9 @@ Knobs apply to vendor calls only (not ``/_sim``), in this order: latency, hang (
 past any client timeout), 429 with Retry-After, an echo (``fail_status`` in the vendor's
 error shape, whose message is a dump of the request: its method, path, form, query, body
 and headers, credentials included, as a vendor's debug error page shows them), failure
-with ``fail_status``, a garbled answer (a 200 whose body claims gzip and is not, as a
-broken proxy sends).
+with ``fail_status`` (with ``Retry-After: <retry_after>`` when ``fail_retry_after`` is set,
+as a 503 may say when to come back), a garbled answer (a 200 whose body claims gzip and
+is not, as a broken proxy sends).
 ``fail_next``/``ratelimit_next``/``hang_next``/``echo_next``/``garble_next`` fail exactly
 the next N calls (tests);
 the ``*_rate`` knobs fail a random share (chaos, benchmarks), seeded for repeatability.
@@ -64,6 +65,7 @@ class KnobsSchema(Schema):
     ratelimit_rate = mfields.Float(validate=_RATE)
     ratelimit_next = mfields.Integer(strict=True, validate=_COUNT)
     retry_after = mfields.String()
+    fail_retry_after = mfields.Boolean(truthy={True}, falsy={False})
     hang_rate = mfields.Float(validate=_RATE)
     hang_next = mfields.Integer(strict=True, validate=_COUNT)
     hang_seconds = mfields.Float(validate=_COUNT)
@@ -81,7 +83,8 @@ class Knobs:
     fail_next: int = 0
     ratelimit_rate: float = 0.0
     ratelimit_next: int = 0
-    retry_after: str = "1"
+    retry_after: str = "1"  # the Retry-After of 429s (and of failures, see below)
+    fail_retry_after: bool = False  # fail_status answers carry Retry-After too
     hang_rate: float = 0.0
     hang_next: int = 0
     hang_seconds: float = 30.0
@@ -216,7 +219,10 @@ class Simulator:
         if self._take("echo_next", 0.0):
             return self.error_response(knobs.fail_status, f"Debug: {echo_of_request()}")
         if self._take("fail_next", knobs.fail_rate):
-            return self.error_response(knobs.fail_status, "Injected failure")
+            response = self.error_response(knobs.fail_status, "Injected failure")
+            if knobs.fail_retry_after:
+                response.headers["Retry-After"] = knobs.retry_after
+            return response
         if self._take("garble_next", knobs.garble_rate):
             return Response(b"{not gzip", 200, {"Content-Encoding": "gzip"}, "application/json")
         return None
