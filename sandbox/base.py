@@ -6,17 +6,23 @@ A simulator is a Flask app for one vendor's API surface (``sandbox/<vendor>.py``
 - ``GET  /_sim/records`` / ``GET /_sim/records/<id>`` -- current record state
 - ``PUT  /_sim/records/<id>``                        -- create or replace a record (seeding)
 - ``GET  /_sim/log``                                 -- requests received (method, path, body),
-  the latest ``LOG_LIMIT`` of them (a sandbox left running under traffic stays bounded)
+  the latest ``LOG_LIMIT`` of them (a sandbox left running under traffic stays bounded);
+  served without auth, so credentials in a body (keys named like secret/token/password,
+  also inside a form field holding JSON) are blanked first
 - ``POST /_sim/knobs``                               -- set knobs (JSON, see :class:`Knobs`)
 - ``POST /_sim/expire``                              -- expire every session / token now
 - ``POST /_sim/reset``                               -- seed records, clear log and knobs
 - ``GET  /_sim/stats``                               -- calls answered now and most at once
 
 Knobs apply to vendor calls only (not ``/_sim``), in this order: latency, hang (sleeps
-past any client timeout), 429 with Retry-After, failure with ``fail_status``, a garbled
-answer (a 200 whose body claims gzip and is not, as a broken proxy sends).
-``fail_next``/``ratelimit_next``/``hang_next``/``garble_next`` fail exactly the next N
-calls (tests);
+past any client timeout), 429 with Retry-After, an echo (``fail_status`` in the vendor's
+error shape, whose message is a dump of the request: its method, path, form, query, body
+and headers, credentials included, as a vendor's debug error page shows them), failure
+with ``fail_status`` (with ``Retry-After: <retry_after>`` when ``fail_retry_after`` is set,
+as a 503 may say when to come back), a garbled answer (a 200 whose body claims gzip and
+is not, as a broken proxy sends).
+``fail_next``/``ratelimit_next``/``hang_next``/``echo_next``/``garble_next`` fail exactly
+the next N calls (tests);
 the ``*_rate`` knobs fail a random share (chaos, benchmarks), seeded for repeatability.
 """
 
@@ -24,7 +30,9 @@ from __future__ import annotations
 
 import collections
 import copy
+import json
 import random
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -36,6 +44,9 @@ from marshmallow import fields as mfields
 
 LOG_LIMIT = 50_000  # requests kept for /_sim/log (~1 KB each); the oldest go first
 
+
+#: a body key whose value is a credential, blanked before the request is logged
+SECRET_KEY = re.compile(r"secret|token|password", re.IGNORECASE)
 
 _RATE = validate.Range(0, 1)
 _COUNT = validate.Range(min=0)
@@ -54,11 +65,13 @@ class KnobsSchema(Schema):
     ratelimit_rate = mfields.Float(validate=_RATE)
     ratelimit_next = mfields.Integer(strict=True, validate=_COUNT)
     retry_after = mfields.String()
+    fail_retry_after = mfields.Boolean(truthy={True}, falsy={False})
     hang_rate = mfields.Float(validate=_RATE)
     hang_next = mfields.Integer(strict=True, validate=_COUNT)
     hang_seconds = mfields.Float(validate=_COUNT)
     garble_rate = mfields.Float(validate=_RATE)
     garble_next = mfields.Integer(strict=True, validate=_COUNT)
+    echo_next = mfields.Integer(strict=True, validate=_COUNT)
     seed = mfields.Integer(strict=True)
 
 
@@ -70,13 +83,46 @@ class Knobs:
     fail_next: int = 0
     ratelimit_rate: float = 0.0
     ratelimit_next: int = 0
-    retry_after: str = "1"
+    retry_after: str = "1"  # the Retry-After of 429s (and of failures, see below)
+    fail_retry_after: bool = False  # fail_status answers carry Retry-After too
     hang_rate: float = 0.0
     hang_next: int = 0
     hang_seconds: float = 30.0
     garble_rate: float = 0.0
     garble_next: int = 0
+    echo_next: int = 0  # the next N calls answer fail_status echoing the request
     seed: int = 0
+
+
+def blank_secrets(value: Any) -> Any:
+    """``value`` (a request body) with the values of credential-named keys blanked, also in
+    a string holding a JSON document (PortaBilling's ``auth_info`` and ``params`` fields)."""
+    if isinstance(value, dict):
+        return {k: "" if SECRET_KEY.search(str(k)) else blank_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [blank_secrets(v) for v in value]
+    if isinstance(value, str) and value.lstrip().startswith(("{", "[")):
+        try:
+            document = json.loads(value)
+        except ValueError:
+            return value
+        blanked = blank_secrets(document)
+        return value if blanked == document else json.dumps(blanked)
+    return value
+
+
+def echo_of_request() -> str:
+    """The request as a vendor's debug error page dumps it (form, query and body first, so a
+    cut excerpt still shows them; then every header, credentials included)."""
+    dump = {
+        "method": request.method,
+        "path": request.path,
+        "form": request.form.to_dict(),
+        "query": request.args.to_dict(),
+        "body": request.get_data(as_text=True)[:2000] if not request.form else "",
+        "headers": dict(request.headers),
+    }
+    return json.dumps(dump, separators=(",", ":"))
 
 
 class Simulator:
@@ -136,7 +182,12 @@ class Simulator:
             body = request.form.to_dict()
         else:
             body = request.get_data(as_text=True)[:2000]
-        entry = {"at": time.time(), "method": request.method, "path": request.path, "body": body}
+        entry = {
+            "at": time.time(),
+            "method": request.method,
+            "path": request.path,
+            "body": blank_secrets(body),
+        }
         with self.lock:
             self.log.append(entry)
 
@@ -165,8 +216,13 @@ class Simulator:
             response = self.error_response(429, "Too Many Requests")
             response.headers["Retry-After"] = knobs.retry_after
             return response
+        if self._take("echo_next", 0.0):
+            return self.error_response(knobs.fail_status, f"Debug: {echo_of_request()}")
         if self._take("fail_next", knobs.fail_rate):
-            return self.error_response(knobs.fail_status, "Injected failure")
+            response = self.error_response(knobs.fail_status, "Injected failure")
+            if knobs.fail_retry_after:
+                response.headers["Retry-After"] = knobs.retry_after
+            return response
         if self._take("garble_next", knobs.garble_rate):
             return Response(b"{not gzip", 200, {"Content-Encoding": "gzip"}, "application/json")
         return None

@@ -25,7 +25,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from sandbox.base import Simulator
+from sandbox.base import Simulator, blank_secrets
 
 CLIENT_ID = "halo-demo-client"
 CLIENT_SECRET = "halo-demo-secret"
@@ -106,7 +106,7 @@ class HaloSimulator(Simulator):
     def record_request(self) -> None:
         with self.lock:  # re-entrant: the entry and its query land together
             super().record_request()
-            self.log[-1]["query"] = request.args.to_dict()
+            self.log[-1]["query"] = blank_secrets(request.args.to_dict())
 
     # -- auth ---------------------------------------------------------------------------
     def issue_token(self) -> Response:

@@ -55,9 +55,11 @@ def sandbox_server() -> Iterator[Sandbox]:
 
 
 @pytest.fixture
-def sandbox(sandbox_server: Sandbox) -> Sandbox:
-    """The simulators, reset to their seed records and default knobs for each test."""
+def sandbox(sandbox_server: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
+    """The simulators, reset to their seed records and default knobs for each test; the
+    test's ``SANDBOX_URL`` points at them (the test configs' vendors read it)."""
     sandbox_server.reset()
+    monkeypatch.setenv("SANDBOX_URL", sandbox_server.url)
     return sandbox_server
 
 
@@ -112,12 +114,17 @@ def private_db(redis_server: RedisServer) -> Iterator[redis_lib.Redis]:
 
 
 @pytest.fixture
-def private_client(redis_server: RedisServer, private_db: redis_lib.Redis, sandbox: Sandbox):
+def private_client(
+    redis_server: RedisServer,
+    private_db: redis_lib.Redis,
+    sandbox: Sandbox,
+    monkeypatch: pytest.MonkeyPatch,
+):
     """A test client of an app on database 7 (``private_db``), which no worker reads:
     what it queues stays queued even while the session's worker runs."""
     from webhooks import create_app
 
-    os.environ["SANDBOX_URL"] = sandbox.url
+    monkeypatch.setenv("SANDBOX_URL", sandbox.url)
     settings = make_settings(redis_server.url.rsplit("/", 1)[0] + "/7", max_body=64 * 1024)
     return create_app(settings, load_config(TEST_CONFIG)).test_client()
 
@@ -126,14 +133,21 @@ def private_client(redis_server: RedisServer, private_db: redis_lib.Redis, sandb
 def worker_process(
     redis_server: RedisServer, sandbox_server: Sandbox
 ) -> Iterator[subprocess.Popen[bytes]]:
+    before = os.environ.get("SANDBOX_URL")
     os.environ["SANDBOX_URL"] = sandbox_server.url
-    process = start_worker(worker_env(redis_server.url, sandbox_server.url))
-    yield process
-    process.terminate()
     try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        process = start_worker(worker_env(redis_server.url, sandbox_server.url))
+        yield process
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    finally:  # a session fixture: monkeypatch is per test, so restore it by hand
+        if before is None:
+            os.environ.pop("SANDBOX_URL", None)
+        else:
+            os.environ["SANDBOX_URL"] = before
 
 
 @pytest.fixture
@@ -150,10 +164,15 @@ def worker(
 
 
 @pytest.fixture
-def app(redis_server: RedisServer, sandbox: Sandbox, redis: redis_lib.Redis):
+def app(
+    redis_server: RedisServer,
+    sandbox: Sandbox,
+    redis: redis_lib.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+):
     from webhooks import create_app
 
-    os.environ["SANDBOX_URL"] = sandbox.url
+    monkeypatch.setenv("SANDBOX_URL", sandbox.url)
     settings = make_settings(redis_server.url, max_body=64 * 1024)
     return create_app(settings, load_config(TEST_CONFIG))
 
@@ -164,12 +183,17 @@ def client(app):
 
 
 @pytest.fixture
-def runtime(redis_server: RedisServer, private_db: redis_lib.Redis, sandbox: Sandbox):
+def runtime(
+    redis_server: RedisServer,
+    private_db: redis_lib.Redis,
+    sandbox: Sandbox,
+    monkeypatch: pytest.MonkeyPatch,
+):
     """A worker's runtime in this process, on database 7 (no worker process reads it):
     a test runs deliveries itself with :func:`worker.runner.process`, against the sandbox."""
     from worker.runtime import build_runtime
 
-    os.environ["SANDBOX_URL"] = sandbox.url
+    monkeypatch.setenv("SANDBOX_URL", sandbox.url)
     settings = make_settings(redis_server.url.rsplit("/", 1)[0] + "/7")
     rt = build_runtime(settings, load_config(TEST_CONFIG))
     yield rt

@@ -53,6 +53,42 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
         time.sleep(interval)
 
 
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
+
+
+def _values(redis: redis_lib.Redis, key: bytes, kind: bytes) -> list[str]:
+    """The values held at ``key`` (of Redis type ``kind``), as text."""
+    if kind == b"none":  # expired since the scan saw it
+        return []
+    if kind == b"hash":
+        return [json.dumps({_text(k): _text(v) for k, v in redis.hgetall(key).items()})]
+    if kind == b"string":
+        return [_text(redis.get(key) or b"")]
+    if kind == b"list":
+        return [_text(v) for v in redis.lrange(key, 0, -1)]
+    if kind == b"set":
+        return [_text(m) for m in redis.smembers(key)]
+    if kind == b"zset":
+        return [_text(m) for m in redis.zrange(key, 0, -1)]
+    if kind == b"stream":
+        return [
+            json.dumps({_text(k): _text(v) for k, v in fields.items()})
+            for _, fields in redis.xrange(key)
+        ]
+    raise AssertionError(f"{key!r}: a Redis type this dump does not read: {kind!r}")
+
+
+def everything_in(redis: redis_lib.Redis) -> str:
+    """Every key and value in a Redis database, as text (to grep for what must not be
+    there)."""
+    out = []
+    for key in redis.scan_iter("*"):
+        out += _values(redis, key, redis.type(key))
+        out.append(_text(key))
+    return "\n".join(out)
+
+
 def hmac_headers(body: bytes, secret: str = PORTAL_SECRET, header: str = "X-Signature") -> dict:
     import hashlib
     import hmac

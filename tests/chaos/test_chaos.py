@@ -14,7 +14,10 @@ Checks: every 2xx'd event's tasks are applied / stale / dead-lettered as designe
 customer's record equals the newest value per field by ``occurred_at``; nothing of a
 401'd sender reached the vendor; the dead letters are exactly the injected ones.
 
-``CHAOS_EVENTS`` (default 3000) sets the number of distinct events.
+``CHAOS_EVENTS`` (default 3000) sets the number of distinct events. The traffic, its order
+and the simulator's fault seed all come from one seed, printed first and in the summary:
+``SWITCHBOARD_CHAOS_SEED=<seed>`` (or ``CHAOS_SEED``) sends the same traffic again (the
+processes' timing, and so which call meets which fault, still varies).
 """
 
 from __future__ import annotations
@@ -301,9 +304,17 @@ def send(http: httpx.Client, base: str, e: Sent, tries: int = 30) -> None:
 
 
 # -- the suite -------------------------------------------------------------------------------
+def chaos_seed() -> int:
+    """The run's seed: ``SWITCHBOARD_CHAOS_SEED`` (or ``CHAOS_SEED``) if set, else new."""
+    given = os.environ.get("SWITCHBOARD_CHAOS_SEED") or os.environ.get("CHAOS_SEED")
+    return int(given) if given else random.SystemRandom().randrange(1 << 32)
+
+
 def test_chaos_nothing_lost_nothing_out_of_order(cluster: Cluster) -> None:
     started = time.monotonic()
-    rng = random.Random(int(os.environ.get("CHAOS_SEED") or time.time()))
+    seed = chaos_seed()
+    print(f"\nCHAOS seed {seed}: SWITCHBOARD_CHAOS_SEED={seed} runs this again", flush=True)
+    rng = random.Random(seed)
     sim = httpx.Client(base_url=f"{cluster.sandbox_url}/perfexcrm", timeout=10)
     for target in TARGETS:
         sim.put(f"/_sim/records/{target}", json={"userid": target}).raise_for_status()
@@ -420,6 +431,7 @@ def test_chaos_nothing_lost_nothing_out_of_order(cluster: Cluster) -> None:
     log = sim.get("/_sim/log").json()
     records = sim.get("/_sim/records").json()
     summary = {
+        "seed": seed,
         "events": len(events),
         "sent": sum(len(e.statuses) for e in events),  # requests, duplicates included
         "duplicates_sent": len(duplicates),

@@ -9,6 +9,7 @@ import time
 import pytest
 import redis as redis_lib
 
+from tests.helpers import RedisServer
 from webhooks.commit import GroupCommit, NotReplicated
 from webhooks.sources.base import Event
 from worker.model import UpdateTask
@@ -65,28 +66,37 @@ def test_a_flushed_script_cache_is_reloaded(private_db):
     assert commit.store_event(*_event(1, "b")) is False
 
 
-def test_redis_down_fails_every_waiting_write_and_the_next_ones_recover(redis_server, private_db):
-    commit = GroupCommit(Queue(private_db))
-    redis_server.stop(sig="kill")
+def test_redis_down_fails_every_waiting_write_and_the_next_ones_recover(tmp_path):
+    # a server of its own: killing the session's would pull it from under its worker
+    server = RedisServer(tmp_path)
+    server.start()
+    commit = GroupCommit(Queue(redis_lib.Redis.from_url(server.url)))
     try:
-        items = [_event(i, "c") for i in range(32)]
-        errors: list[BaseException] = []
-
-        def work(item) -> None:
-            try:
-                commit.store_event(*item)
-            except redis_lib.RedisError as exc:
-                errors.append(exc)
-
-        pool = [threading.Thread(target=work, args=(item,)) for item in items]
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join(timeout=60)
+        server.stop(sig="kill")
+        errors = _store_each_in_a_thread(commit, [_event(i, "c") for i in range(32)])
         assert len(errors) == 32  # every caller got an error (-> 503), none hung
+        server.start()  # same port
+        assert commit.store_event(*_event(99, "c")) is True
     finally:
-        redis_server.start()
-    assert commit.store_event(*_event(99, "c")) is True
+        server.stop()
+
+
+def _store_each_in_a_thread(commit: GroupCommit, items) -> list[redis_lib.RedisError]:
+    """Store each item from a thread of its own, at once; the errors they raised."""
+    errors: list[redis_lib.RedisError] = []
+
+    def work(item) -> None:
+        try:
+            commit.store_event(*item)
+        except redis_lib.RedisError as exc:
+            errors.append(exc)
+
+    pool = [threading.Thread(target=work, args=(item,)) for item in items]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=60)
+    return errors
 
 
 def test_a_lone_writer_sends_at_once(private_db):
@@ -103,7 +113,7 @@ def test_with_min_replicas_an_event_is_acknowledged_only_once_a_replica_has_it(t
     import os
     import signal
 
-    from tests.helpers import RedisServer, wait_for
+    from tests.helpers import wait_for
 
     master, replica = RedisServer(tmp_path / "m"), RedisServer(tmp_path / "r")
     master.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import time
@@ -13,12 +14,14 @@ from config.loader import load_config
 from tests.helpers import (
     TEST_CONFIG,
     RedisServer,
+    everything_in,
     fixture_body,
     hmac_headers,
     make_settings,
     stripe_headers,
     with_changes,
 )
+from tests.ops.support import OPS
 from worker.queue import Queue
 
 
@@ -167,6 +170,24 @@ def test_signature_headers_are_not_stored_with_the_event(client, redis):
     client.post("/webhooks/stripe", data=body, headers=stripe_headers(body))
     event, _ = Queue(redis).load_event("stripe", "evt_headers")  # type: ignore[misc]
     assert "stripe-signature" not in event.headers
+
+
+def test_authorization_and_cookie_headers_are_not_stored_nor_shown(private_client, private_db):
+    basic = "Basic " + base64.b64encode(b"sender:basic-pass-never-stored").decode()
+    # werkzeug's test client sends only its own jar's cookies (a Cookie header is dropped)
+    private_client.set_cookie("s", "cookie-value-never-stored")
+    body = with_changes("stripe/payment_intent.succeeded.json", id="evt_credentials")
+    headers = {**stripe_headers(body), "Authorization": basic}
+    assert private_client.post("/webhooks/stripe", data=body, headers=headers).status_code == 202
+    event, _ = Queue(private_db).load_event("stripe", "evt_credentials")  # type: ignore[misc]
+    assert "content-type" in event.headers  # the others are kept, lower-cased
+    assert not {"authorization", "cookie"} & set(event.headers)
+    shown = private_client.get("/ops/events/stripe/evt_credentials", headers=OPS).get_json()
+    assert shown["event"]["headers"] == event.headers
+    stored = everything_in(private_db)
+    for value in (basic.split()[1], "cookie-value-never-stored"):
+        assert value not in stored
+        assert value not in json.dumps(shown)
 
 
 def test_redis_down_is_503_and_nothing_is_half_queued(tmp_path, sandbox):

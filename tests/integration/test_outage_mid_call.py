@@ -18,6 +18,7 @@ from tests.helpers import (
     make_settings,
     perfex_config,
     store_perfex_task,
+    wait_for,
 )
 from worker import keys
 from worker.queue import Queue
@@ -53,12 +54,16 @@ def test_an_outage_during_the_call_is_ridden_out_with_one_vendor_call(
     if advisor == "circuit":  # one earlier 5xx: the breaker is asked and told about this call
         rt.redis.hset(keys.circuit("perfex"), "failures", 1)
     sandbox.knobs("perfexcrm", latency_ms=800)
+    in_flight: list[int] = []  # the calls the simulator was answering as Redis went away
 
     def outage() -> None:
-        time.sleep(0.3)  # the call is in flight
+        wait_for(lambda: _puts(sandbox) == 1, timeout=10, interval=0.01)  # it has the call
         server.stop()
-        time.sleep(1.5)
-        server.start()
+        try:
+            in_flight.append(sandbox.http.get("/perfexcrm/_sim/stats").json()["in_flight"])
+            time.sleep(1.5)
+        finally:
+            server.start()
 
     thread = threading.Thread(target=outage)
     thread.start()
@@ -66,6 +71,7 @@ def test_an_outage_during_the_call_is_ridden_out_with_one_vendor_call(
         outcome = deliver(rt, queue, task)
     finally:
         thread.join()
+    assert in_flight == [1]  # Redis was down while the call was in flight
     assert outcome == "applied"
     assert _puts(sandbox) == 1
     record = queue.load_task(task.id)

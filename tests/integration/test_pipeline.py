@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import time
 
-from tests.helpers import stripe_headers, wait_for, with_changes
+from tests.helpers import deliver, stripe_headers, wait_for, with_changes
+from webhooks.sources.base import Event
+from worker import keys
+from worker.model import UpdateTask
 from worker.queue import Queue
 
 
@@ -70,6 +73,28 @@ def test_5xx_then_success_is_retried_and_applied(client, worker, sandbox, redis)
     _, [task_id] = Queue(redis).load_event("stripe", "evt_e2e_retry")  # type: ignore[misc]
     attempts = Queue(redis).load_task(task_id).attempts  # type: ignore[union-attr]
     assert [a["status"] for a in attempts] == [503, 503, None]
+
+
+def test_a_408_is_a_timeout_retried_then_applied(client, worker, sandbox, redis):
+    sandbox.knobs("perfexcrm", fail_next=1, fail_status=408)
+    body = with_changes("stripe/payment_intent.succeeded.json", id="evt_e2e_408")
+    assert post_stripe(client, body).status_code == 202
+    wait_for(lambda: task_states(redis, "stripe", "evt_e2e_408") == ["applied"])
+    attempts = attempts_of(redis, "evt_e2e_408")
+    assert [(a["outcome"], a["status"]) for a in attempts] == [("timeout", 408), ("applied", None)]
+    assert sandbox.record("perfexcrm", 7)["vat"] == "paid 49.0"
+
+
+def test_a_503_retry_after_is_the_floor_of_the_wait(client, worker, sandbox, redis):
+    # the test config retries after at most 0.2 s; the vendor asks for 2 s
+    sandbox.knobs("perfexcrm", fail_next=1, fail_status=503, fail_retry_after=True, retry_after="2")
+    body = with_changes("stripe/payment_intent.succeeded.json", id="evt_e2e_503_later")
+    assert post_stripe(client, body).status_code == 202
+    wait_for(lambda: task_states(redis, "stripe", "evt_e2e_503_later") == ["applied"])
+    attempts = attempts_of(redis, "evt_e2e_503_later")
+    assert [a["status"] for a in attempts] == [503, None]
+    first, second = (a["at"] for a in attempts)
+    assert second - first >= 1.9  # a lower bound on the scheduled delay, not on our speed
 
 
 def test_retries_used_up_become_an_exhausted_dead_letter(client, worker, sandbox, redis):
@@ -141,6 +166,13 @@ def _only_task(redis, event_id: str) -> str:
     return task_id
 
 
+def attempts_of(redis, event_id: str) -> list[dict]:
+    """The attempts of the one task of a Stripe event."""
+    record = Queue(redis).load_task(_only_task(redis, event_id))
+    assert record is not None
+    return record.attempts
+
+
 def test_celery_messages_travel_through_our_redis(client, worker, sandbox, redis):
     """The broker is the Redis we configured, never Celery's default AMQP on localhost."""
     body = with_changes("stripe/payment_intent.succeeded.json", id="evt_e2e_broker")
@@ -170,3 +202,24 @@ def test_importing_the_celery_app_picks_redis_as_broker(redis_server):
     )
     # kombu's Redis transport (our subclass of it: worker.broker), on the Redis we named
     assert out.stdout.split() == ["True", "127.0.0.1", str(redis_server.port)], out.stderr
+
+
+def test_a_task_for_a_vendor_not_in_the_config_dies_unknown_vendor(runtime, private_db, sandbox):
+    # a task queued before its vendor left the config (or by a rule of another config);
+    # delivered in this process (the runtime fixture), on a database no worker reads
+    now = time.time()
+    event = Event("stripe", "evt_gone_vendor", "manual", now, now, {})
+    task = UpdateTask(
+        "stripe", event.id, event.type, "manual", 0,
+        "perfex_old", "update_customer", "7", {"vat": "x"}, now,
+    )  # fmt: skip
+    queue = Queue(private_db)
+    assert queue.store_event(event, [task])
+    assert deliver(runtime, queue, task) == "dead"
+    assert queue.load_task(task.id).state == "dead"  # type: ignore[union-attr]
+    entry = json.loads(private_db.hget(keys.dead(task.id), "entry"))
+    assert (entry["code"], entry["vendor"]) == ("unknown_vendor", "perfex_old")
+    assert "perfex_old" in entry["message"]
+    assert entry["attempts"][-1]["final"] and entry["attempts"][-1]["code"] == "unknown_vendor"
+    assert private_db.zscore(keys.DEAD_INDEX, task.id) is not None
+    assert sandbox.log("perfexcrm") == []

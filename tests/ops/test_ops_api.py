@@ -364,7 +364,8 @@ def test_events_show_lists_tasks_and_their_states(client, worker, sandbox, redis
     assert response.status_code == 200
     body = response.get_json()
     assert body["event"]["type"] == "payment_intent.succeeded"
-    assert "Stripe-Signature" not in body["event"]["headers"]
+    # stored lower-cased: the signature is dropped, what the test client sent is kept
+    assert set(body["event"]["headers"]) == {"host", "user-agent", "content-type", "content-length"}
     [task] = body["tasks"]
     assert (task["id"], task["state"], task["vendor"], task["target"]) == (
         task_id,
@@ -405,13 +406,17 @@ def test_event_replay_maps_again_and_bypasses_deduplication(client, worker, sand
     assert client.post("/ops/events/stripe/nope/replay", headers=OPS).status_code == 404
 
 
-def test_event_replay_is_refused_while_a_task_is_in_flight(client, redis):
-    from tests.ops.support import payment as pay  # noqa: F401  (no worker: tasks stay queued)
-
+def test_event_replay_is_refused_while_a_task_is_in_flight(private_client, private_db):
+    # database 7: no worker reads it, so the task stays queued even if the session's runs
+    client = private_client
     assert post_stripe(client, payment("evt_ops_inflight")).status_code == 202
+    [task_id] = task_ids(private_db, "evt_ops_inflight")
     response = client.post("/ops/events/stripe/evt_ops_inflight/replay", headers=OPS)
     assert response.status_code == 409
     assert response.get_json()["error"]["code"] == "conflict"
+    assert task_id in response.get_json()["error"]["message"]
+    assert task_ids(private_db, "evt_ops_inflight") == [task_id]  # nothing queued again
+    assert state(private_db, task_id) == "queued"
 
 
 def test_stats_counts_per_vendor_and_code(client, redis):

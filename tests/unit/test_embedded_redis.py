@@ -82,3 +82,23 @@ def test_start_uses_the_redis_already_running_in_the_var_dir(tmp_path):
         for server in filter(None, started):
             server.terminate()
             server.wait(timeout=10)
+
+
+def test_the_embedded_redis_fsyncs_its_aof_before_answering_a_write(tmp_path):
+    # appendfsync always: an acknowledged webhook survives a power cut, not only a crash
+    from config import embedded_redis
+
+    process, url = embedded_redis.start(tmp_path)
+    assert process is not None
+    try:
+        client = redis_lib.Redis.from_url(url, decode_responses=True)
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
+        assert client.config_get("dir") == {"dir": str(tmp_path.resolve())}
+    finally:
+        process.terminate()  # Redis may refuse it while it writes its first AOF
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)

@@ -29,6 +29,7 @@ def test_good_knobs_are_set_and_read_back(sim):
         ({"fail_rate": 2}, "fail_rate"),
         ({"latency_ms": -1}, "latency_ms"),
         ({"fail_status": 42}, "fail_status"),
+        ({"fail_retry_after": "yes"}, "fail_retry_after"),
         ({"no_such_knob": 1}, "no_such_knob"),
     ],
 )
@@ -37,6 +38,28 @@ def test_a_bad_knob_is_a_400_naming_it_and_sets_nothing(sim, body, knob):
     assert response.status_code == 400
     assert knob in response.get_json()["fields"]
     assert sim.get("/_sim/knobs").get_json()["hang_next"] == 0
+
+
+def test_echo_next_answers_the_request_back_in_the_vendor_error_then_stops(sim):
+    from sandbox.perfexcrm import TOKEN
+
+    sim.post("/_sim/knobs", json={"echo_next": 1, "fail_status": 401})
+    headers = {"authtoken": TOKEN}
+    echoed = sim.put("/api/customers/7?debug=1", data={"city": "Leeds"}, headers=headers)
+    assert echoed.status_code == 401
+    assert echoed.get_json()["status"] is False  # the vendor's own error shape
+    message = echoed.get_json()["message"]
+    assert TOKEN in message and "Leeds" in message and '"debug":"1"' in message
+    assert sim.put("/api/customers/7", data={"city": "Leeds"}, headers=headers).status_code == 200
+    assert sim.get("/_sim/knobs").get_json()["echo_next"] == 0
+
+
+def test_an_injected_failure_says_retry_after_only_when_fail_retry_after_is_set(sim):
+    sim.post("/_sim/knobs", json={"fail_next": 2, "fail_status": 503, "retry_after": "2"})
+    assert "Retry-After" not in sim.get("/api/customers/7").headers
+    sim.post("/_sim/knobs", json={"fail_retry_after": True})
+    failed = sim.get("/api/customers/7")
+    assert (failed.status_code, failed.headers.get("Retry-After")) == (503, "2")
 
 
 @pytest.mark.parametrize("body", [b"[1, 2]", b"not json", b"7"])
