@@ -194,9 +194,9 @@ def test_redis_down_is_503_and_nothing_is_half_queued(tmp_path, sandbox):
     from webhooks import create_app
 
     server = RedisServer(tmp_path)
-    server.start()
     app = create_app(make_settings(server.url), load_config(TEST_CONFIG))
     client = app.test_client()
+    server.start()  # after what may fail: nothing below leaves it running
     body = with_changes("stripe/payment_intent.succeeded.json", id="evt_redis_down")
     server.stop("kill")
     try:

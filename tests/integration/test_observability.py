@@ -187,9 +187,9 @@ def test_grep_event_id_follows_the_webhook_across_web_and_worker_logs(
     monkeypatch.setenv("SANDBOX_URL", sandbox.url)
     # a Redis of its own: the session's worker must not take this event
     redis_server = RedisServer(tmp_path)
-    redis_server.start()
-    redis = redis_lib.Redis.from_url(redis_server.url)
     client = create_app(make_settings(redis_server.url), load_config(TEST_CONFIG)).test_client()
+    redis_server.start()  # after what may fail: nothing below leaves it running
+    redis = redis_lib.Redis.from_url(redis_server.url)
     web_log = io.StringIO()
     handler = configure_logging(["whsec_test_secret_for_switchboard"], stream=web_log)
     worker_log = tmp_path / "worker.log"
