@@ -10,8 +10,10 @@
   wrong type/colour or unknown ``toplevel_id`` -> 400 with a message (I shape).
 - ``GET /api/Client/<id>`` reads a client back (404 when missing).
 
-Halo-specific admin: ``POST /_sim/auth`` ``{"token_lifetime": s, "refuse_tokens": bool}``
-(refuse: tokens are issued but the API answers 401, like an API user without access),
+Halo-specific admin: ``POST /_sim/auth`` ``{"token_lifetime": s, "refuse_tokens": bool,
+"create_unknown": bool}`` (refuse: tokens are issued but the API answers 401, like an API
+user without access; create_unknown: an unknown id makes a new client with a new id and
+answers it, the other reading of the vendor file's inferred "unknown id" case),
 ``GET /_sim/tokens`` (the tokens issued, so tests can check none leak). The request log
 also carries each request's query string (the tenant travels there).
 """
@@ -79,6 +81,7 @@ class HaloSimulator(Simulator):
         self.client_secret = client_secret
         self.default_lifetime = self.token_lifetime = token_lifetime
         self.refuse_tokens = False
+        self.create_unknown = False
         self.tokens: dict[str, float] = {}  # token -> expiry (time.time())
         super().__init__()
 
@@ -90,6 +93,7 @@ class HaloSimulator(Simulator):
         with self.lock:
             self.token_lifetime = self.default_lifetime
             self.refuse_tokens = False
+            self.create_unknown = False
             super().reset()
 
     def expire_credentials(self) -> None:
@@ -156,7 +160,7 @@ class HaloSimulator(Simulator):
         for item in body:
             if not isinstance(item, dict) or not _is_int(item.get("id")):
                 return 400, "Each client needs an integer id"
-            if str(item["id"]) not in self.records:
+            if str(item["id"]) not in self.records and not self.create_unknown:
                 return 404, f"Client {item['id']} not found"
             for key, value in item.items():
                 problem = CHECKS[key](value) if key in CHECKS else None
@@ -167,6 +171,10 @@ class HaloSimulator(Simulator):
     def update_clients(self, body: list[dict[str, Any]]) -> list[dict[str, Any]]:
         saved = []
         for item in body:
+            if str(item["id"]) not in self.records:  # create_unknown: a new client
+                new_id = max(int(k) for k in self.records) + 1
+                item = {**item, "id": new_id}
+                self.records[str(new_id)] = {"id": new_id, "name": f"Client {new_id}"}
             record = self.records[str(item["id"])]
             record.update({k: v for k, v in item.items() if k in CHECKS})  # others ignored
             if "toplevel_id" in item:
@@ -209,8 +217,13 @@ class HaloSimulator(Simulator):
             with self.lock:
                 self.token_lifetime = float(values.get("token_lifetime", self.token_lifetime))
                 self.refuse_tokens = bool(values.get("refuse_tokens", self.refuse_tokens))
+                self.create_unknown = bool(values.get("create_unknown", self.create_unknown))
                 return jsonify(
-                    {"token_lifetime": self.token_lifetime, "refuse_tokens": self.refuse_tokens}
+                    {
+                        "token_lifetime": self.token_lifetime,
+                        "refuse_tokens": self.refuse_tokens,
+                        "create_unknown": self.create_unknown,
+                    }
                 )
 
         @app.get("/_sim/tokens")

@@ -139,6 +139,16 @@ def test_unknown_client_is_not_found(halo):
     assert caught.value.status == 404
 
 
+def test_an_unknown_id_that_made_a_new_client_is_not_taken_as_applied(halo, sandbox):
+    # I: an unknown id is refused; should Halo save it as a new client instead, its
+    # answer names another id: that is no update of ours, and must not read as applied
+    sim_auth(sandbox, create_unknown=True)
+    with pytest.raises(errors.Rejected) as caught:
+        halo.apply("update_client", 999, {"name": "X"})
+    assert "saved client 44, not 999" in str(caught.value)
+    halo.apply("update_client", 42, {"name": "Acme Group"})  # a known id still applies
+
+
 def test_vendor_validation_error_is_rejected(halo, sandbox):
     with pytest.raises(errors.Rejected) as caught:
         halo.apply("update_client", 42, {"toplevel_id": 77})  # no such top level

@@ -49,6 +49,8 @@ def test_wrong_token_is_auth_failed(sandbox):
         {"country": "United Kingdom"},
         {"groups_in": [1.7]},  # truncated to group 1, it would move the customer
         {"default_currency": 2.5},
+        {"country": "\u0667"},  # ARABIC-INDIC DIGIT SEVEN: str.isdigit says yes
+        {"billing_country": "\u00b2"},  # SUPERSCRIPT TWO
     ],
 )
 def test_invalid_field_value_is_refused_before_any_call(perfex, sandbox, fields):

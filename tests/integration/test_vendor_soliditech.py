@@ -128,6 +128,20 @@ def test_unknown_account_is_not_found(soli):
     assert caught.value.status == 404
 
 
+def test_a_wrong_path_is_rejected_naming_the_option_not_a_missing_account(sandbox):
+    # the wire format is inferred: a 404 for a path the API lacks is no unknown customer
+    wrong = make(sandbox, path="/api/v2/accounts/{account_id}")
+    with pytest.raises(errors.Rejected) as caught:
+        wrong.apply("update_customer", 5005, {"dealer": "X"})
+    assert caught.value.status == 404 and "options.path" in str(caught.value)
+
+
+def test_an_account_id_with_a_trailing_newline_is_refused_before_any_call(soli, sandbox):
+    with pytest.raises(errors.InvalidFields):
+        soli.apply("update_customer", "5005\n", {"dealer": "X"})
+    assert sandbox.log("soliditech") == []
+
+
 def test_vendor_validation_error_is_rejected(soli, sandbox):
     with pytest.raises(errors.Rejected) as caught:
         soli.apply("update_customer", 5005, {"price_list_id": 42})  # no such price list

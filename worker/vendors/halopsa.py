@@ -81,17 +81,28 @@ class HaloPSA(Connector):
         self.auth = HaloAuth().load(dict(instance.auth))
         self._token: Token | None = None
         self._token_lock = threading.Lock()
+        self._local = threading.local()  # the token each thread last sent
 
     # -- the op -------------------------------------------------------------------------
     def op_update_client(self, target: int, fields_: dict[str, Any]) -> dict[str, Any]:
         body = [{"id": target, **fields_}]
         response = self.with_auth_retry(lambda: self._api("POST", "/Client", json=body))
+        saved = saved_id(response)
+        if saved is not None and saved != target:  # C: it answers the client it saved
+            raise errors.Rejected(
+                f"{self.name} saved client {saved}, not {target}: "
+                "an unknown id may have made a new client",
+                status=response.status_code,
+            )
         return {"status": response.status_code, "id": target}
 
     # -- token --------------------------------------------------------------------------
     def refresh_auth(self) -> None:
+        """Forget the token this thread saw refused, unless another thread replaced it."""
+        stale = getattr(self._local, "token", None)
         with self._token_lock:
-            self._token = None
+            if stale is None or (self._token is not None and self._token.value == stale):
+                self._token = None
 
     def access_token(self) -> str:
         """The cached bearer token, fetched (once, under the lock) when missing or stale."""
@@ -147,7 +158,7 @@ class HaloPSA(Connector):
 
     # -- API calls ----------------------------------------------------------------------
     def _api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        token = self.access_token()
+        token = self._local.token = self.access_token()
         headers = {"Authorization": f"Bearer {token}"}
         response = self.send(method, f"{API_PREFIX}{path}", headers=headers, **kwargs)
         self._raise_for_answer(response)
@@ -175,6 +186,16 @@ class HaloPSA(Connector):
         if token is not None:
             found.append(token.value)
         return found
+
+
+def saved_id(response: httpx.Response) -> int | None:
+    """The ``id`` of the client an update answered (the object, or the first of an array);
+    None when the answer does not say."""
+    data = json_body(response)
+    if isinstance(data, list) and data:
+        data = data[0]
+    value = data.get("id") if isinstance(data, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def vendor_message(response: httpx.Response) -> str:

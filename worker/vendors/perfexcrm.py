@@ -38,7 +38,7 @@ class NumericId(fields.String):
         if isinstance(value, int):
             value = str(value)
         text = super()._deserialize(value, attr, data, **kwargs)
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):  # "٧" and "²" are digits to isdigit
             raise self.make_error("invalid")
         return text
 

@@ -118,13 +118,13 @@ class SoliditechOptions(Schema):
 class AccountId(fields.String):
     """An account id: letters, digits, ``-`` and ``_`` (safe in a path); ints are accepted."""
 
-    PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+    PATTERN = re.compile(r"[A-Za-z0-9_-]+")  # fullmatch: "$" would let "5005\n" through
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
         result = super()._deserialize(value, attr, data, **kwargs)
-        if not self.PATTERN.match(result):
+        if not self.PATTERN.fullmatch(result):
             raise self.make_error("invalid")
         return result
 
@@ -158,10 +158,10 @@ class Soliditech(Connector):
         path = self.options["path"].replace("{account_id}", quote(target, safe=""))
         headers = {self.options["auth_header"]: f"{self.options['auth_prefix']}{self.api_key}"}
         response = self.send(self.options["method"], path, json=body, headers=headers)
-        self._raise_for_answer(response)
+        self._raise_for_answer(response, target)
         return {"status": response.status_code, "account_id": target}
 
-    def _raise_for_answer(self, response: httpx.Response) -> None:
+    def _raise_for_answer(self, response: httpx.Response, target: str) -> None:
         status = response.status_code
         if 200 <= status < 300:
             return
@@ -169,12 +169,24 @@ class Soliditech(Connector):
         kw: dict[str, Any] = {"status": status, "excerpt": self.excerpt(response)}
         if status in (401, 403):
             raise self.scrub(errors.AuthFailed(detail, **kw))
-        if status == 404:
+        if status == 404 and says_account_missing(response, target):
             raise self.scrub(errors.NotFound(detail, **kw))
+        if status == 404:  # the wire format is inferred: a wrong path is the likely cause
+            detail += " (no such route? check options.path and options.method)"
         raise self.scrub(errors.Rejected(detail, **kw))
 
     def secret_values(self) -> list[str]:
         return [self.api_key]
+
+
+def says_account_missing(response: httpx.Response, target: str) -> bool:
+    """A 404 about the account (a JSON error naming it, or saying "not found"), not one
+    for a path the API does not have (a web server's page, "No route for ...")."""
+    data = json_body(response)
+    if not isinstance(data, dict):
+        return False
+    message = str(data.get("message") or data.get("error") or "").lower()
+    return "route" not in message and (target.lower() in message or "not found" in message)
 
 
 def vendor_message(response: httpx.Response) -> str:
