@@ -238,7 +238,11 @@ class _Loader:
                 circuit=CircuitPolicy(**data["circuit"]),
                 timeout=data["timeout"],
                 max_in_flight=data["max_in_flight"],
-                concurrency=data["concurrency"],
+                # unset: the vendor file's default (PerfexCRM, PortaBilling: 5 in flight);
+                # `concurrency: null` lifts it
+                concurrency=(
+                    data["concurrency"] if "concurrency" in block else connector.concurrency
+                ),
             )
         return out
 

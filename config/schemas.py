@@ -75,8 +75,11 @@ class VendorSchema(Schema):
     circuit = fields.Nested(CircuitSchema, load_default=lambda: CircuitSchema().load({}))
     timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300))
     max_in_flight = fields.Integer(load_default=5, validate=validate.Range(min=1, max=100))
-    #: calls in flight at once across all workers (shared through Redis); None: no cap
-    concurrency = fields.Integer(load_default=None, validate=validate.Range(min=1, max=1000))
+    #: calls in flight at once across all workers (shared through Redis); null: no cap;
+    #: unset: the connector's default (``Connector.concurrency``)
+    concurrency = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(min=1, max=1000)
+    )
 
 
 class SourceFrame(Schema):

@@ -76,3 +76,19 @@ def test_the_cap_holds_across_concurrent_deliveries(capped, private_db, sandbox)
     for task in tasks:  # a deferral is no attempt
         record = queue.load_task(task.id)
         assert record is not None and [a["outcome"] for a in record.attempts] == ["applied"]
+
+
+def test_perfex_and_porta_default_to_the_vendor_files_five_in_flight(tmp_path, monkeypatch):
+    monkeypatch.setenv("SANDBOX_URL", "http://127.0.0.1:9")
+    assert load_config(perfex_config(tmp_path)).vendors["perfex"].concurrency == 5  # unset
+    lifted = load_config(perfex_config(tmp_path, concurrency="null")).vendors["perfex"]
+    assert lifted.concurrency is None  # an explicit null: no shared cap
+    porta = tmp_path / "porta.yaml"
+    porta.write_text(
+        "sources: {}\nrules: []\nvendors:\n  porta:\n    kind: portabilling\n"
+        "    base_url: http://127.0.0.1:9\n    auth: {login: l, token: t}\n"
+        "  halo:\n    kind: halopsa\n    base_url: http://127.0.0.1:9\n"
+        "    auth: {client_id: c, client_secret: s}\n"
+    )
+    vendors = load_config(porta).vendors
+    assert (vendors["porta"].concurrency, vendors["halo"].concurrency) == (5, None)

@@ -244,6 +244,8 @@ class Connector:
     #: the most HTTP requests one op can make (a login, the call, and both again after
     #: a refused session): a run's lock and lease are sized for that many
     max_requests: ClassVar[int] = 1
+    #: calls in flight across all workers when the config sets no ``concurrency``
+    concurrency: ClassVar[int | None] = None
 
 
 def excerpt_of(response: httpx.Response, redact: Callable[[str], str] = str) -> str:

@@ -76,6 +76,7 @@ class PerfexCRM(Connector):
     auth_schema = PerfexAuth
     options_schema = PerfexOptions
     target_field = NumericId(required=True)
+    concurrency: ClassVar[int | None] = 5  # vendor file: "default 5 in flight"
 
     def _url(self, path: str) -> str:
         prefix = str(self.instance.options.get("api_prefix", "/api")).rstrip("/")

@@ -267,6 +267,7 @@ class PortaBilling(Connector):
     #: every PortaBilling fault is an HTTP 500, not-found and bad session included
     handles_5xx: ClassVar[bool] = True
     max_requests: ClassVar[int] = 4  # login, call; a new login, the call again
+    concurrency: ClassVar[int | None] = 5  # vendor file: "default 5 in flight"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
