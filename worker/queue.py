@@ -105,6 +105,7 @@ if cur[2] == 'applied' or cur[2] == 'stale' or cur[2] == 'dead' then return 0 en
 local op = ARGV[1]
 if op == 'defer' then
   redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+  if ARGV[5] == 'began' then redis.call('HDEL', KEYS[1], 'began') end  -- it ended here
 elseif op == 'reschedule' then
   redis.call('HSET', KEYS[1], 'gen', tonumber(ARGV[2]) + 1, 'state', ARGV[5],
              'attempts', ARGV[6])
@@ -332,16 +333,17 @@ class Queue:
             args += [task_id, str(gen)]
         return int(self._give_back(keys=[keys.DUE, keys.WAKE], args=args))
 
-    def defer(self, record: TaskRecord, due_at: float) -> bool:
+    def defer(self, record: TaskRecord, due_at: float, began: bool = False) -> bool:
         """Move the task's next delivery to ``due_at``, same gen (no attempt spent).
 
         The gen stays: a deferral is not a new schedule, so another delivery of this gen
-        that is running right now can still finish the task.
+        that is running right now can still finish the task. ``began``: this run had
+        begun (``Steps.begin``) and ends here, so the next is no lost run's successor.
         """
         return bool(
             self._guarded(
                 keys=[keys.task(record.task.id), keys.DUE],
-                args=["defer", record.gen, record.task.id, repr(due_at)],
+                args=["defer", record.gen, record.task.id, repr(due_at), "began" if began else ""],
             )
         )
 

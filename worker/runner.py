@@ -32,6 +32,7 @@ from redis import exceptions as redis_errors
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from config.logs import event as log_event
 from worker import keys, ordering
 from worker.circuit import Circuit
 from worker.metrics import note_task
@@ -124,6 +125,13 @@ def process(
         return defer(rt, record, 0.1 + random.random() * 0.4)
     if begun.status != "ok":
         return begun.status  # duplicate / missing: finished or rescheduled meanwhile
+    if begun.lost_run:
+        log_event(
+            log, "task run again after a lost run", at=logging.WARNING, task_id=task.id,
+            event_id=task.event_id, source=task.source, vendor=task.vendor, gen=record.gen,
+            note="its last run began and never ended (worker gone?): the vendor may have "
+            "been called already",
+        )  # fmt: skip
     fence, released = 0.0, False
     try:
         outcome, fence, released = _apply_locked(rt, record, connector, lock, begun, clean)
@@ -248,7 +256,7 @@ def _apply_locked(
     instance = connector.instance
     admitted = _admit(rt, instance, begun)
     if not isinstance(admitted, Admission):
-        return defer(rt, record, admitted), 0.0, False
+        return defer(rt, record, admitted, began=True), 0.0, False
     circuit = admitted.circuit
     started = time.time()
     try:
@@ -412,11 +420,11 @@ def dead(
     return "dead"
 
 
-def defer(rt: Runtime, record: TaskRecord, delay: float) -> str:
+def defer(rt: Runtime, record: TaskRecord, delay: float, began: bool = False) -> str:
     """Run the task later without spending an attempt (busy target, rate limit, circuit).
 
     Same gen (see :meth:`worker.queue.Queue.defer`): if another delivery of this task is
-    running right now, its outcome still counts.
+    running right now, its outcome still counts. ``began``: this run had begun.
     """
-    rt.queue.defer(record, time.time() + delay)
+    rt.queue.defer(record, time.time() + delay, began)
     return "deferred"

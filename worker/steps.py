@@ -33,7 +33,11 @@ if cur[1] ~= ARGV[1] or cur[2] == 'applied' or cur[2] == 'stale' or cur[2] == 'd
 end
 if not redis.call('SET', KEYS[3], ARGV[4], 'NX', 'PX', ARGV[5]) then return {'busy'} end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
-local out = {'ok', tostring(redis.call('EXISTS', KEYS[5]))}
+-- 'began' = this gen began a run that has not ended (finish, reschedule and defer end it
+-- or move the gen on): finding it here means that run was lost mid-way (worker gone)
+local lost = redis.call('HGET', KEYS[1], 'began') == ARGV[1]
+redis.call('HSET', KEYS[1], 'began', ARGV[1])
+local out = {'ok', tostring(redis.call('EXISTS', KEYS[5])), lost and '1' or '0'}
 for i = 6, #ARGV do
   out[#out + 1] = redis.call('HGET', KEYS[4], ARGV[i]) or ''
 end
@@ -73,6 +77,9 @@ class Begun:
     status: str
     circuit_state: bool = False  # the vendor's circuit hash exists (then ask the circuit)
     versions: tuple[float | None, ...] = ()
+    #: an earlier run of this delivery began and never ended (its worker died mid-run):
+    #: the vendor may have been called already
+    lost_run: bool = False
 
 
 class Steps:
@@ -119,8 +126,8 @@ class Steps:
         status = _text(reply[0])
         if status != "ok":
             return Begun(status)
-        versions = tuple(float(v) if v not in (b"", "") else None for v in reply[2:])
-        return Begun("ok", _text(reply[1]) == "1", versions)
+        versions = tuple(float(v) if v not in (b"", "") else None for v in reply[3:])
+        return Begun("ok", _text(reply[1]) == "1", versions, _text(reply[2]) == "1")
 
     def complete(
         self,

@@ -174,3 +174,38 @@ def test_429s_without_retry_after_back_off_further_each_time(runtime, private_db
     # full jitter draws each wait from [0, ceiling]: the ceiling grew past base_delay
     assert max(waits[3:]) > 0.05
     assert all(wait <= 0.2 for wait in waits)
+
+
+def test_a_run_after_a_lost_one_says_so_and_a_deferred_one_does_not(
+    runtime, private_db, sandbox, caplog
+):
+    """A worker that died mid-run leaves no outcome; the run that takes the task over
+    must say the vendor may have been called already. A run that began and was deferred
+    (busy, rate limit, circuit) ended cleanly: its successor is no such case."""
+    import logging
+
+    from worker import ordering
+
+    queue = Queue(private_db)
+    task = store_perfex_task(queue, "evt-lost-run", "paid 4")
+    record = queue.load_task(task.id)
+    assert record is not None
+    lock = ordering.TargetLock(private_db, "perfex", task.target)
+    begun = runtime.steps.begin(  # a worker begins the run ... and dies: its lock lapses
+        task.id, record.gen, "perfex", lock.record, ["vat"], time.time() + 60, lock.token, 60
+    )
+    assert begun.status == "ok" and not begun.lost_run
+    private_db.delete(keys.target_lock("perfex", lock.record))
+    with caplog.at_level(logging.INFO, logger="switchboard.worker"):
+        assert deliver(runtime, queue, task) == "applied"
+    lost = [r for r in caplog.records if r.getMessage() == "task run again after a lost run"]
+    assert [(r.levelname, r.sb["task_id"]) for r in lost] == [("WARNING", task.id)]
+
+    caplog.clear()
+    other = store_perfex_task(queue, "evt-deferred-run", "paid 5", target="8")
+    private_db.hset(keys.circuit("perfex"), mapping={"state": "open", "until": time.time() + 60})
+    with caplog.at_level(logging.INFO, logger="switchboard.worker"):
+        assert deliver(runtime, queue, other) == "deferred"  # began, then the circuit said no
+        private_db.delete(keys.circuit("perfex"))
+        assert deliver(runtime, queue, other) == "applied"
+    assert not [r for r in caplog.records if "lost run" in r.getMessage()]
