@@ -261,6 +261,8 @@ def record_task(
             fields["error"] = last.get("code") or last.get("outcome")
     if code:
         fields["code"] = code
+    if outcome == "retrying" and isinstance(last.get("retry_at"), int | float):
+        fields["retry_in_s"] = round(max(0.0, last["retry_at"] - time.time()), 3)
     if outcome in QUIET_OUTCOMES:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("task %s", outcome, extra={"sb": fields})

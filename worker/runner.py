@@ -355,8 +355,10 @@ def _failed(rt: Runtime, record: TaskRecord, exc: errors.VendorError, started: f
     decision = decide(exc, attempts_in_run(attempts), vendor.retry, backoff_attempt=limited)
     if isinstance(decision, GiveUp):
         return dead(rt, record, decision.code, str(exc), attempts)
+    due = time.time() + decision.delay
+    attempts[-1]["retry_at"] = round(due, 3)  # when the next one goes (ops view, log line)
     note_task(record.task, attempts)
-    rt.queue.reschedule(record, time.time() + decision.delay, "retrying", attempts)
+    rt.queue.reschedule(record, due, "retrying", attempts)
     return "retrying"
 
 

@@ -209,3 +209,23 @@ def test_a_run_after_a_lost_one_says_so_and_a_deferred_one_does_not(
         private_db.delete(keys.circuit("perfex"))
         assert deliver(runtime, queue, other) == "applied"
     assert not [r for r in caplog.records if "lost run" in r.getMessage()]
+
+
+def test_a_retrying_task_says_when_its_next_attempt_goes(runtime, private_db, sandbox, caplog):
+    import logging
+
+    from worker import metrics as wm
+
+    queue = Queue(private_db)
+    task = store_perfex_task(queue, "evt-retry-at", "paid 6")
+    sandbox.knobs("perfexcrm", fail_next=1, fail_status=503)
+    assert deliver(runtime, queue, task) == "retrying"
+    record = queue.load_task(task.id)
+    assert record is not None
+    due = private_db.zscore(keys.DUE, task.id)
+    assert record.attempts[-1]["retry_at"] == pytest.approx(due, abs=0.01)  # ops view
+    with caplog.at_level(logging.INFO, logger="switchboard.worker"):
+        wm.record_task(private_db, task.id, record.gen, "retrying", 0.01, [],
+                       known=(record.task, record.attempts))  # fmt: skip
+    [line] = [r.sb for r in caplog.records if r.getMessage() == "task retrying"]
+    assert 0 <= line["retry_in_s"] <= due - time.time() + 0.01  # the log line

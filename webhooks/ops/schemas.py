@@ -104,6 +104,7 @@ class Attempt(Schema):
         allow_none=True, metadata={"description": "redacted excerpt of the vendor's answer"}
     )
     final = fields.Boolean()
+    retry_at = fields.Float(metadata={"description": "unix seconds the next attempt is due"})
 
 
 class Task(Schema):
