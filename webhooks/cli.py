@@ -634,6 +634,8 @@ def events_show(source: str, event_id: str, as_json: bool) -> None:
                 f"{last.get('code') or last.get('outcome')} status={last.get('status') or '-'}"
                 f"  {last.get('message') or ''}".rstrip()
             )
+            if t["state"] == "retrying" and last.get("retry_at"):
+                lines.append(f"    next attempt {_stamp(last['retry_at'])}")
     _emit(data, as_json, "\n".join(lines))
 
 

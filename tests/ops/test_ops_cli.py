@@ -137,6 +137,15 @@ def test_dlq_stats(cli, redis):
     }
 
 
+def test_events_show_says_when_a_retrying_task_goes_next(cli, client, worker, sandbox, redis):
+    sandbox.knobs("perfexcrm", ratelimit_next=1, retry_after="600")
+    assert post_stripe(client, payment("evt_cli_next")).status_code == 202
+    [task] = task_ids(redis, "evt_cli_next")
+    wait_for(lambda: state(redis, task) == "retrying")
+    shown = cli("events", "show", "stripe", "evt_cli_next")
+    assert shown.exit_code == 0 and "next attempt" in shown.output
+
+
 def test_events_show_and_replay(cli, client, worker, sandbox, redis):
     assert post_stripe(client, payment("evt_cli_event", customer="999")).status_code == 202
     [first] = task_ids(redis, "evt_cli_event")
