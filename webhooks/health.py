@@ -51,14 +51,24 @@ def queue_detail(client: redis_lib.Redis, now: float, vendors: Iterable[str]) ->
     }
 
 
+def _memory(client: redis_lib.Redis) -> dict[str, Any]:
+    """``INFO memory``, or {} where the Redis user may not run INFO (an ACL): the eviction
+    policy is then unknown, which is no reason to take the web out of service."""
+    try:
+        return client.info("memory")  # type: ignore[no-any-return]
+    except redis_lib.ResponseError:  # NoPermissionError and other refusals
+        return {}
+
+
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
     state = get_state()
     now = time.time()
     detail: dict[str, Any] = {"config": state.config.file, "redis": "ok"}
     try:
-        memory = state.redis.info("memory")
+        state.redis.ping()
         detail.update(queue_detail(state.redis, now, list(state.config.vendors)))
+        memory = _memory(state.redis)
     except redis_lib.RedisError as exc:
         detail["redis"] = f"unreachable ({type(exc).__name__})"
         return jsonify({"status": "not_ready", "detail": detail}), 503

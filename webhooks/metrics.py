@@ -21,7 +21,7 @@ Families (all prefixed ``switchboard_``)::
   queue_tasks_waiting                             tasks accepted and not yet finished
   queue_celery_depth                              messages in the Celery queue
   queue_oldest_task_age_seconds                   age of the oldest unfinished task
-  dead_letters                                    dead letters in the store now
+  dead_letters_stored                             dead letters in the store now
   worker_last_heartbeat_seconds{worker}           unix time of each worker's last beat
   worker_seconds_since_heartbeat                  since the newest beat of any worker
   circuit_state{vendor,state}                     1 for the vendor's current state
@@ -170,7 +170,7 @@ def _body_id() -> str | None:
         return None
     try:
         value = json.loads(body).get("id")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # nested deep: no id worth it
         return None
     return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
 

@@ -165,7 +165,7 @@ class Circuit:
             _RESULT, 1, self.key, what, _given(now), self.failures, self.cooldown, FAILURE_WINDOW
         )
         before, after = _text(before), _text(after)
-        if after != before and "open" in (before, after):  # not the probe's half_open step
+        if after != before and after in ("open", "closed"):  # not the probe's half_open
             self._log_change(before, after, int(failures))
         return after
 

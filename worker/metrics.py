@@ -124,8 +124,8 @@ class Buffer:
         for batch in batches:
             if not (batch.counts or batch.sums):
                 continue
-            # MULTI/EXEC: a connection lost mid-batch applies all of it or none, so putting
-            # the batch back on failure cannot count any of it twice
+            # MULTI/EXEC: a connection lost mid-batch applies all of it or none, never half
+            # (an EXEC whose reply is lost is still counted twice: counts are best effort)
             pipe = batch.client.pipeline(transaction=True)
             for (key, name), amount in batch.counts.items():
                 pipe.hincrby(key, name, amount)

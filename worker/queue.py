@@ -37,23 +37,28 @@ from worker.model import UpdateTask
 
 TERMINAL = frozenset({"applied", "stale", "dead"})
 
-#: Lua functions every script that starts or ends a task shares: an event hash is kept
-#: (no expiry) while it has unfinished tasks (``open`` counts them) or dead letters that
-#: need it to be replayed (``dl_refs``, :mod:`worker.deadletter`); when neither is left,
-#: its ttl runs again. ``open_tasks`` does nothing to an event that has expired already.
+#: Lua every script that starts or ends a task shares: an event hash is kept (no expiry)
+#: while one of its tasks (its ``tasks`` list) is unfinished or a dead letter needs it to
+#: be replayed (``dl_refs``, :mod:`worker.deadletter`); else its ttl runs. Counted from
+#: the task records each time, not kept as a count: nothing to drift, and events stored
+#: before this existed are handled alike. A missing task record is a finished task.
 EVENT_HOLD = """
-local function event_ttl(key, ttl)
-  local held = redis.call('HMGET', key, 'open', 'dl_refs')
-  if (tonumber(held[1]) or 0) > 0 or (tonumber(held[2]) or 0) > 0 then
-    redis.call('PERSIST', key)
-  else
-    redis.call('EXPIRE', key, ttl)
+local function unfinished(event)
+  for _, id in ipairs(cjson.decode(redis.call('HGET', event, 'tasks') or '[]')) do
+    local state = redis.call('HGET', 'sb:task:' .. id, 'state')
+    if state and state ~= 'applied' and state ~= 'stale' and state ~= 'dead' then
+      return true
+    end
   end
+  return false
 end
-local function open_tasks(key, step, ttl)
-  if redis.call('EXISTS', key) == 0 then return end
-  if redis.call('HINCRBY', key, 'open', step) <= 0 then redis.call('HDEL', key, 'open') end
-  event_ttl(key, ttl)
+local function event_ttl(event, ttl)
+  if redis.call('EXISTS', event) == 0 then return end
+  if redis.call('HEXISTS', event, 'dl_refs') == 1 or unfinished(event) then
+    redis.call('PERSIST', event)
+  else
+    redis.call('EXPIRE', event, ttl)
+  end
 end
 """
 
@@ -73,8 +78,6 @@ if ARGV[6] == 'replay' then
 else
   redis.call('HSET', KEYS[1], 'event', ARGV[4], 'tasks', ARGV[5])
 end
-if #KEYS > 4 then redis.call('HINCRBY', KEYS[1], 'open', #KEYS - 4) end
-event_ttl(KEYS[1], ARGV[1])
 local first = (ARGV[6] == 'replay') and 7 or 6
 for i = 5, #KEYS do
   local id = string.sub(KEYS[i], string.len('sb:task:') + 1)
@@ -84,6 +87,7 @@ for i = 5, #KEYS do
   redis.call('ZADD', KEYS[2], ARGV[3], id)
   redis.call('ZADD', KEYS[3], ARGV[2], id)
 end
+event_ttl(KEYS[1], ARGV[1])
 if #KEYS > 4 then
   redis.call('DEL', KEYS[4])
   redis.call('RPUSH', KEYS[4], '1')
@@ -115,7 +119,7 @@ elseif op == 'finish' then
   redis.call('EXPIRE', KEYS[1], ARGV[7])
   redis.call('ZREM', KEYS[2], ARGV[3])
   redis.call('ZREM', KEYS[3], ARGV[3])
-  open_tasks(KEYS[4], -1, ARGV[7])
+  event_ttl(KEYS[4], ARGV[7])
 else
   return redis.error_reply('unknown op ' .. op)
 end
@@ -231,17 +235,13 @@ _REQUEUE = (
 -- KEYS[1] task record, KEYS[2] due, KEYS[3] waiting, KEYS[4] wake, KEYS[5] its event
 -- ARGV[1] task id, ARGV[2] task json, ARGV[3] attempts json, ARGV[4] now, ARGV[5] event ttl
 local gen = (tonumber(redis.call('HGET', KEYS[1], 'gen')) or 0) + 1
-local was = redis.call('HGET', KEYS[1], 'state')
 redis.call('HSET', KEYS[1], 'task', ARGV[2], 'state', 'queued', 'gen', gen,
            'attempts', ARGV[3], 'queued_at', ARGV[4])
 redis.call('PERSIST', KEYS[1])  -- unfinished again: kept until it ends (then the ttl starts)
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 redis.call('RPUSH', KEYS[4], '1')
--- open again, unless it never ended (a dead letter whose task died before it was marked)
-if was == 'applied' or was == 'stale' or was == 'dead' or not was then
-  open_tasks(KEYS[5], 1, ARGV[5])
-end
+event_ttl(KEYS[5], ARGV[5])  -- its event is kept again until the task ends
 return gen
 """
 )

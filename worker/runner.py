@@ -216,8 +216,9 @@ def _admit(rt: Runtime, instance: VendorInstance, begun: Begun) -> Admission | f
             admission.release_probe()
             return wait
     if instance.concurrency:  # a cap shared by all workers: wait a little, then defer
+        run_seconds = CONNECTORS[instance.kind].max_requests * call_seconds(instance)
         admission.slot = rt.inflight.take(
-            instance.name, instance.concurrency, call_seconds(instance), SLOT_WAIT_INLINE
+            instance.name, instance.concurrency, run_seconds, SLOT_WAIT_INLINE
         )
         if admission.slot is None:
             admission.release_probe()

@@ -61,7 +61,7 @@ if cur[1] == ARGV[1] and cur[2] ~= 'applied' and cur[2] ~= 'stale' and cur[2] ~=
     local v = redis.call('HGET', KEYS[4], ARGV[i])
     if (not v) or tonumber(v) < at then redis.call('HSET', KEYS[4], ARGV[i], ARGV[7]) end
   end
-  open_tasks(KEYS[6], -1, ARGV[8])
+  event_ttl(KEYS[6], ARGV[8])
   done = 1
 end
 if redis.call('GET', KEYS[5]) == ARGV[6] then redis.call('DEL', KEYS[5]) end

@@ -464,6 +464,16 @@ def test_a_circuit_keeps_redis_time_so_a_host_with_a_fast_clock_does_not_probe_e
     assert ("INFO", "circuit closed") in changes  # and back
 
 
+def test_a_circuit_closed_by_its_probe_says_so(r, caplog):
+    c = Circuit(r, "probed", failures=1, cooldown=10)
+    with caplog.at_level(logging.INFO, logger="switchboard.worker"):
+        assert c.failure(now=100) == "open"
+        assert c.allow(now=111).verdict == "probe"  # the usual way back: a probe ...
+        assert c.success(now=111) == "closed"  # ... that succeeds
+    closed = [r.sb for r in caplog.records if r.getMessage() == "circuit closed"]
+    assert [line["was"] for line in closed] == ["half_open"]
+
+
 def test_circuit_failures_far_apart_do_not_add_up_and_a_quiet_vendor_leaves_nothing(r):
     # the count never aged: 4 timeouts one day and 1 the next month opened the circuit
     c = Circuit(r, "quiet", failures=5, cooldown=10)

@@ -328,3 +328,24 @@ def test_readyz_is_not_ready_on_a_redis_that_may_evict_keys(tmp_path, monkeypatc
         assert client.get("/readyz").status_code == 200
     finally:
         server.stop()
+
+
+def test_readyz_stays_ready_for_a_redis_user_that_may_not_run_info(tmp_path, monkeypatch):
+    from tests.helpers import RedisServer
+    from webhooks import create_app
+    from worker import keys
+
+    monkeypatch.setenv("SANDBOX_URL", "http://127.0.0.1:9")
+    server = RedisServer(tmp_path / "redis")
+    limited = server.url.replace("redis://", "redis://limited:pw@")
+    client = create_app(make_settings(limited), load_config(TEST_CONFIG)).test_client()
+    server.start()
+    try:
+        admin = redis_lib.Redis.from_url(server.url)
+        admin.acl_setuser("limited", enabled=True, passwords=["+pw"], keys=["*"],
+                          commands=["+@all", "-info"])  # fmt: skip
+        admin.hset(keys.HEARTBEATS, "w1", time.time())
+        response = client.get("/readyz")
+        assert response.status_code == 200, response.get_json()  # not "unreachable"
+    finally:
+        server.stop()

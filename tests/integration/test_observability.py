@@ -267,3 +267,11 @@ def test_a_prefork_pool_process_recycled_after_each_task_keeps_its_counts(
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+
+
+def test_a_deeply_nested_body_refused_by_its_signature_is_a_401_not_a_500(client, redis):
+    body = b'{"a":' + b"[" * 20000 + b"]" * 20000 + b"}"  # json.loads: RecursionError
+    refused = client.post(
+        "/webhooks/stripe", data=body, headers=stripe_headers(body, secret="whsec_wrong")
+    )
+    assert refused.status_code == 401, refused.data

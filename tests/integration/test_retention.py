@@ -53,7 +53,32 @@ def test_an_event_is_kept_until_its_last_task_ends(runtime, private_db, sandbox)
     assert private_db.ttl(event_key) == -1  # open again
     assert deliver(runtime, queue, tasks[1]) == "applied"
     assert WEEK - 60 < private_db.ttl(event_key) <= WEEK
-    assert private_db.hget(event_key, "open") is None
+
+
+def test_an_event_stored_before_events_were_held_is_held_once_a_task_is_replayed(
+    runtime, private_db, sandbox
+):
+    """Upgrade: an event written by the old code (ttl from arrival, no hold) whose task is
+    replayed must be kept until that task ends, even if its other task ends meanwhile."""
+    from webhooks.sources.base import Event
+    from worker.model import UpdateTask
+
+    queue = Queue(private_db)
+    at = 1_700_000_000.0
+    tasks = [
+        UpdateTask("stripe", "evt_old", "t", "r", n, "perfex", "update_customer", str(7 + n),
+                   {"vat": f"v{n}"}, at)
+        for n in range(2)
+    ]  # fmt: skip
+    assert queue.store_event(Event("stripe", "evt_old", "t", at, at, {}, {}), tasks)
+    event_key = keys.event("stripe", "evt_old")
+    private_db.hdel(event_key, "open")  # as the old code left it: no count of open
+    private_db.expire(event_key, WEEK)  # tasks (an earlier form of the hold), a ttl
+    sandbox.knobs("perfexcrm", fail_next=1, fail_status=400)
+    assert deliver(runtime, queue, tasks[0]) == "dead"
+    assert runtime.dead_letters.replay(tasks[0].id, who="test") is True
+    assert deliver(runtime, queue, tasks[1]) == "applied"  # the other one ends
+    assert private_db.ttl(event_key) == -1  # the replayed task is still queued: kept
 
 
 def test_an_event_that_made_no_task_expires_from_its_arrival(private_db):

@@ -264,6 +264,8 @@ class Ops:
             except ConflictError:
                 pass  # another process took it first: it is running
             except Exception as exc:  # recorded on the job; the thread must not die loud
+                if jobs.has_runner(self.redis, job_id):
+                    return  # this runner had stalled: another one has the job now
                 job = self.job(job_id)
                 job["errors"].append({"id": None, "message": type(exc).__name__})
                 self._finish(job, "failed")

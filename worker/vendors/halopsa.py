@@ -185,6 +185,9 @@ class HaloPSA(Connector):
         found = [str(self.auth["client_secret"])]
         if token is not None:
             found.append(token.value)
+        sent = getattr(self._local, "token", None)  # this thread's, if since replaced
+        if sent:
+            found.append(sent)
         return found
 
 
