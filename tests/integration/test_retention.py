@@ -29,20 +29,26 @@ def test_a_task_record_expires_only_after_the_task_ends(runtime, private_db, san
     assert WEEK - 60 < private_db.ttl(keys.event("stripe", "evt_keep")) <= WEEK
 
 
-def test_an_event_is_kept_until_its_last_task_ends(runtime, private_db, sandbox):
-    """A task still retrying when the ttl runs out must not lose its event: the ops view
-    of the event (its only per-task view), an event replay and de-duplication need it."""
+def _two_task_event(queue: Queue, event_id: str) -> list:
+    """Store a Stripe event with two PerfexCRM updates (customers 7 and 8); its tasks."""
     from webhooks.sources.base import Event
     from worker.model import UpdateTask
 
-    queue = Queue(private_db)
     at = 1_700_000_000.0
     tasks = [
-        UpdateTask("stripe", "evt_two", "t", "r", n, "perfex", "update_customer", str(7 + n),
+        UpdateTask("stripe", event_id, "t", "r", n, "perfex", "update_customer", str(7 + n),
                    {"vat": f"v{n}"}, at)
         for n in range(2)
     ]  # fmt: skip
-    assert queue.store_event(Event("stripe", "evt_two", "t", at, at, {}, {}), tasks)
+    assert queue.store_event(Event("stripe", event_id, "t", at, at, {}, {}), tasks)
+    return tasks
+
+
+def test_an_event_is_kept_until_its_last_task_ends(runtime, private_db, sandbox):
+    """A task still retrying when the ttl runs out must not lose its event: the ops view
+    of the event (its only per-task view), an event replay and de-duplication need it."""
+    queue = Queue(private_db)
+    tasks = _two_task_event(queue, "evt_two")
     event_key = keys.event("stripe", "evt_two")
     assert deliver(runtime, queue, tasks[0]) == "applied"
     assert private_db.ttl(event_key) == -1  # one task still open
@@ -60,17 +66,8 @@ def test_an_event_stored_before_events_were_held_is_held_once_a_task_is_replayed
 ):
     """Upgrade: an event written by the old code (ttl from arrival, no hold) whose task is
     replayed must be kept until that task ends, even if its other task ends meanwhile."""
-    from webhooks.sources.base import Event
-    from worker.model import UpdateTask
-
     queue = Queue(private_db)
-    at = 1_700_000_000.0
-    tasks = [
-        UpdateTask("stripe", "evt_old", "t", "r", n, "perfex", "update_customer", str(7 + n),
-                   {"vat": f"v{n}"}, at)
-        for n in range(2)
-    ]  # fmt: skip
-    assert queue.store_event(Event("stripe", "evt_old", "t", at, at, {}, {}), tasks)
+    tasks = _two_task_event(queue, "evt_old")
     event_key = keys.event("stripe", "evt_old")
     private_db.hdel(event_key, "open")  # as the old code left it: no count of open
     private_db.expire(event_key, WEEK)  # tasks (an earlier form of the hold), a ttl

@@ -142,15 +142,22 @@ class Connector:
     def refresh_auth(self) -> None:
         """Drop the cached session/token so the next call obtains a new one."""
 
-    def with_auth_retry(self, call: Callable[[], T]) -> T:
-        """Run ``call``; on :class:`AuthExpired` refresh once and run it again.
+    def with_auth_retry(
+        self, call: Callable[[], T], stale: Callable[[errors.VendorError], bool] | None = None
+    ) -> T:
+        """Run ``call``; on :class:`AuthExpired` (or an error ``stale`` says may be a dead
+        session too) refresh once and run it again.
 
         A second expiry means the credentials themselves are refused: ``AuthFailed``.
         """
         try:
             return call()
         except errors.AuthExpired:
-            self.refresh_auth()
+            pass
+        except errors.VendorError as exc:
+            if stale is None or not stale(exc):
+                raise
+        self.refresh_auth()
         try:
             return call()
         except errors.AuthExpired as exc:

@@ -326,22 +326,10 @@ class PortaBilling(Connector):
         """One authenticated call, made again once on a new session when the session was
         refused (``AuthFailed`` if it is refused again) or answered a 500 fault of no
         known kind (which may be a dead session too). At most :attr:`max_requests`."""
-        try:
-            return self._call(service, method, params)
-        except errors.AuthExpired:
-            pass
-        except errors.Unavailable as exc:
-            if not getattr(exc, "unclassified_fault", False):
-                raise
-        self.refresh_auth()
-        try:
-            return self._call(service, method, params)
-        except errors.AuthExpired as exc:
-            raise errors.AuthFailed(
-                f"{self.name}: credentials refused after a new login",
-                status=exc.status,
-                excerpt=exc.excerpt,
-            ) from exc
+        return self.with_auth_retry(
+            lambda: self._call(service, method, params),
+            stale=lambda exc: bool(getattr(exc, "unclassified_fault", False)),
+        )
 
     def _call(self, service: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
         session = self.session_id()
