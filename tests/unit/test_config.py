@@ -315,8 +315,11 @@ def test_a_template_that_loads_another_is_refused(tmp_path, template):
 
 
 def test_a_shared_concurrency_cap_is_read_and_checked(tmp_path):
-    capped = BASE.replace("auth: {token: t0ken}}", "auth: {token: t0ken}, concurrency: 5}")
-    assert load_config(write(tmp_path, capped), {}).vendors["perfex"].concurrency == 5
-    assert load_config(write(tmp_path, BASE), {}).vendors["perfex"].concurrency is None
+    capped = BASE.replace("auth: {token: t0ken}}", "auth: {token: t0ken}, concurrency: 3}")
+    assert load_config(write(tmp_path, capped), {}).vendors["perfex"].concurrency == 3
+    # unset: PerfexCRM's vendor file default ("5 in flight"); null: no shared cap
+    assert load_config(write(tmp_path, BASE), {}).vendors["perfex"].concurrency == 5
+    lifted = BASE.replace("auth: {token: t0ken}}", "auth: {token: t0ken}, concurrency: null}")
+    assert load_config(write(tmp_path, lifted), {}).vendors["perfex"].concurrency is None
     zero = BASE.replace("auth: {token: t0ken}}", "auth: {token: t0ken}, concurrency: 0}")
     assert one(tmp_path, zero).startswith("vendors.perfex.concurrency: ")
