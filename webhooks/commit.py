@@ -35,6 +35,15 @@ from worker.replication import NotReplicated, add_wait, confirm
 __all__ = ["GroupCommit", "NotReplicated"]
 
 
+class Unconfirmed(NotReplicated):
+    """:class:`NotReplicated` for one request: ``stored`` says which of its events the
+    master did store (a retry finds them duplicates), for the log line of the 503."""
+
+    def __init__(self, message: str, stored: list[bool]):
+        super().__init__(message)
+        self.stored = stored
+
+
 class _Write:
     __slots__ = ("keys", "args", "ready", "lead", "stored", "error")
 
@@ -92,6 +101,8 @@ class GroupCommit:
         if first.lead and first.stored is None and first.error is None:
             self._round()
         for write in writes:
+            if isinstance(write.error, NotReplicated):  # its own, saying what is stored
+                raise Unconfirmed(str(write.error), [bool(w.stored) for w in writes])
             if write.error is not None:
                 raise write.error
         return [bool(write.stored) for write in writes]

@@ -17,6 +17,7 @@ from urllib.parse import quote
 from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import ClientDisconnected
 
+from webhooks.commit import Unconfirmed
 from webhooks.errors import NotFound, PayloadTooLarge, RequestTimeout
 from webhooks.sources.base import InboundRequest
 from webhooks.sources.common import check_occurred_at
@@ -49,7 +50,12 @@ def receive(source: str) -> tuple[Response, int]:
     # (event, tasks, outcome) per event: counted and logged by webhooks.metrics
     g.sb_events = seen = []
     mapped = [(event, state.rules.tasks_for(event)) for event in events]
-    for (event, event_tasks), stored in zip(mapped, writer.store_events(mapped), strict=True):
+    try:
+        results = writer.store_events(mapped)
+    except Unconfirmed as exc:  # stored (some), not confirmed: a 503, and its log says so
+        g.sb_unconfirmed = [m for m, stored in zip(mapped, exc.stored, strict=True) if stored]
+        raise
+    for (event, event_tasks), stored in zip(mapped, results, strict=True):
         if stored:
             accepted.append(event.id)
             tasks += len(event_tasks)

@@ -108,6 +108,18 @@ def observe_ingest(state: AppState, response: Response) -> None:
             duration_ms=took_ms,
             **_sender(),
         )
+        for event, tasks in g.get("sb_unconfirmed") or []:  # a 503 not_replicated
+            log_event(
+                log,
+                "webhook stored, not confirmed by replicas",
+                at=logging.WARNING,
+                event_id=event.id,
+                source=label,
+                type=event.type,
+                task_ids=[t.id for t in tasks],
+                note="the master stored it: should it fail over, it may be lost; the "
+                "sender's retry is answered duplicate if it was kept",
+            )
         return
     seen = g.get("sb_events") or []  # (event, tasks, outcome), as ingest decided them
     for _event, _tasks, outcome in seen:

@@ -121,3 +121,39 @@ def _cli(redis_url: str, command: str, entry: str):
         "SWITCHBOARD_REPLICA_TIMEOUT": "0.3",
     }
     return CliRunner().invoke(main, ["dlq", command, entry], env=env, catch_exceptions=False)
+
+
+def test_a_webhook_stored_but_not_confirmed_says_so_in_its_log_line(tmp_path, monkeypatch, caplog):
+    """A 503 not_replicated after the master stored the event: the sender retries (and
+    gets `duplicate`), and the log says the event was stored, with its tasks."""
+    import logging
+
+    from config.loader import load_config
+    from tests.helpers import TEST_CONFIG, make_settings, stripe_headers, with_changes
+    from webhooks import create_app
+
+    monkeypatch.setenv("SANDBOX_URL", "http://127.0.0.1:9")
+    master, replica = RedisServer(tmp_path / "m"), RedisServer(tmp_path / "r")
+    master.start()
+    replica.start(replica_of=master)
+    try:
+        settings = make_settings(master.url, min_replicas=1, replica_timeout=0.3)
+        http = create_app(settings, load_config(TEST_CONFIG)).test_client()
+        wait_for(master.replica_synced)
+        assert replica.process is not None
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        body = with_changes("stripe/payment_intent.succeeded.json", id="evt_unconfirmed")
+        try:
+            with caplog.at_level(logging.INFO, logger="switchboard.web"):
+                posted = http.post("/webhooks/stripe", data=body, headers=stripe_headers(body))
+        finally:
+            os.kill(replica.process.pid, signal.SIGCONT)
+        assert posted.status_code == 503
+        said = "webhook stored, not confirmed by replicas"
+        [line] = [r.sb for r in caplog.records if r.getMessage() == said]
+        assert line["event_id"] == "evt_unconfirmed" and len(line["task_ids"]) == 1
+        again = http.post("/webhooks/stripe", data=body, headers=stripe_headers(body))
+        assert (again.status_code, again.get_json()["status"]) == (200, "duplicate")
+    finally:
+        replica.stop()
+        master.stop()
