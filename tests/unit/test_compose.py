@@ -153,3 +153,30 @@ def test_worker_healthcheck_reports_a_missing_heartbeat(monkeypatch, redis_serve
     client.hset("sb:heartbeats", f"w9@{socket.gethostname()}", time.time())
     assert healthcheck.check("w9") is None
     assert healthcheck.main(["w9"]) == 0
+
+
+def test_workers_wait_for_the_sandbox_their_vendors_are_and_stop_gracefully():
+    for service in ("worker-1", "worker-2"):
+        depends = SERVICES[service]["depends_on"]
+        assert depends["sandbox"] == {"condition": "service_healthy"}
+        assert depends["redis"] == {"condition": "service_healthy"}
+    # compose's default 10 s would kill a worker mid-call (vendor timeout 10 s, 4 requests)
+    assert _seconds(SERVICES["worker-1"]["stop_grace_period"]) >= 40
+    assert _seconds(SERVICES["web"]["stop_grace_period"]) > 20  # gunicorn's graceful 20 s
+
+
+def test_the_sandbox_gets_no_secret():
+    assert not SERVICES["sandbox"].get("environment")
+
+
+def test_the_image_installs_the_versions_ci_tested_and_leaves_local_files_out():
+    assert "-c constraints.txt" in (ROOT / "Dockerfile").read_text()
+    assert "-c constraints.txt" in (ROOT / "Makefile").read_text()
+    pinned = (ROOT / "constraints.txt").read_text()
+    assert re.search(r"^celery==", pinned, re.M) and re.search(r"^redis==", pinned, re.M)
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", "var/", "tests/", ".hypothesis/", "*.egg-info/", ".env"} <= set(ignored)
+
+
+def _seconds(value: str) -> float:
+    return float(value.rstrip("s"))
