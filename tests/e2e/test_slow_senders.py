@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import time
 
 import httpx
 
@@ -45,7 +44,6 @@ def test_stalled_bodies_are_answered_408_and_the_web_keeps_answering(redis_serve
     try:
         wait_for(lambda: _up(base), timeout=30)
         stalled = [_stall(port) for _ in range(THREADS + 2)]  # more than it has threads
-        started = time.monotonic()
         body = with_changes("stripe/payment_intent.succeeded.json", id="evt_after_stalls")
         posted = httpx.post(
             f"{base}/webhooks/stripe", content=body, headers=stripe_headers(body), timeout=20
@@ -56,8 +54,7 @@ def test_stalled_bodies_are_answered_408_and_the_web_keeps_answering(redis_serve
             assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
             error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
             assert error["code"] == "body_timeout"
-            sock.close()
-        assert time.monotonic() - started < 15  # without the timeout: never
+            sock.close()  # (without the timeout no 408 comes: the read above ends empty)
     finally:
         web.terminate()
         web.wait(timeout=30)

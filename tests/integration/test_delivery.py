@@ -409,7 +409,7 @@ def test_circuit_opens_after_failures_then_recovers(r, sandbox, server):
     sandbox.knobs("perfexcrm", fail_next=3, fail_status=503)
     first = enqueue(r, "107", {"city": "Probe"}, 1000.0, vendor="perfex-breaker")
     wait_for(lambda: circuit_states(r, ["perfex-breaker"])["perfex-breaker"]["state"] == "open")
-    opened = time.time()
+    opened = float(r.hget(keys.circuit("perfex-breaker"), "opened_at"))  # not when we saw it
     # while open, other tasks for the vendor wait: no calls, no attempts spent
     more = [
         enqueue(r, t, {"city": "Queued"}, 1000.0, vendor="perfex-breaker")
