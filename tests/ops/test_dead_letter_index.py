@@ -66,7 +66,9 @@ def test_a_filtered_page_reads_only_the_matching_entries(private_db):
         "vendor": {"perfex": 300, "porta": 3},
         "code": {"not_found": 300, "exhausted": 3},
     }
-    assert _hmget_calls(private_db) - before == 0
+    # none of the 303 entries is read (the count is server-wide: a session worker's scripts
+    # on another database may add a few)
+    assert _hmget_calls(private_db) - before < 20
 
     # two filters: the smaller index is read, both still apply
     assert store.list(vendor="perfex", code="exhausted").items == []
