@@ -211,3 +211,21 @@ def test_an_expired_form_gets_a_page_saying_so_not_raw_json(client):
     assert "That form has expired" in text
     assert '<a href="/ops/dead-letters/x">Load the page again</a>' in text
     assert client.get("/ops/").status_code == 200  # nothing was done: still signed in
+
+
+def test_the_event_page_says_why_a_task_waits_and_when_it_goes_next(private_client, private_db):
+    from tests.helpers import store_perfex_task
+    from worker import keys
+    from worker.queue import Queue
+
+    queue = Queue(private_db)
+    task = store_perfex_task(queue, "evt-page-next", "paid 1")
+    attempt = {"at": 1.0, "outcome": "unavailable", "status": 503, "retry_at": 4102444800.0}
+    private_db.hset(
+        keys.task(task.id), mapping={"state": "retrying", "attempts": json.dumps([attempt])}
+    )
+    _sign_in(private_client)
+    page = private_client.get("/ops/event?source=stripe&id=evt-page-next")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "last: unavailable" in text and "next 2100-01-01 00:00:00 UTC" in text
