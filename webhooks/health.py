@@ -47,7 +47,7 @@ def queue_detail(client: redis_lib.Redis, now: float, vendors: Iterable[str]) ->
         "celery_queue_depth": queued,
         "dead_letters": dead,
         # per vendor: closed / open (tasks wait, open_for s left) / half_open (probing)
-        "circuits": circuit_states(client, vendors, now),
+        "circuits": circuit_states(client, vendors),  # in Redis's clock, as they are kept
     }
 
 

@@ -22,7 +22,6 @@ lose a failure count. :func:`circuit_states` is the read side for ``/readyz`` an
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -196,15 +195,18 @@ def circuit_states(
     ``vendors`` lists the configured names (each reported, ``closed`` when it has no
     state yet; the keyspace is never scanned: that grows with it). ``open_for`` is
     the seconds left of the cooldown (0 unless open); ``opened`` counts openings since
-    the circuit last closed. For a gauge use :data:`STATE_VALUES`.
+    the circuit last closed. For a gauge use :data:`STATE_VALUES`. ``now``: Redis's clock
+    unless given (``until`` is written in it).
     """
-    now = time.time() if now is None else now
     names = list(vendors)
     pipe = client.pipeline()
+    pipe.time()
     for name in names:
         pipe.hgetall(keys.circuit(name))
+    clock, *replies = pipe.execute()
+    now = clock[0] + clock[1] / 1e6 if now is None else now
     out: dict[str, dict[str, Any]] = {}
-    for name, raw in zip(names, pipe.execute(), strict=True):
+    for name, raw in zip(names, replies, strict=True):
         data = {_text(k): _text(v) for k, v in raw.items()}
         state = data.get("state", "closed")
         until = float(data.get("until", 0) or 0)

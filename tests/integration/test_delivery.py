@@ -449,15 +449,14 @@ def test_circuit_half_open_gives_one_probe_and_reopens_on_failure(r):
 def test_a_circuit_keeps_redis_time_so_a_host_with_a_fast_clock_does_not_probe_early(
     r, monkeypatch, caplog
 ):
-    import worker.circuit
-
     c = Circuit(r, "skewed", failures=1, cooldown=30)
     with caplog.at_level(logging.INFO, logger="switchboard.worker"):
         assert c.failure() == "open"  # opened on a host with the right time
         skewed = time.time() + 3600  # another host, an hour ahead
-        monkeypatch.setattr(worker.circuit.time, "time", lambda: skewed)
+        monkeypatch.setattr(time, "time", lambda: skewed)  # this process's clock
         decision = c.allow()
         assert not decision.allowed and 25 < decision.wait <= 30  # the cooldown holds
+        assert 25 < circuit_states(r, ["skewed"])["skewed"]["open_for"] <= 30  # as reported
         assert c.success() == "closed"
     changes = [(rec.levelname, rec.getMessage()) for rec in caplog.records]
     assert ("WARNING", "circuit opened") in changes  # an operator sees a vendor cut off
