@@ -51,7 +51,7 @@ def decide(
     if not isinstance(error, RetryableError):
         return GiveUp(error.code)
     if attempt >= policy.max_attempts:
-        return GiveUp("exhausted")
+        return GiveUp(error.code)  # "exhausted" (unknown_vendor for UnknownVendor)
     delay = compute_backoff(attempt if backoff_attempt is None else backoff_attempt, policy, rng)
     if error.retry_after is not None:  # a 429, or a 5xx that said when to come back
         delay = max(delay, min(error.retry_after, MAX_RETRY_AFTER))

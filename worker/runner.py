@@ -42,7 +42,7 @@ from worker.retry import GiveUp, decide
 from worker.runtime import Runtime
 from worker.steps import Begun
 from worker.vendors import CONNECTORS, errors
-from worker.vendors.base import Connector, VendorInstance
+from worker.vendors.base import Connector, RetryPolicy, VendorInstance
 
 log = logging.getLogger("switchboard.worker")
 
@@ -108,8 +108,9 @@ def process(
     if task.mapping_error:
         return dead(rt, record, "mapping_error", task.mapping_error)
     connector = rt.connector(task.vendor)
-    if connector is None:
-        return dead(rt, record, "unknown_vendor", f"no vendor named {task.vendor!r}")
+    if connector is None:  # a rollout (the web's config is newer), or a vendor removed
+        gone = errors.UnknownVendor(f"no vendor named {task.vendor!r} in this worker's config")
+        return _failed(rt, record, gone, time.time())
     try:
         if task.op not in connector.ops:
             raise errors.Rejected(f"{connector.kind} has no op {task.op!r}")
@@ -349,11 +350,12 @@ def _failed(rt: Runtime, record: TaskRecord, exc: errors.VendorError, started: f
         rt.redactor.text(exc.excerpt),
     )
     attempts = record.attempts + [attempt]
-    vendor = rt.config.vendors[record.task.vendor]
+    vendor = rt.config.vendors.get(record.task.vendor)
+    policy = vendor.retry if vendor else RetryPolicy()  # an unknown vendor: the defaults
     # a 429 with no Retry-After backs off by how many 429s came in a row, as any failure
     # does by its attempts: else a vendor's rate limit would be asked again every second
     limited = _run_counts(attempts)[1] if isinstance(exc, errors.RateLimited) else None
-    decision = decide(exc, attempts_in_run(attempts), vendor.retry, backoff_attempt=limited)
+    decision = decide(exc, attempts_in_run(attempts), policy, backoff_attempt=limited)
     if isinstance(decision, GiveUp):
         return dead(rt, record, decision.code, str(exc), attempts)
     due = time.time() + decision.delay

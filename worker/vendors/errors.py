@@ -72,6 +72,13 @@ class Unexpected(RetryableError):
     would run again every lease, with no attempt recorded, until its record expired."""
 
 
+class UnknownVendor(RetryableError):
+    """A task for a vendor this worker's config does not have: retried (the web may carry a
+    newer config than this worker during a rollout), then dead-lettered ``unknown_vendor``."""
+
+    code = "unknown_vendor"
+
+
 class PermanentError(VendorError):
     """A failure another attempt cannot fix: the task becomes a dead letter."""
 
