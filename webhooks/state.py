@@ -36,10 +36,13 @@ class AppState:
 
     @classmethod
     def build(cls, settings: Settings, config: Config, redis_url: str | None = None) -> AppState:
-        sources = {
-            name: SOURCE_KINDS[s.kind](name, s.settings) for name, s in config.sources.items()
-        }
-        return cls(settings, config, sources, RuleSet(config), redis_url)
+        return cls(settings, config, _sources(config), RuleSet(config), redis_url)
+
+    def use_config(self, config: Config) -> None:
+        """Serve ``config`` from now on (webhooks.reload): its sources and rules are built
+        first, then swapped in (a request in flight finishes with what it began with)."""
+        sources, rules = _sources(config), RuleSet(config)
+        self.config, self.sources, self.rules = config, sources, rules
 
     @property
     def redis(self) -> redis_lib.Redis:
@@ -74,6 +77,10 @@ class AppState:
         return DeadLetters(
             self.redis, Redactor(self.config.secrets), self.settings.event_ttl_seconds
         )
+
+
+def _sources(config: Config) -> dict[str, Source]:
+    return {name: SOURCE_KINDS[s.kind](name, s.settings) for name, s in config.sources.items()}
 
 
 def get_state() -> AppState:

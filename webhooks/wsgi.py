@@ -6,8 +6,11 @@ config stops gunicorn with one line naming it (``AppImportError``), and so does 
 secret that is the config's own ``${VAR:-default}`` (``SWITCHBOARD_DEMO=1`` allows it, as
 ``up`` does). The thread that resumes bulk-replay jobs whose process died
 (:mod:`webhooks.ops.jobs`) starts here too: one per gunicorn worker (the module is
-imported after the fork; no ``--preload``).
+imported after the fork; no ``--preload``), and so does the one that reloads the config
+when its file changes (:mod:`webhooks.reload`).
 """
+
+from collections.abc import Iterable
 
 from gunicorn.errors import AppImportError
 
@@ -17,6 +20,7 @@ from config.logs import configure_logging
 from config.settings import EnvError
 from webhooks import create_app
 from webhooks.ops.jobs import JobResumer
+from webhooks.reload import ConfigWatcher
 
 try:
     app = create_app()
@@ -25,9 +29,21 @@ except (EnvError, ConfigError) as exc:  # gunicorn prints this line and stops, n
 _state = app.extensions["switchboard"]
 if not _state.settings.demo and (_why := demo_secrets(_state.config)):
     raise AppImportError(f"switchboard: {_why}")
-# the ops tokens are secrets too: redacted wherever a line might quote one
 _ops_tokens = app.extensions.get("switchboard_ops_tokens", {}).values()
-configure_logging({*_state.config.secrets, *_ops_tokens})
+
+
+_redacted: set[str] = set()
+
+
+def _log_redacting(secrets: Iterable[str]) -> None:
+    # the ops tokens are secrets too, and a reloaded config's secrets join (never replace)
+    # the old ones: a line about a task queued under the old config may still quote one
+    _redacted.update(secrets, _ops_tokens)
+    configure_logging(_redacted)
+
+
+_log_redacting(_state.config.secrets)
+ConfigWatcher(app, on_secrets=_log_redacting).start()  # rules and sources, when changed
 
 
 def _resume_stalled_jobs() -> list[str]:

@@ -1,0 +1,114 @@
+"""The web reloads its config when the file changes (webhooks.reload): a new rule maps the
+next webhook; a config that does not load is refused with an error line naming the file
+and field, and the web keeps serving the rules it has."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from config.loader import load_config
+from tests.helpers import TEST_CONFIG, hmac_headers, make_settings
+from webhooks.reload import ConfigWatcher
+
+PHONE_RULE = """
+  - name: portal-phone
+    source: portal
+    events: [phone.changed]
+    actions:
+      - vendor: perfex
+        op: update_customer
+        target: "{{ payload.customer.perfex_id }}"
+        fields:
+          phonenumber: "{{ payload.phone }}"
+"""
+
+
+def _write(path, text: str, tick: int) -> None:
+    path.write_text(text)
+    os.utime(path, ns=(tick * 10**9, tick * 10**9))  # a change the watcher cannot miss
+
+
+def _post_phone(client, event_id: str):
+    """Post a portal "phone.changed" with the Flask test client or an httpx client."""
+    body = json.dumps(
+        {"event_id": event_id, "event": "phone.changed", "at": 1_700_000_000,
+         "customer": {"perfex_id": "7"}, "phone": "+44 20 7946 0000"}
+    ).encode()  # fmt: skip
+    key = "data" if hasattr(client, "application") else "content"
+    return client.post("/webhooks/portal", headers=hmac_headers(body), **{key: body})
+
+
+def test_a_changed_rule_is_used_and_a_broken_config_is_refused(
+    redis_server, private_db, sandbox, tmp_path, monkeypatch, caplog
+):
+    from webhooks import create_app
+
+    monkeypatch.setenv("SANDBOX_URL", sandbox.url)
+    config = tmp_path / "switchboard.yaml"
+    original = TEST_CONFIG.read_text()
+    _write(config, original, 1)
+    settings = make_settings(redis_server.url.rsplit("/", 1)[0] + "/7", config_path=config)
+    app = create_app(settings, load_config(config))
+    client = app.test_client()
+    watcher = ConfigWatcher(app)
+    assert watcher.check() is False  # nothing changed yet
+    assert _post_phone(client, "p-1").get_json()["status"] == "ignored"  # no rule yet
+
+    _write(config, original + PHONE_RULE, 2)
+    with caplog.at_level(logging.INFO, logger="switchboard.web"):
+        assert watcher.check() is True
+    assert "config reloaded" in [r.getMessage() for r in caplog.records]
+    mapped = _post_phone(client, "p-2")
+    assert (mapped.status_code, mapped.get_json()["tasks"]) == (202, 1)
+
+    caplog.clear()
+    broken = original + PHONE_RULE.replace("op: update_customer", "op: update_nothing")
+    _write(config, broken, 3)
+    with caplog.at_level(logging.INFO, logger="switchboard.web"):
+        assert watcher.check() is False
+    [refused] = [r for r in caplog.records if r.getMessage().startswith("config not reloaded")]
+    assert refused.levelname == "ERROR"
+    assert any(str(config) in p and "update_nothing" in p for p in refused.sb["problems"])
+    still = _post_phone(client, "p-3")  # the rules it had still serve
+    assert (still.status_code, still.get_json()["tasks"]) == (202, 1)
+
+
+def test_switchboard_web_picks_up_a_new_rule_without_a_restart(redis_server, tmp_path):
+    import subprocess
+
+    import httpx
+
+    from config import embedded_redis
+    from tests.helpers import ROOT, wait_for, worker_env
+    from webhooks.supervisor import web_command
+
+    config = tmp_path / "switchboard.yaml"
+    _write(config, TEST_CONFIG.read_text(), 1)
+    port = embedded_redis.free_port()
+    env = worker_env(redis_server.url, "http://127.0.0.1:9", SWITCHBOARD_CONFIG=str(config))
+    log = (tmp_path / "web.log").open("wb")
+    web = subprocess.Popen(web_command(port, 2), cwd=ROOT, env=env, stdout=log, stderr=log)
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+    try:
+        wait_for(lambda: _answers(http), timeout=30)
+        assert _post_phone(http, "w-1").json()["status"] == "ignored"
+        _write(config, TEST_CONFIG.read_text() + PHONE_RULE, 2)
+        ids = iter(range(2, 10_000))
+
+        def mapped_by_both() -> bool:  # each request may land on either gunicorn worker
+            return all(_post_phone(http, f"w-{next(ids)}").status_code == 202 for _ in range(4))
+
+        wait_for(mapped_by_both, timeout=15)
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
+        http.close()
+
+
+def _answers(http) -> bool:
+    try:
+        return http.get("/healthz").status_code == 200
+    except Exception:
+        return False

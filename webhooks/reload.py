@@ -1,0 +1,101 @@
+"""The web picks up its config file's changes by itself: rules and sources are swapped in
+whole, and a config that does not load is refused with one error line naming its problems
+(file, path, field) while the web goes on serving the one it has.
+
+Each gunicorn worker runs a :class:`ConfigWatcher` (started in :mod:`webhooks.wsgi`) that
+looks at the file's modification time and size every :data:`CHECK_EVERY` seconds. Before,
+a changed rule needed ``kill -HUP``, and a broken config then stopped every worker.
+Workers read only the vendors (credentials, limits): they take a vendor change when
+restarted; a task for a vendor they do not know yet is retried meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask
+
+from config.errors import ConfigError
+from config.loader import Config, demo_secrets, load_config
+from config.logs import event as log_event
+
+log = logging.getLogger("switchboard.web")
+
+CHECK_EVERY = 2.0  # seconds between looks at the config file
+
+Stamp = tuple[int, int] | None
+
+
+def stamp_of(path: str) -> Stamp:
+    """(modification time in ns, size) of ``path``, or None when it cannot be read."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
+
+
+class ConfigWatcher(threading.Thread):
+    """Reloads ``app``'s config when its file changes; ``on_secrets`` is called with the
+    new config's secrets (so log lines redact them) after each reload."""
+
+    def __init__(
+        self,
+        app: Flask,
+        on_secrets: Callable[[Iterable[str]], Any] | None = None,
+        every: float = CHECK_EVERY,
+    ):
+        super().__init__(name="config-watcher", daemon=True)
+        self.state = app.extensions["switchboard"]
+        self.on_secrets = on_secrets
+        self.every = every
+        self.seen = stamp_of(self.state.config.file)
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            try:
+                self.check()
+            except Exception:  # never let the thread die: it is how rules get reloaded
+                log.exception("config watcher: unexpected error; going on")
+
+    def check(self) -> bool:
+        """Reload if the file changed since last seen; True if a new config is in use."""
+        path = self.state.config.file
+        stamp = stamp_of(path)
+        if stamp == self.seen or stamp is None:  # unchanged, or mid-replace: next time
+            return False
+        self.seen = stamp
+        config = self._load(path)
+        if config is None:
+            return False
+        self.state.use_config(config)
+        if self.on_secrets is not None:
+            self.on_secrets(config.secrets)
+        log_event(
+            log, "config reloaded", file=path, sources=len(config.sources),
+            vendors=len(config.vendors), rules=len(config.rules),
+        )  # fmt: skip
+        return True
+
+    def _load(self, path: str) -> Config | None:
+        """The changed config, or None (logged) when it cannot be used."""
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            log_event(
+                log, "config not reloaded: the running one stays", at=logging.ERROR,
+                file=path, problems=str(exc).splitlines(),
+            )  # fmt: skip
+            return None
+        if not self.state.settings.demo and (why := demo_secrets(config)):
+            log_event(
+                log, "config not reloaded: the running one stays", at=logging.ERROR,
+                file=path, problems=[why],
+            )  # fmt: skip
+            return None
+        return config
