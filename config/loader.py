@@ -418,6 +418,16 @@ class _Loader:
         )
 
 
+def stamp_of(path: str) -> tuple[int, int] | None:
+    """(modification time in ns, size) of the config file at ``path``, or None when it
+    cannot be read: what the web and the workers compare to see it changed."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
+
+
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     """Read and validate the config at ``path``; raises :class:`ConfigError`."""
     file = str(path)

@@ -5,14 +5,13 @@ whole, and a config that does not load is refused with one error line naming its
 Each gunicorn worker runs a :class:`ConfigWatcher` (started in :mod:`webhooks.wsgi`) that
 looks at the file's modification time and size every :data:`CHECK_EVERY` seconds. Before,
 a changed rule needed ``kill -HUP``, and a broken config then stopped every worker.
-Workers read only the vendors (credentials, limits): they take a vendor change when
-restarted; a task for a vendor they do not know yet is retried meanwhile.
+Celery workers, which read only the vendors, look too (:func:`worker.runtime.get_runtime`);
+a task for a vendor a worker does not know yet is retried meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -20,23 +19,12 @@ from typing import Any
 from flask import Flask
 
 from config.errors import ConfigError
-from config.loader import Config, demo_secrets, load_config
+from config.loader import Config, demo_secrets, load_config, stamp_of
 from config.logs import event as log_event
 
 log = logging.getLogger("switchboard.web")
 
 CHECK_EVERY = 2.0  # seconds between looks at the config file
-
-Stamp = tuple[int, int] | None
-
-
-def stamp_of(path: str) -> Stamp:
-    """(modification time in ns, size) of ``path``, or None when it cannot be read."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_mtime_ns, info.st_size
 
 
 class ConfigWatcher(threading.Thread):

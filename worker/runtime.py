@@ -6,14 +6,18 @@ Celery worker process, after any fork), from the environment settings.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis as redis_lib
 
-from config.loader import Config, load_config
+from config.errors import ConfigError
+from config.loader import Config, load_config, stamp_of
+from config.logs import event as log_event
 from config.redis_url import parse_sentinel_url
 from config.settings import Settings
 from worker.deadletter import DeadLetters
@@ -24,6 +28,8 @@ from worker.redact import Redactor
 from worker.steps import Steps
 from worker.vendors import connector_for
 from worker.vendors.base import Connector
+
+log = logging.getLogger("switchboard.worker")
 
 
 @dataclass
@@ -87,11 +93,14 @@ def connect_sentinel(url: str, master: str) -> redis_lib.Redis:
     return sentinel.master_for(master, db=db, password=password, **CLIENT_OPTIONS)
 
 
-def build_runtime(settings: Settings, config: Config | None = None) -> Runtime:
+def build_runtime(
+    settings: Settings, config: Config | None = None, client: redis_lib.Redis | None = None
+) -> Runtime:
+    """Everything a worker needs; ``client``: a Redis connection to reuse (a reload)."""
     from config.embedded_redis import resolve_redis_url
 
     config = config or load_config(settings.config_path)
-    client = connect(resolve_redis_url(settings))
+    client = client or connect(resolve_redis_url(settings))
     redactor = Redactor(config.secrets)
     return Runtime(
         settings=settings,
@@ -112,9 +121,51 @@ _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
 
 
+@dataclass
+class _Watch:
+    """The config file as last seen (its stamp), and when it was last looked at."""
+
+    stamp: tuple[int, int] | None = None
+    checked: float = 0.0
+
+
+_watch = _Watch()
+
+#: seconds between looks at the config file: a changed one (vendors: credentials, limits,
+#: a new vendor) is used by the next task; one that does not load is refused, logged once
+CONFIG_CHECK_EVERY = 2.0
+
+
 def get_runtime() -> Runtime:
     global _runtime
     with _runtime_lock:
         if _runtime is None or _runtime.redis.connection_pool.pid != os.getpid():
             _runtime = build_runtime(Settings.from_env())
+            _watch.stamp, _watch.checked = stamp_of(_runtime.config.file), time.monotonic()
+        elif time.monotonic() - _watch.checked >= CONFIG_CHECK_EVERY:
+            _watch.checked = time.monotonic()
+            _runtime = _reloaded(_runtime)
         return _runtime
+
+
+def _reloaded(rt: Runtime) -> Runtime:
+    """``rt`` on the config file as it is now, if it changed and loads; else ``rt``. Tasks
+    running keep the runtime they began with; connectors are built afresh, lazily."""
+    stamp = stamp_of(rt.config.file)
+    if stamp is None or stamp == _watch.stamp:
+        return rt
+    _watch.stamp = stamp
+    try:
+        config = load_config(rt.config.file)
+    except ConfigError as exc:
+        log_event(
+            log, "config not reloaded: the running one stays", at=logging.ERROR,
+            file=rt.config.file, problems=str(exc).splitlines(),
+        )  # fmt: skip
+        return rt
+    fresh = build_runtime(rt.settings, config, rt.redis)
+    from config.logs import configure_logging
+
+    configure_logging({*rt.config.secrets, *config.secrets})  # old lines may quote old ones
+    log_event(log, "config reloaded", file=config.file, vendors=len(config.vendors))
+    return fresh

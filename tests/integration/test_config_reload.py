@@ -112,3 +112,45 @@ def _answers(http) -> bool:
         return http.get("/healthz").status_code == 200
     except Exception:
         return False
+
+
+def test_a_worker_takes_a_changed_vendor_and_refuses_a_broken_config(
+    redis_server, sandbox, tmp_path, monkeypatch, caplog
+):
+    import worker.runtime as runtime
+
+    config = tmp_path / "switchboard.yaml"
+    original = TEST_CONFIG.read_text()
+    _write(config, original, 1)
+    monkeypatch.setenv("SWITCHBOARD_CONFIG", str(config))
+    monkeypatch.setenv("REDIS_URL", redis_server.url.rsplit("/", 1)[0] + "/7")
+    monkeypatch.setenv("SANDBOX_URL", sandbox.url)
+    monkeypatch.setattr(runtime, "_runtime", None)  # this test's own, restored after it
+    monkeypatch.setattr(runtime, "_watch", runtime._Watch())
+    monkeypatch.setattr(runtime, "CONFIG_CHECK_EVERY", 0.0)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))  # a reload re-configures it
+    monkeypatch.setattr(root, "level", root.level)
+    first = runtime.get_runtime()
+    assert "perfex2" not in first.config.vendors
+    added = original.replace(
+        "vendors:\n",
+        "vendors:\n  perfex2:\n    kind: perfexcrm\n"
+        '    base_url: "${SANDBOX_URL}/perfexcrm"\n    auth: {token: perfex-demo-token}\n',
+        1,
+    )
+    _write(config, added, 2)
+    with caplog.at_level(logging.INFO, logger="switchboard.worker"):
+        second = runtime.get_runtime()
+    assert "perfex2" in second.config.vendors and second.connector("perfex2") is not None
+    assert second.redis is first.redis  # the same connections, a new config
+    assert "config reloaded" in [r.getMessage() for r in caplog.records]
+
+    caplog.clear()
+    _write(config, added.replace("kind: perfexcrm", "kind: nocrm", 1), 3)
+    with caplog.at_level(logging.INFO, logger="switchboard.worker"):
+        assert runtime.get_runtime() is second  # refused: the running one stays
+        assert runtime.get_runtime() is second
+    refused = [r for r in caplog.records if r.getMessage().startswith("config not reloaded")]
+    assert len(refused) == 1 and refused[0].levelname == "ERROR"  # said once, not per task
+    assert any("nocrm" in p for p in refused[0].sb["problems"])
