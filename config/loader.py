@@ -418,14 +418,16 @@ class _Loader:
         )
 
 
-def stamp_of(path: str) -> tuple[int, int] | None:
-    """(modification time in ns, size) of the config file at ``path``, or None when it
-    cannot be read: what the web and the workers compare to see it changed."""
+def stamp_of(path: str) -> tuple[int, ...] | None:
+    """(inode, modification and change times in ns, size) of the config file at ``path``
+    (a symlink followed, as Kubernetes swaps them), or None when it cannot be read: what the
+    web and the workers compare to see it changed. Replace the file whole (write a new one,
+    rename it over) rather than edit it in place: a half-written file may still load."""
     try:
         info = os.stat(path)
     except OSError:
         return None
-    return info.st_mtime_ns, info.st_size
+    return info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

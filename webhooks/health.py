@@ -65,6 +65,9 @@ def readyz() -> tuple[Response, int]:
     state = get_state()
     now = time.time()
     detail: dict[str, Any] = {"config": state.config.file, "redis": "ok"}
+    detail["config_loaded_at"] = round(state.loaded.at, 3)
+    if state.refused:  # still ready: the running config serves (webhooks.reload)
+        detail["config_refused"] = state.refused
     try:
         state.redis.ping()
         detail.update(queue_detail(state.redis, now, list(state.config.vendors)))

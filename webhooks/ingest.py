@@ -29,7 +29,8 @@ bp = Blueprint("ingest", __name__)
 @bp.post("/webhooks/<source>")
 def receive(source: str) -> tuple[Response, int]:
     state = get_state()
-    verifier = state.sources.get(source)
+    g.sb_loaded = loaded = state.loaded  # one config for the whole request (a reload swaps)
+    verifier = loaded.sources.get(source)
     if verifier is None:
         raise NotFound(f"no source named {source!r}", code="unknown_source")
     inbound = InboundRequest(
@@ -49,7 +50,7 @@ def receive(source: str) -> tuple[Response, int]:
     writer = state.commit  # concurrent requests share one pipeline (webhooks.commit)
     # (event, tasks, outcome) per event: counted and logged by webhooks.metrics
     g.sb_events = seen = []
-    mapped = [(event, state.rules.tasks_for(event)) for event in events]
+    mapped = [(event, loaded.rules.tasks_for(event)) for event in events]
     try:
         results = writer.store_events(mapped)
     except Unconfirmed as exc:  # stored (some), not confirmed: a 503, and its log says so

@@ -88,7 +88,7 @@ def init_app(app: Flask) -> None:
 
 def observe_ingest(state: AppState, response: Response) -> None:
     source = str((request.view_args or {}).get("source", ""))
-    known = source in state.sources
+    known = source in g.get("sb_loaded", state.loaded).sources  # the config it was served
     label = source if known else UNKNOWN_SOURCE  # never a label from an unknown URL
     took_ms = round((time.perf_counter() - g.get("sb_started", time.perf_counter())) * 1000, 2)
     client = state.redis

@@ -41,7 +41,7 @@ class ConfigWatcher(threading.Thread):
         self.state = app.extensions["switchboard"]
         self.on_secrets = on_secrets
         self.every = every
-        self.seen = stamp_of(self.state.config.file)
+        self.seen: tuple[int, ...] | None = None  # the first look compares the contents
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -57,9 +57,8 @@ class ConfigWatcher(threading.Thread):
         stamp = stamp_of(path)
         if stamp == self.seen or stamp is None:  # unchanged, or mid-replace: next time
             return False
-        self.seen = stamp
-        config = self._load(path)
-        if config is None:
+        config = self._load(path, stamp)
+        if config is None or config == self.state.config:
             return False
         self.state.use_config(config)
         if self.on_secrets is not None:
@@ -70,20 +69,25 @@ class ConfigWatcher(threading.Thread):
         )  # fmt: skip
         return True
 
-    def _load(self, path: str) -> Config | None:
-        """The changed config, or None (logged) when it cannot be used."""
+    def _load(self, path: str, stamp: tuple[int, ...]) -> Config | None:
+        """The changed config, or None when it cannot be used (logged once) or the file
+        changed while it was read (an editor saving in place: looked at again next time)."""
         try:
             config = load_config(path)
         except ConfigError as exc:
+            problems = str(exc).splitlines()
+        else:
+            why = None if self.state.settings.demo else demo_secrets(config)
+            problems = [why] if why else []
+        if stamp_of(path) != stamp:
+            return None
+        self.seen = stamp
+        if problems:
+            self.state.refused = problems
             log_event(
                 log, "config not reloaded: the running one stays", at=logging.ERROR,
-                file=path, problems=str(exc).splitlines(),
+                file=path, problems=problems,
             )  # fmt: skip
             return None
-        if not self.state.settings.demo and (why := demo_secrets(config)):
-            log_event(
-                log, "config not reloaded: the running one stays", at=logging.ERROR,
-                file=path, problems=[why],
-            )  # fmt: skip
-            return None
+        self.state.refused = []
         return config

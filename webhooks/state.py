@@ -7,6 +7,7 @@ nothing; ``get_state()`` is the only way views reach any of it.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 import redis as redis_lib
@@ -22,13 +23,31 @@ from worker.queue import Queue
 from worker.redact import Redactor
 
 
-@dataclass
-class AppState:
-    settings: Settings
+@dataclass(frozen=True)
+class Loaded:
+    """One config as the web serves it: swapped whole on a reload, so a request that read
+    it once (``AppState.loaded``) verifies and maps with the same one."""
+
     config: Config
     sources: dict[str, Source]
     rules: RuleSet
+    at: float = field(default_factory=time.time)
+
+    @classmethod
+    def of(cls, config: Config) -> Loaded:
+        sources = {
+            name: SOURCE_KINDS[s.kind](name, s.settings) for name, s in config.sources.items()
+        }
+        return cls(config, sources, RuleSet(config))
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    loaded: Loaded
     redis_url: str | None = None
+    #: the problems of the last config refused by a reload (webhooks.reload), [] if none
+    refused: list[str] = field(default_factory=list)
     _redis: redis_lib.Redis | None = None
     _queue: Queue | None = None
     _commit: GroupCommit | None = None
@@ -36,13 +55,24 @@ class AppState:
 
     @classmethod
     def build(cls, settings: Settings, config: Config, redis_url: str | None = None) -> AppState:
-        return cls(settings, config, _sources(config), RuleSet(config), redis_url)
+        return cls(settings, Loaded.of(config), redis_url)
 
     def use_config(self, config: Config) -> None:
-        """Serve ``config`` from now on (webhooks.reload): its sources and rules are built
-        first, then swapped in (a request in flight finishes with what it began with)."""
-        sources, rules = _sources(config), RuleSet(config)
-        self.config, self.sources, self.rules = config, sources, rules
+        """Serve ``config`` from now on (webhooks.reload): built whole, then swapped in one
+        assignment (a request in flight finishes with the one it read)."""
+        self.loaded = Loaded.of(config)
+
+    @property
+    def config(self) -> Config:
+        return self.loaded.config
+
+    @property
+    def sources(self) -> dict[str, Source]:
+        return self.loaded.sources
+
+    @property
+    def rules(self) -> RuleSet:
+        return self.loaded.rules
 
     @property
     def redis(self) -> redis_lib.Redis:
@@ -77,10 +107,6 @@ class AppState:
         return DeadLetters(
             self.redis, Redactor(self.config.secrets), self.settings.event_ttl_seconds
         )
-
-
-def _sources(config: Config) -> dict[str, Source]:
-    return {name: SOURCE_KINDS[s.kind](name, s.settings) for name, s in config.sources.items()}
 
 
 def get_state() -> AppState:

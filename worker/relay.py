@@ -107,7 +107,7 @@ class Relay(threading.Thread):
                 if unpublished:  # given back first: due now, for any relay
                     rt.queue.give_back(unpublished)
                     unpublished = []
-                self._relay_once(rt, claim, recoverer)
+                self._relay_once(get_runtime(), claim, recoverer)  # a reloaded config too
             except NotPublished as exc:
                 unpublished = exc.deliveries
                 self._wait_after(exc.__cause__ or exc)

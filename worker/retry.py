@@ -5,7 +5,8 @@
 - ``decide(error, attempt, policy)``: a :class:`Retry` (with its delay; a vendor's
   ``Retry-After`` is honoured as the floor of the wait, up to :data:`MAX_RETRY_AFTER`)
   or a :class:`GiveUp` (the dead-letter code). Permanent errors give up at once;
-  retryable ones after ``policy.max_attempts`` attempts with code ``exhausted``.
+  retryable ones after ``policy.max_attempts`` attempts with the error's code
+  (``exhausted``; ``unknown_vendor`` for a vendor the worker's config lacks).
 Unit tests hit these without Celery or Redis; the worker only calls them.
 """
 

@@ -6,6 +6,7 @@ Celery worker process, after any fork), from the environment settings.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -59,6 +60,20 @@ class Runtime:
         for connector in self._connectors.values():
             connector.close()
         self._connectors.clear()
+
+    def hand_over(self, fresh: Runtime) -> list[Connector]:
+        """Give ``fresh`` the connectors whose vendor settings it shares; the others (to
+        close once the tasks using them are done)."""
+        with self._lock:
+            kept = {
+                name: connector
+                for name, connector in self._connectors.items()
+                if fresh.config.vendors.get(name) == self.config.vendors.get(name)
+            }
+            replaced = [c for n, c in self._connectors.items() if n not in kept]
+        with fresh._lock:
+            fresh._connectors.update(kept)
+        return replaced
 
 
 CLIENT_OPTIONS: dict[str, Any] = {
@@ -123,16 +138,19 @@ _runtime_lock = threading.Lock()
 
 @dataclass
 class _Watch:
-    """The config file as last seen (its stamp), and when it was last looked at."""
+    """The config file as last seen (its stamp; None: not yet compared), when it was last
+    looked at, and every secret any config of this process had (log redaction keeps them:
+    a task begun under an older config may still log one)."""
 
-    stamp: tuple[int, int] | None = None
+    stamp: tuple[int, ...] | None = None
     checked: float = 0.0
+    secrets: set[str] = field(default_factory=set)
 
 
 _watch = _Watch()
 
-#: seconds between looks at the config file: a changed one (vendors: credentials, limits,
-#: a new vendor) is used by the next task; one that does not load is refused, logged once
+#: seconds between looks at the config file: a changed one (vendors: limits, URLs, a new
+#: vendor) is used by the next task; one that does not load is refused, logged once
 CONFIG_CHECK_EVERY = 2.0
 
 
@@ -141,7 +159,8 @@ def get_runtime() -> Runtime:
     with _runtime_lock:
         if _runtime is None or _runtime.redis.connection_pool.pid != os.getpid():
             _runtime = build_runtime(Settings.from_env())
-            _watch.stamp, _watch.checked = stamp_of(_runtime.config.file), time.monotonic()
+            _watch.stamp, _watch.checked = None, time.monotonic()  # compared at first look
+            _watch.secrets.update(_runtime.config.secrets)
         elif time.monotonic() - _watch.checked >= CONFIG_CHECK_EVERY:
             _watch.checked = time.monotonic()
             _runtime = _reloaded(_runtime)
@@ -149,23 +168,60 @@ def get_runtime() -> Runtime:
 
 
 def _reloaded(rt: Runtime) -> Runtime:
-    """``rt`` on the config file as it is now, if it changed and loads; else ``rt``. Tasks
-    running keep the runtime they began with; connectors are built afresh, lazily."""
+    """``rt`` on the config file as it is now, if that changed and loads; else ``rt``.
+
+    Connectors of vendors whose settings did not change carry over (their connections and
+    sessions); replaced ones are closed once the tasks that began with them are done (a
+    run's lock time). Tasks running keep the runtime they began with."""
     stamp = stamp_of(rt.config.file)
     if stamp is None or stamp == _watch.stamp:
         return rt
-    _watch.stamp = stamp
-    try:
-        config = load_config(rt.config.file)
-    except ConfigError as exc:
-        log_event(
-            log, "config not reloaded: the running one stays", at=logging.ERROR,
-            file=rt.config.file, problems=str(exc).splitlines(),
-        )  # fmt: skip
+    config = _load_stable(rt.config.file, stamp)
+    if config is None or config == rt.config:
         return rt
     fresh = build_runtime(rt.settings, config, rt.redis)
-    from config.logs import configure_logging
-
-    configure_logging({*rt.config.secrets, *config.secrets})  # old lines may quote old ones
+    replaced = rt.hand_over(fresh)
+    if replaced:
+        timer = threading.Timer(RELOAD_CLOSE_AFTER, _close, [replaced])
+        timer.daemon = True
+        timer.start()
+    _redact_logs(config)
     log_event(log, "config reloaded", file=config.file, vendors=len(config.vendors))
     return fresh
+
+
+def _load_stable(path: str, stamp: tuple[int, ...]) -> Config | None:
+    """The config at ``path`` if it loads and the file did not change while it was read
+    (an editor saving in place: looked at again next time); None, logged once, if not."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        if stamp_of(path) == stamp:  # a finished file that is wrong: say so, once
+            _watch.stamp = stamp
+            log_event(
+                log, "config not reloaded: the running one stays", at=logging.ERROR,
+                file=path, problems=str(exc).splitlines(),
+            )  # fmt: skip
+        return None
+    if stamp_of(path) != stamp:
+        return None
+    _watch.stamp = stamp
+    return config
+
+
+def _redact_logs(config: Config) -> None:
+    from config.logs import configure_logging
+
+    _watch.secrets.update(config.secrets)
+    configure_logging(_watch.secrets)
+
+
+def _close(connectors: list[Connector]) -> None:
+    for connector in connectors:
+        with contextlib.suppress(Exception):
+            connector.close()
+
+
+#: seconds a replaced connector is kept open after a reload: above a run's lock time, so
+#: the tasks that began with it finish first
+RELOAD_CLOSE_AFTER = 600.0

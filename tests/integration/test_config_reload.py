@@ -4,12 +4,13 @@ and field, and the web keeps serving the rules it has."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 
 from config.loader import load_config
-from tests.helpers import TEST_CONFIG, hmac_headers, make_settings
+from tests.helpers import TEST_CONFIG, hmac_headers, make_settings, wait_for
 from webhooks.reload import ConfigWatcher
 
 PHONE_RULE = """
@@ -73,6 +74,11 @@ def test_a_changed_rule_is_used_and_a_broken_config_is_refused(
     assert any(str(config) in p and "update_nothing" in p for p in refused.sb["problems"])
     still = _post_phone(client, "p-3")  # the rules it had still serve
     assert (still.status_code, still.get_json()["tasks"]) == (202, 1)
+    detail = client.get("/readyz").get_json()["detail"]  # says so, beside the log
+    assert any("update_nothing" in p for p in detail["config_refused"])
+    _write(config, original + PHONE_RULE, 4)  # fixed: used again, and the note goes
+    assert watcher.check() is False  # the same config it serves: nothing to swap
+    assert "config_refused" not in client.get("/readyz").get_json()["detail"]
 
 
 def test_switchboard_web_picks_up_a_new_rule_without_a_restart(redis_server, tmp_path):
@@ -131,8 +137,11 @@ def test_a_worker_takes_a_changed_vendor_and_refuses_a_broken_config(
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", list(root.handlers))  # a reload re-configures it
     monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr(runtime, "RELOAD_CLOSE_AFTER", 0.0)
     first = runtime.get_runtime()
     assert "perfex2" not in first.config.vendors
+    perfex = first.connector("perfex")
+    assert runtime.get_runtime() is first  # the first look: the same file, nothing new
     added = original.replace(
         "vendors:\n",
         "vendors:\n  perfex2:\n    kind: perfexcrm\n"
@@ -144,13 +153,75 @@ def test_a_worker_takes_a_changed_vendor_and_refuses_a_broken_config(
         second = runtime.get_runtime()
     assert "perfex2" in second.config.vendors and second.connector("perfex2") is not None
     assert second.redis is first.redis  # the same connections, a new config
+    assert second.connector("perfex") is perfex  # unchanged vendor: kept, sessions and all
     assert "config reloaded" in [r.getMessage() for r in caplog.records]
 
+    _write(config, added.replace("timeout: 2", "timeout: 3", 1), 3)  # perfex changes
+    third = runtime.get_runtime()
+    assert third.connector("perfex") is not perfex
+    wait_for(lambda: perfex.http.is_closed, timeout=5)  # the replaced one is closed
+    assert second.config.secrets <= runtime._watch.secrets  # and its secrets still redacted
+    added = added.replace("timeout: 2", "timeout: 3", 1)
+    second = third
+
     caplog.clear()
-    _write(config, added.replace("kind: perfexcrm", "kind: nocrm", 1), 3)
+    _write(config, added.replace("kind: perfexcrm", "kind: nocrm", 1), 4)
     with caplog.at_level(logging.INFO, logger="switchboard.worker"):
         assert runtime.get_runtime() is second  # refused: the running one stays
         assert runtime.get_runtime() is second
     refused = [r for r in caplog.records if r.getMessage().startswith("config not reloaded")]
     assert len(refused) == 1 and refused[0].levelname == "ERROR"  # said once, not per task
     assert any("nocrm" in p for p in refused[0].sb["problems"])
+
+
+class _SwapOnRead(io.BytesIO):
+    """A request body whose first read swaps the app's config (a reload mid-request)."""
+
+    def __init__(self, body: bytes, swap):
+        super().__init__(body)
+        self.swap = swap
+
+    def _first(self) -> None:
+        if self.swap:
+            self.swap, swap = None, self.swap
+            swap()
+
+    def read(self, *args):
+        self._first()
+        return super().read(*args)
+
+    def read1(self, *args):
+        self._first()
+        return super().read1(*args)
+
+    def readinto(self, buffer):
+        self._first()
+        return super().readinto(buffer)
+
+
+def test_a_reload_during_a_request_does_not_mix_two_configs(
+    redis_server, private_db, sandbox, tmp_path, monkeypatch
+):
+    """Verified with the old sources, mapped with the new rules, a webhook of a renamed
+    source was stored as 'ignored' (no task, and the sender does not retry)."""
+    from webhooks import create_app
+
+    monkeypatch.setenv("SANDBOX_URL", sandbox.url)
+    config = tmp_path / "switchboard.yaml"
+    _write(config, TEST_CONFIG.read_text(), 1)
+    renamed = tmp_path / "renamed.yaml"
+    _write(renamed, TEST_CONFIG.read_text().replace("portal", "portal_v2"), 1)
+    settings = make_settings(redis_server.url.rsplit("/", 1)[0] + "/7", config_path=config)
+    app = create_app(settings, load_config(config))
+    state = app.extensions["switchboard"]
+    body = json.dumps(
+        {"event_id": "mid-reload", "event": "address.changed", "at": 1_700_000_000,
+         "customer": {"perfex_id": "7"}, "address": {"city": "Leeds", "zip": "LS1"}}
+    ).encode()  # fmt: skip
+    stream = _SwapOnRead(body, lambda: state.use_config(load_config(renamed)))
+    answer = app.test_client().post(
+        "/webhooks/portal", input_stream=stream, headers=hmac_headers(body),
+        content_length=len(body),
+    )  # fmt: skip
+    assert stream.swap is None  # the swap did happen mid-request
+    assert (answer.status_code, answer.get_json()["tasks"]) == (202, 1)  # the old config's
