@@ -42,6 +42,17 @@ def _load(path: str | None = None) -> Config:
         sys.exit(1)
 
 
+def _load_or_none(path: str | Path) -> Config:
+    """The config, or (with a warning) an empty one when it does not load: dead letters
+    and events are in Redis, and a broken rule is when they are most needed."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        _echo(f"warning: {exc.problems[0]} (and {len(exc.problems) - 1} more); "
+              "showing what is in Redis without the config", err=True)  # fmt: skip
+        return Config(file=str(path), sources={}, vendors={}, rules=())
+
+
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -249,7 +260,9 @@ def _describe_matches(matches: list[dict[str, Any]]) -> str:
 
 
 # -- dead letters and events (talk to Redis directly: work when the web is down) -----------
-def _ops() -> Any:
+def _ops(replays: bool = False) -> Any:
+    """The ops service on the configured Redis. Only a replay maps with the rules: the
+    other commands read Redis, and work on while the config file is broken (a warning)."""
     from config.embedded_redis import NoRedis, resolve_redis_url
     from webhooks.ops.service import Ops
     from webhooks.rules import RuleSet
@@ -257,7 +270,7 @@ def _ops() -> Any:
     from worker.runtime import connect
 
     settings = _settings()
-    config = _load()
+    config = _load() if replays else _load_or_none(settings.config_path)
     try:  # ops commands read what is there: they never start a Redis of their own
         url = resolve_redis_url(settings, start_if_missing=False)
     except NoRedis as exc:
@@ -453,7 +466,7 @@ def dlq_replay(
         raise click.UsageError("give entry ids or filter options, not both")
     if not entry_ids and not filters and not replay_all:
         raise click.UsageError("give entry ids, filter options, or --all")
-    ops = _ops()
+    ops = _ops(replays=True)
     if entry_ids:
         _run(lambda: _replay_ids(ops, entry_ids, as_json))
     else:
@@ -645,7 +658,7 @@ def events_show(source: str, event_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def events_replay(source: str, event_id: str, as_json: bool) -> None:
     """Map SOURCE/EVENT_ID again with the current rules and queue it (no de-duplication)."""
-    result = _run(lambda: _ops().replay_event(source, event_id, who=_who()))
+    result = _run(lambda: _ops(replays=True).replay_event(source, event_id, who=_who()))
     _emit(result, as_json, f"{result['status']}: {result['tasks']} task(s)")
 
 

@@ -234,3 +234,26 @@ def test_what_a_vendor_said_cannot_drive_the_operators_terminal(cli, redis):
         assert "\\x1b]52;c;" in shown
     # the JSON keeps the value as stored (json.dumps escapes it)
     assert json.loads(cli("dlq", "show", task.id, "--json").output)["message"].endswith(hostile)
+
+
+def test_reading_dead_letters_works_while_the_config_is_broken(redis_server, redis, tmp_path):
+    # a broken rule is when ops most need the dead letters: only a replay needs the rules
+    entry = synthetic_dead_letter(redis, 1, time.time())
+    broken = tmp_path / "switchboard.yaml"
+    rule = 'target: "{{ payload.data.object.metadata.perfex_customer }}"'
+    assert rule in TEST_CONFIG.read_text()
+    broken.write_text(TEST_CONFIG.read_text().replace(rule, rule.replace("payload", "paylod")))
+    env = {"REDIS_URL": redis_server.url, "SWITCHBOARD_CONFIG": str(broken), "USER": "op",
+           "SANDBOX_URL": "http://127.0.0.1:9"}  # fmt: skip
+
+    def run(*args: str):
+        return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+    listed = run("dlq", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert [i["id"] for i in json.loads(listed.stdout)["items"]] == [entry]
+    assert "warning:" in listed.stderr and "paylod" in listed.stderr
+    assert run("dlq", "show", entry).exit_code == 0
+    assert run("dlq", "stats").exit_code == 0
+    replay = run("dlq", "replay", entry)  # this one maps with the rules: it says why not
+    assert replay.exit_code == 1 and "paylod" in replay.output

@@ -323,3 +323,18 @@ def test_a_shared_concurrency_cap_is_read_and_checked(tmp_path):
     assert load_config(write(tmp_path, lifted), {}).vendors["perfex"].concurrency is None
     zero = BASE.replace("auth: {token: t0ken}}", "auth: {token: t0ken}, concurrency: 0}")
     assert one(tmp_path, zero).startswith("vendors.perfex.concurrency: ")
+
+
+def test_an_hmac_source_template_with_an_unknown_name_is_a_config_error(tmp_path):
+    # a typo refused every webhook of the source with a 400 at run time
+    portal = (
+        '  portal: {kind: hmac, secret: s3cret!, id: "{{ paylod.id }}", '
+        "type: \"{{ headers['x-event'] }}\"}\n"
+    )
+    text = BASE.replace("  stripe: {kind: stripe, secret: whsec_x}\n",
+                        "  stripe: {kind: stripe, secret: whsec_x}\n" + portal)  # fmt: skip
+    assert one(tmp_path, text) == (
+        "sources.portal.id: unknown name 'paylod' (a source sees payload and headers)"
+    )
+    fixed = text.replace("paylod", "payload")
+    assert "portal" in load_config(write(tmp_path, fixed), {}).sources  # headers is known

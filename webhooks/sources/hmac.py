@@ -12,24 +12,33 @@ import hashlib
 import hmac as hmac_lib
 from typing import Any
 
-from jinja2 import TemplateError
-from marshmallow import Schema, fields, validate
+from jinja2 import TemplateError, meta
+from marshmallow import Schema, ValidationError, fields, validate
 
 from webhooks.errors import InvalidSignature, MalformedPayload, MissingSignature
 from webhooks.sources.base import Event, InboundRequest, Source, kept_headers
 from webhooks.sources.common import Secrets, any_digest_matches, header, parse_json, to_epoch
 from webhooks.templating import ENV, render_value
 
+#: what an hmac source's templates see
+SOURCE_NAMES = frozenset({"payload", "headers"})
+
 
 class TemplateString(fields.String):
-    """A string that must compile as a Jinja2 template (checked at config load)."""
+    """A string that must compile as a Jinja2 template over ``payload`` and ``headers``
+    (checked at config load: a typo such as ``paylod.id`` refused every webhook with a 400,
+    and a sender that gives up on 4xx loses them)."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
         try:
-            ENV.from_string(text)
+            tree = ENV.parse(text)
         except TemplateError as exc:
             raise self.make_error("invalid") from exc
+        unknown = sorted(meta.find_undeclared_variables(tree) - SOURCE_NAMES - set(ENV.globals))
+        if unknown:
+            names = ", ".join(repr(n) for n in unknown)
+            raise ValidationError(f"unknown name {names} (a source sees payload and headers)")
         return text
 
     default_error_messages = {"invalid": "not a valid template"}
