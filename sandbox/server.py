@@ -64,6 +64,7 @@ def serve_forever(host: str = "127.0.0.1", port: int = 8100, threads: int = 64) 
                 "timeout": 120,  # the worker's own heartbeat; hangs sleep in threads
                 "graceful_timeout": 2,
                 "loglevel": "warning",
+                "control_socket_disable": True,  # a fixed path per user: two sandboxes clash
             }.items():
                 self.cfg.set(key, value)
 

@@ -37,6 +37,8 @@ def sandbox_wanted(config: Config, port: int) -> bool:
 
 def port_free(port: int) -> bool:
     with socket.socket() as sock:
+        # as the servers bind: a connection of the last run still in TIME-WAIT is no user
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((os.environ.get("SWITCHBOARD_HOST") or "127.0.0.1", port))
         except OSError:
@@ -72,6 +74,7 @@ def web_command(port: int, workers: int = 2) -> list[str]:
         "20",
         "--logger-class",  # its own lines as JSON; no access log (the app writes one)
         "webhooks.gunicorn_logs.JsonLogger",
+        "--no-control-socket",  # gunicorn 27's is one fixed path per user: two webs clash
         "webhooks.wsgi:app",
     ]
 
