@@ -42,7 +42,7 @@ from worker.retry import GiveUp, decide
 from worker.runtime import Runtime
 from worker.steps import Begun
 from worker.vendors import CONNECTORS, errors
-from worker.vendors.base import Connector, RetryPolicy, VendorInstance
+from worker.vendors.base import Connector, RetryPolicy, VendorInstance, answered
 
 log = logging.getLogger("switchboard.worker")
 
@@ -261,6 +261,7 @@ def _apply_locked(
         return defer(rt, record, admitted, began=True), 0.0, False
     circuit = admitted.circuit
     started = time.time()
+    answered(reset=True)
     try:
         # validated once, before the lock; send only the fields that are not stale
         connector.apply_clean(task.op, clean.target, ordering.pick(clean.fields, fresh))
@@ -285,7 +286,7 @@ def _apply_locked(
         if admitted.slot is not None:
             slot = admitted.slot
             _advise("free an in-flight slot", lambda: rt.inflight.release(task.vendor, slot))
-    attempts = record.attempts + [_attempt(started, "applied", None, None, None)]
+    attempts = record.attempts + [_attempt(started, "applied", answered(), None, None)]
     _complete(rt, record, lock, "applied", attempts, ordering.dotted(stale), ordering.dotted(fresh))
     if circuit:
         _advise("count a success", circuit.success)

@@ -229,3 +229,11 @@ def test_a_retrying_task_says_when_its_next_attempt_goes(runtime, private_db, sa
                        known=(record.task, record.attempts))  # fmt: skip
     [line] = [r.sb for r in caplog.records if r.getMessage() == "task retrying"]
     assert 0 <= line["retry_in_s"] <= due - time.time() + 0.01  # the log line
+
+
+def test_an_applied_attempt_records_the_vendors_http_status(runtime, private_db, sandbox):
+    queue = Queue(private_db)
+    task = store_perfex_task(queue, "evt-applied-status", "paid 7")
+    assert deliver(runtime, queue, task) == "applied"
+    record = queue.load_task(task.id)
+    assert record is not None and record.attempts[-1]["status"] == 200  # not null

@@ -47,7 +47,11 @@ def fixture(path: str) -> bytes:
 
 
 def fixtures(kind: str) -> list[str]:
-    return sorted(f"{kind}/{p.name}" for p in (FIXTURES / kind).glob("*.json"))
+    """The shared fixtures of ``kind``: never none (a glob of a missing directory would
+    make the tests that loop over them pass having checked nothing)."""
+    found = sorted(f"{kind}/{p.name}" for p in (FIXTURES / kind).glob("*.json"))
+    assert found, f"no {kind} fixtures in {FIXTURES}: the tests need ../shared beside the checkout"
+    return found
 
 
 def make_source(kind: str, name: str | None = None, **settings: Any) -> Source:

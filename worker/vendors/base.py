@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -192,6 +193,7 @@ class Connector:
             observe_call(self.name, None, time.perf_counter() - started)
             raise errors.Unavailable(f"{self.name}: {type(exc).__name__} calling {shown}") from exc
         observe_call(self.name, response.status_code, time.perf_counter() - started)
+        _answers.status = response.status_code
         return self.check_common(response)
 
     # -- secrets never leave in an error ---------------------------------------------
@@ -253,6 +255,17 @@ class Connector:
     max_requests: ClassVar[int] = 1
     #: calls in flight across all workers when the config sets no ``concurrency``
     concurrency: ClassVar[int | None] = None
+
+
+_answers = threading.local()
+
+
+def answered(reset: bool = False) -> int | None:
+    """The HTTP status of the last vendor answer this thread got (a successful op's, for
+    its attempt record); ``reset`` forgets it first (before an op)."""
+    if reset:
+        _answers.status = None
+    return getattr(_answers, "status", None)
 
 
 def excerpt_of(response: httpx.Response, redact: Callable[[str], str] = str) -> str:
