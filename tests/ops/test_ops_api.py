@@ -349,11 +349,7 @@ def _config_with_zip_default(app):
 
 
 def _swap_rules(app, config) -> None:
-    from webhooks.rules import RuleSet
-
-    state_ = app.extensions["switchboard"]
-    state_.config = config
-    state_.rules = RuleSet(config)
+    app.extensions["switchboard"].use_config(config)  # as a reload of the file does
 
 
 def test_events_show_lists_tasks_and_their_states(client, worker, sandbox, redis):
