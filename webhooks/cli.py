@@ -79,7 +79,11 @@ def main() -> None:
 # -- running ------------------------------------------------------------------------------
 @main.command()
 def up() -> None:
-    """Run everything: Redis (embedded unless REDIS_URL), sandbox, web, worker."""
+    """Run everything: Redis (embedded unless REDIS_URL), sandbox, web, worker.
+
+    Ports: PORT (8000) for the web, SWITCHBOARD_SANDBOX_PORT (8100) for the sandbox; state
+    in ./var (one `up` per directory).
+    """
     from webhooks.supervisor import Supervisor
 
     settings = _settings()

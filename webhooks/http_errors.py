@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 import redis as redis_lib
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
 from webhooks.errors import ApiError, Unavailable
@@ -55,6 +55,9 @@ def register(app: Flask) -> None:
         allowed = sorted(getattr(exc, "valid_methods", None) or [])
         if status == 405 and allowed:  # say what would work (RFC 9110: an Allow header)
             message = f"use {' or '.join(m for m in allowed if m not in ('HEAD', 'OPTIONS'))}"
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        if status == 413 and limit:  # a Content-Length over it: as a chunked body is told
+            message = f"the body is over {limit - 1} bytes"
         response, status = error_response(status, HTTP_CODES.get(status, "http_error"), message)
         if allowed:
             response.headers["Allow"] = ", ".join(allowed)

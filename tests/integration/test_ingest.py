@@ -64,6 +64,10 @@ def test_body_over_the_limit_is_413(client):
     body = b'{"pad": "' + b"x" * (70 * 1024) + b'"}'
     response = client.post("/webhooks/stripe", data=body, headers=stripe_headers(body))
     assert (response.status_code, error_code(response)) == (413, "payload_too_large")
+    # the limit, said alike whether the size came in a Content-Length or as chunks
+    said = "the body is over 65536 bytes"
+    assert response.get_json()["error"]["message"] == said
+    assert _chunked(client, body).get_json()["error"]["message"] == said
 
 
 def _chunked(client, body: bytes):
