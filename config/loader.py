@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import TemplateSyntaxError, meta, nodes
+from jinja2 import TemplateSyntaxError, nodes
 from marshmallow import Schema, ValidationError
 from marshmallow import fields as mfields
 
@@ -26,7 +26,7 @@ from config.errors import ConfigError, ConfigProblem
 from config.schemas import RuleSchema, SourceFrame, TopSchema, VendorSchema
 from config.strict_yaml import load_yaml
 from webhooks.sources import SOURCE_KINDS
-from webhooks.templating import ENV, is_template
+from webhooks.templating import ENV, is_template, unknown_names
 from worker.vendors import CONNECTORS
 from worker.vendors.base import CircuitPolicy, RetryPolicy, VendorInstance
 
@@ -383,9 +383,7 @@ class _Loader:
     def check_names(self, tree: nodes.Template, path: str) -> None:
         """A name a rule cannot see (``paylod.amount``) is a typo: as a field it failed on
         every event, and in an ``if:`` it was quietly never true."""
-        unknown = sorted(meta.find_undeclared_variables(tree) - RULE_NAMES - set(ENV.globals))
-        if unknown:
-            names = ", ".join(repr(n) for n in unknown)
+        if names := unknown_names(tree, RULE_NAMES):
             self.problem(path, f"unknown name {names} (a rule sees payload and event)")
 
     # -- whole file --------------------------------------------------------------------

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from itertools import chain, islice
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateError, Undefined
+from jinja2 import StrictUndefined, Template, TemplateError, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.nativetypes import NativeCodeGenerator
 from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
@@ -181,6 +181,13 @@ class PathTemplate:
                 return self.template.render(scope)
             value = value[part]
         return plain(value)
+
+
+def unknown_names(tree: nodes.Template, known: Iterable[str]) -> str | None:
+    """The names ``tree`` uses that are neither ``known`` nor a global, quoted and joined
+    (``'paylod'``), or None: a typo is a config error, not a failure on every event."""
+    unknown = sorted(meta.find_undeclared_variables(tree) - set(known) - set(ENV.globals))
+    return ", ".join(repr(n) for n in unknown) or None
 
 
 def is_template(value: Any) -> bool:

@@ -12,13 +12,13 @@ import hashlib
 import hmac as hmac_lib
 from typing import Any
 
-from jinja2 import TemplateError, meta
+from jinja2 import TemplateError
 from marshmallow import Schema, ValidationError, fields, validate
 
 from webhooks.errors import InvalidSignature, MalformedPayload, MissingSignature
 from webhooks.sources.base import Event, InboundRequest, Source, kept_headers
 from webhooks.sources.common import Secrets, any_digest_matches, header, parse_json, to_epoch
-from webhooks.templating import ENV, render_value
+from webhooks.templating import ENV, render_value, unknown_names
 
 #: what an hmac source's templates see
 SOURCE_NAMES = frozenset({"payload", "headers"})
@@ -35,9 +35,7 @@ class TemplateString(fields.String):
             tree = ENV.parse(text)
         except TemplateError as exc:
             raise self.make_error("invalid") from exc
-        unknown = sorted(meta.find_undeclared_variables(tree) - SOURCE_NAMES - set(ENV.globals))
-        if unknown:
-            names = ", ".join(repr(n) for n in unknown)
+        if names := unknown_names(tree, SOURCE_NAMES):
             raise ValidationError(f"unknown name {names} (a source sees payload and headers)")
         return text
 
