@@ -73,15 +73,16 @@ def call_seconds(instance: VendorInstance) -> float:
     return 4 * instance.timeout + 2
 
 
+def op_seconds(instance: VendorInstance) -> float:
+    """Above the longest one op can take: every request it may make (a login, the call,
+    and both again after a refused session), each up to :func:`call_seconds`."""
+    return CONNECTORS[instance.kind].max_requests * call_seconds(instance)
+
+
 def hold_seconds(rt: Runtime, instance: VendorInstance) -> float:
-    """Lock and lease length for one run: above the longest a run can take (the op's
-    vendor requests, a login and its retry included, plus the inline rate-limit and
-    in-flight slot waits, each bounded)."""
-    requests = CONNECTORS[instance.kind].max_requests
-    return max(
-        rt.settings.run_lease,
-        requests * call_seconds(instance) + RATE_WAIT_INLINE + SLOT_WAIT_INLINE,
-    )
+    """Lock and lease length for one run: above the longest a run can take (the op, plus
+    the inline rate-limit and in-flight slot waits, each bounded)."""
+    return max(rt.settings.run_lease, op_seconds(instance) + RATE_WAIT_INLINE + SLOT_WAIT_INLINE)
 
 
 def process(
@@ -217,9 +218,8 @@ def _admit(rt: Runtime, instance: VendorInstance, begun: Begun) -> Admission | f
             admission.release_probe()
             return wait
     if instance.concurrency:  # a cap shared by all workers: wait a little, then defer
-        run_seconds = CONNECTORS[instance.kind].max_requests * call_seconds(instance)
         admission.slot = rt.inflight.take(
-            instance.name, instance.concurrency, run_seconds, SLOT_WAIT_INLINE
+            instance.name, instance.concurrency, op_seconds(instance), SLOT_WAIT_INLINE
         )
         if admission.slot is None:
             admission.release_probe()
