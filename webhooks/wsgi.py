@@ -32,14 +32,9 @@ if not _state.settings.demo and (_why := demo_secrets(_state.config)):
 _ops_tokens = app.extensions.get("switchboard_ops_tokens", {}).values()
 
 
-_redacted: set[str] = set()
-
-
 def _log_redacting(secrets: Iterable[str]) -> None:
-    # the ops tokens are secrets too, and a reloaded config's secrets join (never replace)
-    # the old ones: a line about a task queued under the old config may still quote one
-    _redacted.update(secrets, _ops_tokens)
-    configure_logging(_redacted)
+    # the ops tokens are secrets too (a reload passes every config's secrets it has seen)
+    configure_logging({*secrets, *_ops_tokens})
 
 
 _log_redacting(_state.config.secrets)

@@ -16,11 +16,11 @@ from typing import Any
 
 import redis as redis_lib
 
-from config.errors import ConfigError
-from config.loader import Config, load_config, stamp_of
+from config.loader import Config, load_config
 from config.logs import event as log_event
 from config.redis_url import parse_sentinel_url
 from config.settings import Settings
+from config.watch import ConfigFile
 from worker.deadletter import DeadLetters
 from worker.inflight import InFlight
 from worker.queue import Queue
@@ -138,13 +138,11 @@ _runtime_lock = threading.Lock()
 
 @dataclass
 class _Watch:
-    """The config file as last seen (its stamp; None: not yet compared), when it was last
-    looked at, and every secret any config of this process had (log redaction keeps them:
-    a task begun under an older config may still log one)."""
+    """The config file as this process watches it (None until the first runtime), and
+    when it was last looked at."""
 
-    stamp: tuple[int, ...] | None = None
+    file: ConfigFile | None = None
     checked: float = 0.0
-    secrets: set[str] = field(default_factory=set)
 
 
 _watch = _Watch()
@@ -159,8 +157,7 @@ def get_runtime() -> Runtime:
     with _runtime_lock:
         if _runtime is None or _runtime.redis.connection_pool.pid != os.getpid():
             _runtime = build_runtime(Settings.from_env())
-            _watch.stamp, _watch.checked = None, time.monotonic()  # compared at first look
-            _watch.secrets.update(_runtime.config.secrets)
+            _watch.file, _watch.checked = ConfigFile(_runtime.config.file, log), time.monotonic()
         elif time.monotonic() - _watch.checked >= CONFIG_CHECK_EVERY:
             _watch.checked = time.monotonic()
             _runtime = _reloaded(_runtime)
@@ -173,11 +170,9 @@ def _reloaded(rt: Runtime) -> Runtime:
     Connectors of vendors whose settings did not change carry over (their connections and
     sessions); replaced ones are closed once the tasks that began with them are done (a
     run's lock time). Tasks running keep the runtime they began with."""
-    stamp = stamp_of(rt.config.file)
-    if stamp is None or stamp == _watch.stamp:
-        return rt
-    config = _load_stable(rt.config.file, stamp)
-    if config is None or config == rt.config:
+    assert _watch.file is not None
+    config = _watch.file.changed(rt.config)
+    if config is None:
         return rt
     fresh = build_runtime(rt.settings, config, rt.redis)
     replaced = rt.hand_over(fresh)
@@ -185,35 +180,11 @@ def _reloaded(rt: Runtime) -> Runtime:
         timer = threading.Timer(RELOAD_CLOSE_AFTER, _close, [replaced])
         timer.daemon = True
         timer.start()
-    _redact_logs(config)
-    log_event(log, "config reloaded", file=config.file, vendors=len(config.vendors))
-    return fresh
-
-
-def _load_stable(path: str, stamp: tuple[int, ...]) -> Config | None:
-    """The config at ``path`` if it loads and the file did not change while it was read
-    (an editor saving in place: looked at again next time); None, logged once, if not."""
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        if stamp_of(path) == stamp:  # a finished file that is wrong: say so, once
-            _watch.stamp = stamp
-            log_event(
-                log, "config not reloaded: the running one stays", at=logging.ERROR,
-                file=path, problems=str(exc).splitlines(),
-            )  # fmt: skip
-        return None
-    if stamp_of(path) != stamp:
-        return None
-    _watch.stamp = stamp
-    return config
-
-
-def _redact_logs(config: Config) -> None:
     from config.logs import configure_logging
 
-    _watch.secrets.update(config.secrets)
-    configure_logging(_watch.secrets)
+    configure_logging(_watch.file.secrets)  # every config's: old lines may quote old ones
+    log_event(log, "config reloaded", file=config.file, vendors=len(config.vendors))
+    return fresh
 
 
 def _close(connectors: list[Connector]) -> None:

@@ -160,7 +160,7 @@ def test_a_worker_takes_a_changed_vendor_and_refuses_a_broken_config(
     third = runtime.get_runtime()
     assert third.connector("perfex") is not perfex
     wait_for(lambda: perfex.http.is_closed, timeout=5)  # the replaced one is closed
-    assert second.config.secrets <= runtime._watch.secrets  # and its secrets still redacted
+    assert second.config.secrets <= runtime._watch.file.secrets  # still redacted
     added = added.replace("timeout: 2", "timeout: 3", 1)
     second = third
 
