@@ -19,7 +19,14 @@ from jinja2 import UndefinedError
 
 from config.loader import Config, RuleConfig
 from webhooks.sources.base import Event
-from webhooks.templating import ENV, NOTHING, compile_value, render_part, render_value
+from webhooks.templating import (
+    ENV,
+    NOTHING,
+    compile_value,
+    render_part,
+    render_value,
+    time_limit,
+)
 from worker.model import UpdateTask
 
 
@@ -69,6 +76,10 @@ class RuleSet:
             self.by_source.setdefault(rule.source, []).append(compile_rule(rule))
 
     def map_event(self, event: Event) -> list[Match]:
+        with time_limit():  # one deadline for all of this event's templates
+            return self._map_event(event)
+
+    def _map_event(self, event: Event) -> list[Match]:
         scope = {"payload": event.payload, "event": event.scope()}
         matches = []
         for rule in self.by_source.get(event.source, []):

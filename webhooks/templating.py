@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import math
 import re
+import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from itertools import chain, islice
 from typing import Any
 
@@ -33,6 +36,39 @@ from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
 
 MAX_POWER = 1000  # 2 ** 1000 is plenty for a template; 10 ** 10 ** 9 is a hung thread
 MAX_POWER_BITS = 4096  # and a huge base to a small power is as slow
+TIME_LIMIT = 1.0  # seconds one event's templates may run (they take microseconds)
+
+_deadline = threading.local()  # .at: time.monotonic() past which a render stops
+
+
+@contextmanager
+def time_limit(seconds: float = TIME_LIMIT) -> Iterator[None]:
+    """Renders inside share one deadline (a whole event's rules); one outside any such
+    block gets its own. Past it, a loop or a call raises SecurityError (a mapping error):
+    nested loops over a sender's lists, or a macro calling itself twice, would otherwise
+    hold a web thread for hours."""
+    outer = getattr(_deadline, "at", None)
+    if outer is None:
+        _deadline.at = time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        if outer is None:
+            _deadline.at = None
+
+
+def _check_time() -> None:
+    at = getattr(_deadline, "at", None)
+    if at is not None and time.monotonic() > at:
+        raise SecurityError(f"the templates ran longer than {TIME_LIMIT:g} s on this event")
+
+
+def _timed(values: Iterable[Any]) -> Iterator[Any]:
+    """What every ``{% for %}`` loops over: the same items, the clock looked at as it goes."""
+    for n, value in enumerate(values):
+        if not n & 63:
+            _check_time()
+        yield value
 
 
 def _text(value: Any) -> str:
@@ -110,7 +146,8 @@ class _NativeTemplate(Template):
     def render(self, *args: Any, **kwargs: Any) -> Any:
         ctx = self.new_context(dict(*args, **kwargs))
         try:
-            return self.environment_class.concat(self.root_render_func(ctx))  # type: ignore[attr-defined]
+            with time_limit():
+                return self.environment_class.concat(self.root_render_func(ctx))  # type: ignore[attr-defined]
         except Exception:
             return self.environment.handle_exception()
 
@@ -118,6 +155,12 @@ class _NativeTemplate(Template):
 class SandboxedNativeEnvironment(ImmutableSandboxedEnvironment):
     code_generator_class = _NativeCodeGenerator
     concat = staticmethod(_concat)  # type: ignore[assignment]
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):  # every loop's items pass the clock (_timed)
+            loop.iter = nodes.Filter(loop.iter, "_timed", [], [], None, None, lineno=loop.lineno)
+        return tree
 
     # ``'-' * payload.n`` or ``10 ** payload.n`` with a sender's n would take the web
     # thread's memory or time; ranges are already capped at MAX_RANGE items
@@ -140,6 +183,7 @@ class SandboxedNativeEnvironment(ImmutableSandboxedEnvironment):
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         # "x".center(payload.n), "{:>{}}".format(x, payload.n): a width a sender sets
         # (the sandbox hands str.format over wrapped: known by its qualified name)
+        _check_time()  # a macro, or a recursive loop's loop(...), calling itself
         name = getattr(__obj, "__qualname__", "")
         if isinstance(getattr(__obj, "__self__", None), str) or name.startswith("str."):
             _no_wide_widths((*args, *kwargs.values()))
@@ -158,8 +202,9 @@ SandboxedNativeEnvironment.template_class = _NativeTemplate  # type: ignore[assi
 _NativeTemplate.environment_class = SandboxedNativeEnvironment  # type: ignore[attr-defined]
 
 ENV = SandboxedNativeEnvironment(undefined=StrictUndefined, autoescape=False)
+ENV.filters["_timed"] = _timed
 
-__all__ = ["ENV", "TemplateError", "is_template", "compile_value", "render_value"]
+__all__ = ["ENV", "TemplateError", "is_template", "compile_value", "render_value", "time_limit"]
 
 
 _DOTTED = re.compile(r"\{\{\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*\}\}")

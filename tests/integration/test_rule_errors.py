@@ -35,6 +35,17 @@ RULES = """
         op: update_customer
         target: "{{ payload.customer }}"
         fields: {vat: "{{ payload.notes | dictsort | length }}"}
+  - name: cross-lines
+    source: portal
+    events: [lines.changed]
+    actions:
+      - vendor: perfex
+        op: update_customer
+        target: "{{ payload.customer }}"
+        fields:
+          vat: >-
+            {% for a in payload.lines %}{% for b in payload.lines %}
+            {% for c in payload.lines %}{% endfor %}{% endfor %}{% endfor %}x
 """
 
 
@@ -93,3 +104,12 @@ def test_a_template_raising_any_error_is_a_mapping_error(portal, private_db):
     # named: which field, then the error ("fields.vat: AttributeError: ...")
     assert task.mapping_error and task.mapping_error.startswith("fields.vat: ")
     assert task.mapping_error.split(": ")[1].endswith("Error")
+
+
+def test_templates_that_run_too_long_are_a_mapping_error_not_a_hung_thread(portal, private_db):
+    # 1,000 lines cubed: a billion turns of a web thread while the sender waits
+    response = portal("evt-lines", "lines.changed", lines=list(range(1000)), customer="7")
+    assert response.status_code == 202, response.get_json()
+    [task] = _tasks(private_db, "evt-lines")
+    assert task.mapping_error.startswith("fields.vat: SecurityError: ")
+    assert "longer than 1 s" in task.mapping_error

@@ -114,6 +114,38 @@ def test_widths_and_powers_a_sender_sets_are_bounded(template):
         render_value(compile_value(template), scope)
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        # nested loops over a sender's list: 600 ** 3 turns, minutes of a web thread
+        "{% for a in payload.l %}{% for b in payload.l %}{% for c in payload.l %}"
+        "{% endfor %}{% endfor %}{% endfor %}x",
+        # a macro calling itself twice: 2 ** 60 calls and no loop at all
+        "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% else %}x{% endif %}"
+        "{% endmacro %}{{ f(60) | length }}",
+    ],
+)
+def test_a_template_that_runs_past_the_time_limit_stops(template):
+    from jinja2.exceptions import SecurityError
+
+    with pytest.raises(SecurityError, match="longer than"):
+        render_value(compile_value(template), {"payload": {"l": list(range(600))}})
+
+
+def test_loops_give_what_they_gave_before_the_clock_watched_them():
+    scope = {"payload": {"l": [1, 2, 3], "d": {"a": 1}, "tree": [[1], 3]}}
+    templates = {
+        "{% for x in payload.l %}{{ x }}{% if loop.last %}!{% endif %}{% endfor %}": "123!",
+        "{% for k, v in payload.d.items() %}{{ k }}={{ v }}{% else %}-{% endfor %}": "a=1",
+        "{% for x in payload.missing_ok | default([]) %}x{% else %}none{% endfor %}": "none",
+        "{% for x in payload.l if x > 1 %}{{ loop.index }}/{{ loop.length }}{% endfor %}": "1/22/2",
+        "{% for x in payload.tree recursive %}{% if x is number %}{{ x }}{% endif %}"
+        "{% endfor %}": 3,
+    }
+    for template, value in templates.items():
+        assert render_value(compile_value(template), scope) == value, template
+
+
 def test_text_and_containers_hold_data_only():
     # mixed text wrote "<generator object ...>"; a huge integer made ingest answer 500
     with pytest.raises(TypeError):
