@@ -37,9 +37,6 @@ log = logging.getLogger("switchboard.worker")
 #: day and 1 the next month are no outage
 FAILURE_WINDOW = 600.0
 
-#: numeric value per state, for a gauge (``switchboard_circuit_state``)
-STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
-
 #: ``now`` in the scripts: the time given (tests), else Redis's own clock, so hosts whose
 #: clocks differ still agree on when a cooldown ends
 _NOW = """
@@ -195,7 +192,7 @@ def circuit_states(
     ``vendors`` lists the configured names (each reported, ``closed`` when it has no
     state yet; the keyspace is never scanned: that grows with it). ``open_for`` is
     the seconds left of the cooldown (0 unless open); ``opened`` counts openings since
-    the circuit last closed. For a gauge use :data:`STATE_VALUES`. ``now``: Redis's clock
+    the circuit last closed. ``now``: Redis's clock
     unless given (``until`` is written in it).
     """
     names = list(vendors)

@@ -6,7 +6,7 @@
 - :class:`TargetLock`: a random token under ``sb:lock:<vendor>:<record>``, taken with
   ``SET NX PX`` inside the ``begin`` step (:mod:`worker.steps`), released only by its
   holder (compare-and-delete in Lua), expiring on its own if the holder dies. Its time to live
-  (:func:`worker.runner.hold_seconds`) is above the longest run, so it cannot expire
+  (:func:`worker.timing.hold_seconds`) is above the longest run, so it cannot expire
   under a live holder; after a vendor timeout the holder keeps it one vendor timeout
   longer (:meth:`TargetLock.hold`) so a late write of the timed-out request lands first.
 - Field versions: ``sb:fields:<vendor>:<record>`` maps each field (each member of a

@@ -41,14 +41,18 @@ from worker.replication import NotReplicated
 from worker.retry import GiveUp, decide
 from worker.runtime import Runtime
 from worker.steps import Begun
-from worker.vendors import CONNECTORS, errors
+from worker.timing import (
+    RATE_WAIT_INLINE,
+    SLOT_WAIT_INLINE,
+    hold_seconds,
+    op_seconds,
+)
+from worker.vendors import errors
 from worker.vendors.base import Connector, RetryPolicy, VendorInstance, answered
 
 log = logging.getLogger("switchboard.worker")
 
 LOCK_WAIT = 1.0  # seconds to wait for a busy target before deferring the task
-RATE_WAIT_INLINE = 1.0  # rate-limit waits up to this long are slept, longer ones deferred
-SLOT_WAIT_INLINE = 1.0  # how long to wait for a shared in-flight slot before deferring
 #: recording the outcome after the vendor call rides out a Redis restart or a Sentinel
 #: failover (~20 s: 0.2, 0.4, 0.8, 1.6, then 2 s apart), and, with
 #: SWITCHBOARD_MIN_REPLICAS, a record the replicas have not confirmed (it is written
@@ -65,24 +69,6 @@ COMPLETE_RETRY = Retry(
         NotReplicated,
     ),
 )
-
-
-def call_seconds(instance: VendorInstance) -> float:
-    """Above the longest one vendor call can last: pool + connect + write + read timeouts
-    (httpx applies each separately), and some slack."""
-    return 4 * instance.timeout + 2
-
-
-def op_seconds(instance: VendorInstance) -> float:
-    """Above the longest one op can take: every request it may make (a login, the call,
-    and both again after a refused session), each up to :func:`call_seconds`."""
-    return CONNECTORS[instance.kind].max_requests * call_seconds(instance)
-
-
-def hold_seconds(rt: Runtime, instance: VendorInstance) -> float:
-    """Lock and lease length for one run: above the longest a run can take (the op, plus
-    the inline rate-limit and in-flight slot waits, each bounded)."""
-    return max(rt.settings.run_lease, op_seconds(instance) + RATE_WAIT_INLINE + SLOT_WAIT_INLINE)
 
 
 def process(

@@ -27,6 +27,7 @@ from worker.queue import Queue
 from worker.ratelimit import RateLimiter
 from worker.redact import Redactor
 from worker.steps import Steps
+from worker.timing import hold_seconds
 from worker.vendors import connector_for
 from worker.vendors.base import Connector
 
@@ -177,7 +178,7 @@ def _reloaded(rt: Runtime) -> Runtime:
     fresh = build_runtime(rt.settings, config, rt.redis)
     replaced = rt.hand_over(fresh)
     if replaced:
-        timer = threading.Timer(RELOAD_CLOSE_AFTER, _close, [replaced])
+        timer = threading.Timer(close_after(rt, replaced), _close, [replaced])
         timer.daemon = True
         timer.start()
     from config.logs import configure_logging
@@ -187,12 +188,21 @@ def _reloaded(rt: Runtime) -> Runtime:
     return fresh
 
 
+def close_after(rt: Runtime, replaced: list[Connector]) -> float:
+    """Seconds to keep ``replaced`` open: a task that began with one may use it for as
+    long as a run can last (a PortaBilling op at ``timeout: 300`` for over an hour);
+    closed earlier, its next request fails as a closed client, after the vendor may have
+    taken the first."""
+    return max(RELOAD_CLOSE_AFTER, *(hold_seconds(rt, c.instance) + 1.0 for c in replaced))
+
+
 def _close(connectors: list[Connector]) -> None:
     for connector in connectors:
         with contextlib.suppress(Exception):
             connector.close()
 
 
-#: seconds a replaced connector is kept open after a reload: above a run's lock time, so
-#: the tasks that began with it finish first
+#: seconds a replaced connector is kept open after a reload at least; longer when a run
+#: with it can last longer (:func:`worker.timing.hold_seconds`), so the tasks that began
+#: with it finish first
 RELOAD_CLOSE_AFTER = 600.0

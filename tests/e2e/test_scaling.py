@@ -147,7 +147,9 @@ def test_two_webs_three_workers_apply_each_event_once_in_order_within_the_rate_l
         assert sandbox.record("perfexcrm", target)["city"] == f"city-{PER_TARGET - 1:02d}"
 
     times = sorted(e["at"] for e in puts)
-    for i in range(len(times)):  # GCRA: a burst of RATE, then RATE per second, any window
+    # the sliding window books at most RATE calls in any second; the times here are when
+    # the simulator saw them (scheduling jitter after booking), so the bound is looser
+    for i in range(len(times)):
         for j in range(i, len(times)):
             allowed = RATE + (times[j] - times[i]) * RATE + 2  # 2: clock/network slack
             assert j - i + 1 <= allowed, f"{j - i + 1} calls in {times[j] - times[i]:.2f}s"

@@ -4,6 +4,7 @@ and field, and the web keeps serving the rules it has."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -124,7 +125,10 @@ def test_a_worker_takes_a_changed_vendor_and_refuses_a_broken_config(
     redis_server, sandbox, tmp_path, monkeypatch, caplog
 ):
     import worker.runtime as runtime
+    from worker.timing import hold_seconds
+    from worker.vendors import connector_for
 
+    real_close_after = runtime.close_after
     config = tmp_path / "switchboard.yaml"
     original = TEST_CONFIG.read_text()
     _write(config, original, 1)
@@ -137,7 +141,7 @@ def test_a_worker_takes_a_changed_vendor_and_refuses_a_broken_config(
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", list(root.handlers))  # a reload re-configures it
     monkeypatch.setattr(root, "level", root.level)
-    monkeypatch.setattr(runtime, "RELOAD_CLOSE_AFTER", 0.0)
+    monkeypatch.setattr(runtime, "close_after", lambda rt, replaced: 0.0)
     first = runtime.get_runtime()
     assert "perfex2" not in first.config.vendors
     perfex = first.connector("perfex")
@@ -158,6 +162,12 @@ def test_a_worker_takes_a_changed_vendor_and_refuses_a_broken_config(
 
     _write(config, added.replace("timeout: 2", "timeout: 3", 1), 3)  # perfex changes
     third = runtime.get_runtime()
+    slow = connector_for(dataclasses.replace(perfex.instance, timeout=300.0))
+    # kept open until the longest run that may have begun with one of them is over: a
+    # fixed 600 s closed a slow vendor's connector under a run still using it
+    hold = hold_seconds(second, slow.instance)
+    assert runtime.RELOAD_CLOSE_AFTER < hold < real_close_after(second, [perfex, slow])
+    slow.close()
     assert third.connector("perfex") is not perfex
     wait_for(lambda: perfex.http.is_closed, timeout=5)  # the replaced one is closed
     assert second.config.secrets <= runtime._watch.file.secrets  # still redacted

@@ -336,7 +336,7 @@ def test_a_runs_lock_and_lease_cover_every_request_its_op_can_make(runtime):
     run's lock and lease must outlast all four, or a newer task could run beside it."""
     import dataclasses
 
-    from worker.runner import call_seconds, hold_seconds
+    from worker.timing import call_seconds, hold_seconds
 
     perfex = dataclasses.replace(runtime.config.vendors["perfex"], timeout=60.0)
     one_call = call_seconds(perfex)

@@ -83,8 +83,10 @@ def test_an_ops_replay_is_answered_only_once_a_replica_has_it(tmp_path, monkeypa
         client = redis_lib.Redis.from_url(master.url)
         entry = synthetic_dead_letter(client, 1, time.time())
         other = synthetic_dead_letter(client, 2, time.time())
+        third = synthetic_dead_letter(client, 3, time.time())
         settings = make_settings(master.url, min_replicas=1, replica_timeout=0.3)
         http = create_app(settings, load_config(TEST_CONFIG)).test_client()
+        csrf = _page_sign_in(http)
         wait_for(master.replica_synced)
         assert replica.process is not None
         os.kill(replica.process.pid, signal.SIGSTOP)
@@ -98,6 +100,11 @@ def test_an_ops_replay_is_answered_only_once_a_replica_has_it(tmp_path, monkeypa
             gone = _cli(master.url, "discard", other)  # so does a discard
             assert gone.exit_code == 1
             assert "replica(s) confirmed" in gone.output and "run it again" in gone.output
+            page = http.post(f"/ops/entry/{third}/discard", data={"csrf_token": csrf})
+            # the page's button: a page saying so (it was the API's raw JSON 503)
+            assert (page.status_code, page.mimetype) == (503, "text/html")
+            assert "replica(s) confirmed" in page.get_data(as_text=True)
+            assert "press again" in page.get_data(as_text=True)
         finally:
             os.kill(replica.process.pid, signal.SIGCONT)
         response = http.post(f"/ops/dead-letters/{entry}/replay", headers=OPS)
@@ -106,6 +113,19 @@ def test_an_ops_replay_is_answered_only_once_a_replica_has_it(tmp_path, monkeypa
     finally:
         replica.stop()
         master.stop()
+
+
+def _page_sign_in(http) -> str:
+    import re
+
+    login = http.get("/ops/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', login)
+    assert csrf is not None
+    form = {"token": "test-ops-token", "csrf_token": csrf[1]}
+    assert http.post("/ops/login", data=form).status_code == 302
+    signed_in = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/ops/").text)
+    assert signed_in is not None
+    return signed_in[1]
 
 
 def _cli(redis_url: str, command: str, entry: str):

@@ -275,3 +275,22 @@ def test_presses_of_replay_event_at_the_same_instant_queue_it_once(ops, private_
         # one queues it; each other press waits for it, then finds its task queued
         assert sorted(outcomes) == ["queued"] + ["refused"] * 5, trial
         assert len(task_ids) == 2  # the first task and one replay's, never two replays'
+
+
+def test_a_job_thread_stopped_by_redis_going_away_logs_why(tmp_path, monkeypatch, caplog):
+    # it logged nothing and, Redis still away, died on its own bookkeeping: no trace of it
+    from tests.helpers import RedisServer
+
+    monkeypatch.setenv("SANDBOX_URL", "http://127.0.0.1:9")
+    server = RedisServer(tmp_path / "r")
+    server.start()
+    client = redis_lib.Redis.from_url(server.url)
+    ops = Ops(client, RuleSet(load_config(TEST_CONFIG)))
+    synthetic_dead_letter(client, 1, time.time())
+    job = ops.start_bulk_replay({"vendor": "perfex"}, who="test")
+    server.stop()
+    with caplog.at_level("INFO", logger="switchboard.ops"):
+        ops.run_bulk_replay_in_thread(job["id"]).join(10)
+    [stopped] = [r for r in caplog.records if r.getMessage().startswith("bulk replay")][:1]
+    assert stopped.getMessage() == f"bulk replay {job['id']} stopped" and stopped.exc_info
+    assert f"bulk replay {job['id']} not marked failed: redis unavailable" in caplog.messages

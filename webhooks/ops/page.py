@@ -9,6 +9,7 @@ and Replay / Discard; an event with its tasks; the audit log; bulk-replay job pr
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 import secrets
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from flask import (
 )
 from flask.sessions import SecureCookieSessionInterface
 from marshmallow import ValidationError
+from redis import RedisError
 from werkzeug.wrappers import Response as BaseResponse
 
 from webhooks.ops import schemas, throttle
@@ -38,6 +40,9 @@ from webhooks.ops.service import ConflictError, NotFoundError
 from webhooks.state import get_state
 from worker import keys
 from worker.deadletter import parse_cursor
+from worker.replication import NotReplicated
+
+log = logging.getLogger("switchboard.ops")
 
 bp = Blueprint(
     "ops_page",
@@ -81,6 +86,24 @@ def format_ts(value: Any) -> str:
 @bp.app_context_processor
 def _globals() -> dict[str, Any]:
     return {"csrf_token": csrf_token, "ops_who": session.get("who")}
+
+
+@bp.errorhandler(NotReplicated)
+@bp.errorhandler(RedisError)
+def _store_trouble(exc: Exception) -> tuple[str, int]:
+    """A page, not the API's JSON 503, when Redis is down or (with
+    ``SWITCHBOARD_MIN_REPLICAS``) did not confirm a replay or discard in time."""
+    if isinstance(exc, NotReplicated):
+        log.warning("ops page: not confirmed by replicas: %s", exc)
+        message = (
+            f"{exc}. It may have been done: look at the entry or the audit log, and press "
+            "again if it was not (a second press does not queue it twice)."
+        )
+    else:
+        log.warning("ops page: redis unavailable: %s", type(exc).__name__)
+        message = "The dead-letter store (Redis) is unavailable. Nothing was done; try again."
+    back = _safe_next(urlsplit(request.referrer or "").path or None)
+    return render_template("ops_unavailable.html", message=message, back=back), 503
 
 
 @bp.before_request

@@ -263,12 +263,16 @@ class Ops:
                 self.run_bulk_replay(job_id)
             except ConflictError:
                 pass  # another process took it first: it is running
-            except Exception as exc:  # recorded on the job; the thread must not die loud
-                if jobs.has_runner(self.redis, job_id):
-                    return  # this runner had stalled: another one has the job now
-                job = self.job(job_id)
-                job["errors"].append({"id": None, "message": type(exc).__name__})
-                self._finish(job, "failed")
+            except Exception as exc:  # logged, and recorded on the job if Redis lets us
+                jobs.log.exception("bulk replay %s stopped", job_id)
+                try:
+                    if jobs.has_runner(self.redis, job_id):
+                        return  # this runner had stalled: another one has the job now
+                    job = self.job(job_id)
+                    job["errors"].append({"id": None, "message": type(exc).__name__})
+                    self._finish(job, "failed")
+                except redis_lib.RedisError:  # a later web resumes the job once it is stalled
+                    jobs.log.warning("bulk replay %s not marked failed: redis unavailable", job_id)
 
         thread = threading.Thread(target=run, name=f"bulk-replay-{job_id}", daemon=True)
         thread.start()
