@@ -54,8 +54,7 @@ def fill(
     they were stored (as webhooks arriving one after another); returns seconds.
 
     Events occur from ``occurred_base`` (default: now) on, one millisecond apart."""
-    from webhooks.sources.base import Event
-    from worker.model import UpdateTask
+    from worker.model import Event, UpdateTask
     from worker.queue import Queue
 
     queue = Queue(client)

@@ -205,8 +205,7 @@ def store_perfex_task(
 ):
     """Store a Stripe event with one PerfexCRM update of customer ``target`` (``vat``);
     its task."""
-    from webhooks.sources.base import Event
-    from worker.model import UpdateTask
+    from worker.model import Event, UpdateTask
 
     at = time.time() if occurred_at is None else occurred_at
     task = UpdateTask(

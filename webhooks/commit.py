@@ -27,8 +27,7 @@ from typing import Any
 import redis as redis_lib
 from redis.exceptions import NoScriptError
 
-from webhooks.sources.base import Event
-from worker.model import UpdateTask
+from worker.model import Event, UpdateTask
 from worker.queue import Queue
 from worker.replication import NotReplicated, add_wait, confirm
 

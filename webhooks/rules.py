@@ -18,7 +18,6 @@ from typing import Any
 from jinja2 import UndefinedError
 
 from config.loader import Config, RuleConfig
-from webhooks.sources.base import Event
 from webhooks.templating import (
     ENV,
     NOTHING,
@@ -27,7 +26,7 @@ from webhooks.templating import (
     render_value,
     time_limit,
 )
-from worker.model import UpdateTask
+from worker.model import Event, UpdateTask
 
 
 @dataclass(frozen=True)

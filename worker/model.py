@@ -1,11 +1,37 @@
-"""The update task: plain data passed from the rules engine through Redis to a connector."""
+r"""The data that flows one way through Switchboard: an inbound :class:`Event` (a source
+makes it, rules read it, Redis keeps it) and the :class:`UpdateTask`\ s the rules make of
+it, passed through Redis to a connector."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    """One inbound event, as stored and as rules see it (``event`` in templates)."""
+
+    source: str
+    id: str
+    type: str
+    occurred_at: float  # unix seconds; orders updates per field
+    received_at: float
+    payload: Any
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def scope(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "source": self.source,
+            "occurred_at": self.occurred_at,
+            "received_at": self.received_at,
+            "headers": dict(self.headers),
+        }
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,8 @@ from typing import Any
 
 import redis as redis_lib
 
-from webhooks.sources.base import Event
 from worker import keys
-from worker.model import UpdateTask
+from worker.model import Event, UpdateTask
 
 TERMINAL = frozenset({"applied", "stale", "dead"})
 

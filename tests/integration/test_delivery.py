@@ -26,10 +26,9 @@ import redis as redis_lib
 from config import embedded_redis
 from config.loader import load_config
 from tests.helpers import ROOT, make_settings, stripe_headers, wait_for, with_changes
-from webhooks.sources.base import Event
 from worker import keys
 from worker.circuit import FAILURE_WINDOW, Circuit, circuit_states
-from worker.model import UpdateTask
+from worker.model import Event, UpdateTask
 from worker.queue import Queue
 from worker.ratelimit import RateLimiter
 from worker.retry import MAX_RETRY_AFTER, Retry, decide

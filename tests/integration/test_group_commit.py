@@ -11,8 +11,7 @@ import redis as redis_lib
 
 from tests.helpers import RedisServer
 from webhooks.commit import GroupCommit, NotReplicated
-from webhooks.sources.base import Event
-from worker.model import UpdateTask
+from worker.model import Event, UpdateTask
 from worker.queue import Queue
 
 

@@ -14,10 +14,9 @@ from types import SimpleNamespace
 import pytest
 from celery.worker import state as celery_state
 
-from webhooks.sources.base import Event
 from worker import keys
 from worker.holdings import REWRITE_EVERY, HoldingsWriter, Recoverer, held_deliveries
-from worker.model import UpdateTask
+from worker.model import Event, UpdateTask
 from worker.queue import Queue
 from worker.relay import _CLAIM, claim_due
 from worker.steps import Steps

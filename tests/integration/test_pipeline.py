@@ -6,9 +6,8 @@ import json
 import time
 
 from tests.helpers import deliver, stripe_headers, wait_for, with_changes
-from webhooks.sources.base import Event
 from worker import keys
-from worker.model import UpdateTask
+from worker.model import Event, UpdateTask
 from worker.queue import Queue
 from worker.vendors.base import RetryPolicy
 
@@ -139,8 +138,7 @@ def test_template_error_becomes_a_mapping_error_dead_letter(client, worker, sand
 
 
 def test_invalid_rendered_field_is_dead_lettered_without_a_call(app, worker, sandbox, redis):
-    from webhooks.sources.base import Event
-    from worker.model import UpdateTask
+    from worker.model import Event, UpdateTask
 
     event = Event("stripe", "evt_e2e_invalid", "manual", time.time(), time.time(), {})
     task = UpdateTask(

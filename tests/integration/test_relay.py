@@ -14,9 +14,8 @@ import redis as redis_lib
 from kombu.exceptions import OperationalError
 
 from tests.helpers import wait_for
-from webhooks.sources.base import Event
 from worker import keys
-from worker.model import UpdateTask
+from worker.model import Event, UpdateTask
 from worker.queue import Queue
 from worker.relay import _CLAIM, NotPublished, batch_size, claim_due, publish
 

@@ -79,8 +79,7 @@ def test_an_entry_left_by_a_worker_that_died_before_marking_its_task_is_resolved
 def test_an_event_replay_that_races_the_events_expiry_stores_it_whole(private_db):
     # the replay branch only appended task ids: an event that expired between the replay's
     # read and its write became a hash of task ids alone, and reading it raised KeyError
-    from webhooks.sources.base import Event
-    from worker.model import UpdateTask
+    from worker.model import Event, UpdateTask
 
     queue = Queue(private_db)
     event = Event("stripe", "evt_raced", "payment_intent.succeeded", 1.0, 1.0, {"a": 1}, {})

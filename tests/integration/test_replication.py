@@ -14,8 +14,7 @@ import pytest
 import redis as redis_lib
 
 from tests.helpers import RedisServer, wait_for
-from webhooks.sources.base import Event
-from worker.model import UpdateTask
+from worker.model import Event, UpdateTask
 from worker.queue import Queue
 from worker.replication import NotReplicated
 from worker.steps import Steps

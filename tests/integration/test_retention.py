@@ -31,8 +31,7 @@ def test_a_task_record_expires_only_after_the_task_ends(runtime, private_db, san
 
 def _two_task_event(queue: Queue, event_id: str) -> list:
     """Store a Stripe event with two PerfexCRM updates (customers 7 and 8); its tasks."""
-    from webhooks.sources.base import Event
-    from worker.model import UpdateTask
+    from worker.model import Event, UpdateTask
 
     at = 1_700_000_000.0
     tasks = [
@@ -79,7 +78,7 @@ def test_an_event_stored_before_events_were_held_is_held_once_a_task_is_replayed
 
 
 def test_an_event_that_made_no_task_expires_from_its_arrival(private_db):
-    from webhooks.sources.base import Event
+    from worker.model import Event
 
     queue = Queue(private_db)
     assert queue.store_event(Event("stripe", "evt_none", "t", 1.0, 1.0, {}, {}), [])

@@ -244,7 +244,7 @@ def test_presses_of_replay_event_at_the_same_instant_queue_it_once(ops, private_
     import json
 
     from tests.helpers import with_changes
-    from webhooks.sources.base import Event
+    from worker.model import Event
 
     queue = Queue(private_db)
     for trial in range(5):

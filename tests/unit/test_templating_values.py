@@ -8,8 +8,8 @@ import pytest
 from marshmallow import ValidationError
 
 from webhooks.rules import RuleSet
-from webhooks.sources.base import Event
 from webhooks.templating import TemplateError, compile_value, render_value
+from worker.model import Event
 
 SCOPE = {
     "payload": {

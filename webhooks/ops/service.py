@@ -31,10 +31,9 @@ from redis.exceptions import LockError
 
 from webhooks.ops import jobs
 from webhooks.rules import RuleSet
-from webhooks.sources.base import Event
 from worker import keys
 from worker.deadletter import DeadLetters, Page
-from worker.model import UpdateTask
+from worker.model import Event, UpdateTask
 from worker.queue import Queue
 from worker.redact import Redactor
 from worker.replication import NotReplicated, confirm_writes

@@ -8,10 +8,14 @@ Both raise :class:`webhooks.errors.ApiError` subclasses, which become precise 4x
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from marshmallow import Schema
+
+from worker.model import Event
+
+__all__ = ["DROPPED_HEADERS", "Event", "InboundRequest", "Source", "kept_headers"]
 
 
 @dataclass(frozen=True)
@@ -25,29 +29,6 @@ class InboundRequest:
     headers: Mapping[str, str]  # case-insensitive lookups: use .get() on a werkzeug Headers
     body: bytes
     received_at: float
-
-
-@dataclass(frozen=True)
-class Event:
-    """One inbound event, as stored and as rules see it (``event`` in templates)."""
-
-    source: str
-    id: str
-    type: str
-    occurred_at: float  # unix seconds; orders updates per field
-    received_at: float
-    payload: Any
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    def scope(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "type": self.type,
-            "source": self.source,
-            "occurred_at": self.occurred_at,
-            "received_at": self.received_at,
-            "headers": dict(self.headers),
-        }
 
 
 class Source:

@@ -17,8 +17,9 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from webhooks.errors import InvalidSignature, MalformedPayload, MissingSignature
 from webhooks.sources.base import Event, InboundRequest, Source, kept_headers
-from webhooks.sources.common import Secrets, any_digest_matches, header, parse_json, to_epoch
+from webhooks.sources.common import Secrets, any_digest_matches, header, parse_json
 from webhooks.templating import ENV, render_value, unknown_names
+from worker.times import to_epoch
 
 #: what an hmac source's templates see
 SOURCE_NAMES = frozenset({"payload", "headers"})

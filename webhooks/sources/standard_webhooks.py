@@ -43,9 +43,9 @@ from webhooks.sources.common import (
     check_window,
     header,
     parse_json,
-    to_epoch,
     unix_digits,
 )
+from worker.times import to_epoch
 
 ID, TIMESTAMP, SIGNATURE = "webhook-id", "webhook-timestamp", "webhook-signature"
 PREFIX = "whsec_"

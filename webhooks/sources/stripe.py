@@ -21,9 +21,9 @@ from webhooks.sources.common import (
     check_window,
     header,
     parse_json,
-    to_epoch,
     unix_digits,
 )
+from worker.times import to_epoch
 
 HEADER = "Stripe-Signature"
 

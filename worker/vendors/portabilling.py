@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import httpx
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from webhooks.sources.common import to_epoch
+from worker.times import to_epoch
 from worker.vendors import errors
 from worker.vendors.base import Connector, json_body, parse_retry_after
 from worker.vendors.values import Text, WholeNumber
