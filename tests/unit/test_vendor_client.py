@@ -97,7 +97,7 @@ def test_a_connection_error_names_the_host_it_could_not_reach():
 def test_cli_actions_name_the_account_when_user_is_unset(monkeypatch):
     import getpass
 
-    from webhooks.cli import _who
+    from webhooks.cli.base import who as _who
 
     monkeypatch.delenv("USER", raising=False)
     monkeypatch.delenv("USERNAME", raising=False)
