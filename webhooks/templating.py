@@ -201,7 +201,18 @@ class SandboxedNativeEnvironment(ImmutableSandboxedEnvironment):
 SandboxedNativeEnvironment.template_class = _NativeTemplate  # type: ignore[assignment]
 _NativeTemplate.environment_class = SandboxedNativeEnvironment  # type: ignore[attr-defined]
 
-ENV = SandboxedNativeEnvironment(undefined=StrictUndefined, autoescape=False)
+class MissingKey(StrictUndefined):
+    """A key the event lacks: an error wherever its value is used (named: a typo in a rule
+    is not sent as ""), but false as a test, as Jinja's own: ``{% if payload.company %}``
+    on an event without one writes nothing, and the field is left out."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+
+ENV = SandboxedNativeEnvironment(undefined=MissingKey, autoescape=False)
 ENV.filters["_timed"] = _timed
 
 __all__ = ["ENV", "TemplateError", "is_template", "compile_value", "render_value", "time_limit"]

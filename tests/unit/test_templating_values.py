@@ -47,6 +47,21 @@ def test_a_template_gives_data_of_the_type_it_reads_as(template, value):
     json.dumps(render(template), allow_nan=False)  # and a vendor can be sent it
 
 
+def test_a_missing_key_is_false_as_a_test_and_an_error_as_a_value():
+    # the README's {% if payload.company %} on an event without one: it was a
+    # mapping_error (strict undefined failed the test), and the whole task a dead letter
+    fields = {
+        "company": "{% if payload.company %}{{ payload.company }}{% endif %}",
+        "vat": "{{ payload.vat if payload.vat else 'none' }}",
+        "name": "{{ payload.name }}",
+    }
+    assert render_value(compile_value(fields), SCOPE) == {"vat": "none", "name": "Jenny"}
+    with pytest.raises(TemplateError, match="company"):  # used as a value: named, not ""
+        render("{{ payload.company }}")
+    with pytest.raises(TemplateError, match="company"):
+        render("Dear {{ payload.company }}")
+
+
 def test_a_field_whose_template_writes_nothing_is_left_out_not_blanked():
     # None failed the task as invalid_fields; "" would blank the vendor's company
     fields = {
