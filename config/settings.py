@@ -6,6 +6,8 @@ the start with a message naming it, e.g. ``PORT must be a whole number from 1 to
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,8 @@ class Settings:
     redis_url: str | None  # None: the embedded Redis (see config.embedded_redis)
     ops_token: str | None
     port: int = 8000
+    #: the web's bind address: an IP address (0.0.0.0 or :: for every interface) or a name
+    host: str = "127.0.0.1"
     event_ttl_days: float = 7
     max_body: int = 1024 * 1024
     var_dir: Path = Path("var")
@@ -57,6 +61,9 @@ class Settings:
             redis_url=read.text("REDIS_URL"),
             ops_token=read.text("SWITCHBOARD_OPS_TOKEN", strip=True),
             port=read.integer("PORT", 8000, minimum=1, maximum=65535),
+            host=(read.text("SWITCHBOARD_HOST", "127.0.0.1", strip=True) or "127.0.0.1").strip(
+                "[]"
+            ),
             event_ttl_days=read.number("SWITCHBOARD_EVENT_TTL_DAYS", 7),
             max_body=read.integer("SWITCHBOARD_MAX_BODY", 1024 * 1024, minimum=1),
             var_dir=Path(read.text("SWITCHBOARD_VAR_DIR", "var") or "var"),
@@ -72,6 +79,11 @@ class Settings:
         )
         if settings.redis_url and (problem := redis_url_problem(settings.redis_url)):
             read.note(f"REDIS_URL must be {FORMS}: {problem}")
+        if not is_bind_host(settings.host):
+            read.note(
+                f"SWITCHBOARD_HOST must be an IP address (0.0.0.0, ::, 127.0.0.1) or a host "
+                f"name, not {settings.host!r}"
+            )
         if settings.event_ttl_seconds < 1:
             read.note("SWITCHBOARD_EVENT_TTL_DAYS must make at least one second")
         read.choice("SWITCHBOARD_LOG_LEVEL", "INFO", LOG_LEVELS)  # checked here, used by logs
@@ -82,3 +94,15 @@ class Settings:
     @property
     def event_ttl_seconds(self) -> int:
         return int(self.event_ttl_days * 86400)
+
+
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def is_bind_host(host: str) -> bool:
+    """An IP address (v4 or v6) or a host name a server can be told to bind."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return len(host) <= 253 and _HOST_NAME.fullmatch(host) is not None
+    return True

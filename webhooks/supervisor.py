@@ -6,6 +6,7 @@ in reverse order, each given time to finish in-flight work.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import signal
@@ -35,15 +36,39 @@ def sandbox_wanted(config: Config, port: int) -> bool:
     return False
 
 
-def port_free(port: int) -> bool:
-    with socket.socket() as sock:
+def port_problem(port: int, host: str = "127.0.0.1") -> str | None:
+    """Why a server could not listen on ``host``:``port`` ("in use", or what the system
+    said of the address), or None when it could."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"{host!r} is no address to listen on ({getattr(exc, 'strerror', None) or exc})"
+    with socket.socket(family) as sock:
         # as the servers bind: a connection of the last run still in TIME-WAIT is no user
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((os.environ.get("SWITCHBOARD_HOST") or "127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "in use"
+            return f"cannot listen on {host!r} ({exc.strerror or exc})"
+    return None
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    return port_problem(port, host) is None
+
+
+def bind_address(host: str, port: int) -> str:
+    """``host:port`` as gunicorn's ``--bind`` takes it (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def local_url(host: str, port: int) -> str:
+    """Where this machine reaches a server bound to ``host`` (all interfaces: loopback)."""
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://{bind_address(host, port)}"
 
 
 def token_note(setting: str | None) -> str | None:
@@ -57,13 +82,13 @@ def token_note(setting: str | None) -> str | None:
     return f"operators {', '.join(tokens)}: the token after each name in $SWITCHBOARD_OPS_TOKEN"
 
 
-def web_command(port: int, workers: int = 2) -> list[str]:
+def web_command(port: int, workers: int = 2, host: str = "127.0.0.1") -> list[str]:
     return [
         sys.executable,
         "-m",
         "gunicorn",
         "--bind",
-        f"{os.environ.get('SWITCHBOARD_HOST') or '127.0.0.1'}:{port}",  # 0.0.0.0 in a container
+        bind_address(host, port),  # SWITCHBOARD_HOST: 0.0.0.0 in a container
         "--workers",
         str(workers),
         "--worker-class",
@@ -125,23 +150,28 @@ class Supervisor:
                     file=sys.stderr,
                 )
                 return 1
-            busy = [p for p in self.ports() if not port_free(p)]
+            problems = {p: port_problem(p, host) for p, host in self.listens()}
+            busy = [str(p) for p, problem in problems.items() if problem == "in use"]
             if busy:
-                taken = ", ".join(str(p) for p in busy)
                 print(
-                    f"port {taken} is in use: stop what holds it, or set PORT / "
+                    f"port {', '.join(busy)} is in use: stop what holds it, or set PORT / "
                     "SWITCHBOARD_SANDBOX_PORT",
                     file=sys.stderr,
                 )
                 return 1
+            for port, problem in problems.items():
+                if problem:  # SWITCHBOARD_HOST names no address of this machine
+                    print(f"cannot serve on port {port}: {problem}", file=sys.stderr)
+                    return 1
             return self._run()
 
-    def ports(self) -> list[int]:
-        """The ports ``up`` will listen on (the web's, and the sandbox's when it starts)."""
-        ports = [self.settings.port]
+    def listens(self) -> list[tuple[int, str]]:
+        """Where ``up`` will listen: the web's port on its host, and the sandbox's (on
+        loopback) when it starts."""
+        listens = [(self.settings.port, self.settings.host)]
         if sandbox_wanted(self.config, self.settings.sandbox_port):
-            ports.append(self.settings.sandbox_port)
-        return ports
+            listens.append((self.settings.sandbox_port, "127.0.0.1"))
+        return listens
 
     def _run(self) -> int:
         started = time.monotonic()
@@ -161,8 +191,8 @@ class Supervisor:
         if sandbox_wanted(self.config, self.settings.sandbox_port):
             self.start("sandbox", sandbox_command(self.settings.sandbox_port), env)
         self.start("worker", worker_command(), env)
-        self.start("web", web_command(self.settings.port), env)
-        base = f"http://127.0.0.1:{self.settings.port}"
+        self.start("web", web_command(self.settings.port, host=self.settings.host), env)
+        base = local_url(self.settings.host, self.settings.port)
         ready = self.wait_ready(base)
         took = time.monotonic() - started
         self.banner(base, shown_url(redis_url), shown_token, took, ready)

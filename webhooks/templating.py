@@ -201,6 +201,7 @@ class SandboxedNativeEnvironment(ImmutableSandboxedEnvironment):
 SandboxedNativeEnvironment.template_class = _NativeTemplate  # type: ignore[assignment]
 _NativeTemplate.environment_class = SandboxedNativeEnvironment  # type: ignore[attr-defined]
 
+
 class MissingKey(StrictUndefined):
     """A key the event lacks: an error wherever its value is used (named: a typo in a rule
     is not sent as ""), but false as a test, as Jinja's own: ``{% if payload.company %}``
@@ -208,7 +209,7 @@ class MissingKey(StrictUndefined):
 
     __slots__ = ()
 
-    def __bool__(self) -> bool:
+    def __bool__(self) -> bool:  # type: ignore[override]  # StrictUndefined's raises
         return False
 
 

@@ -38,7 +38,7 @@ from worker.circuit import Circuit
 from worker.metrics import note_task
 from worker.queue import TaskRecord
 from worker.replication import NotReplicated
-from worker.retry import GiveUp, decide
+from worker.retry import GiveUp, decide_after
 from worker.runtime import Runtime
 from worker.steps import Begun
 from worker.timing import (
@@ -339,10 +339,7 @@ def _failed(rt: Runtime, record: TaskRecord, exc: errors.VendorError, started: f
     attempts = record.attempts + [attempt]
     vendor = rt.config.vendors.get(record.task.vendor)
     policy = vendor.retry if vendor else RetryPolicy()  # an unknown vendor: the defaults
-    # a 429 with no Retry-After backs off by how many 429s came in a row, as any failure
-    # does by its attempts: else a vendor's rate limit would be asked again every second
-    limited = _run_counts(attempts)[1] if isinstance(exc, errors.RateLimited) else None
-    decision = decide(exc, attempts_in_run(attempts), policy, backoff_attempt=limited)
+    decision = decide_after(exc, attempts, policy)
     if isinstance(decision, GiveUp):
         return dead(rt, record, decision.code, str(exc), attempts)
     due = time.time() + decision.delay
@@ -350,34 +347,6 @@ def _failed(rt: Runtime, record: TaskRecord, exc: errors.VendorError, started: f
     note_task(record.task, attempts)
     rt.queue.reschedule(record, due, "retrying", attempts)
     return "retrying"
-
-
-#: a vendor's 429s do not spend attempts, but a vendor that answers nothing else for this
-#: many calls in one run gets the task dead-lettered as ``exhausted`` all the same
-MAX_RATE_LIMITED = 50
-
-
-def attempts_in_run(attempts: list[dict[str, Any]]) -> int:
-    """Attempts since the task last died (a replay starts a fresh run of retries).
-
-    A 429 (outcome ``ratelimited``) is the vendor asking us to wait, not a failure: it is
-    not counted, unless there have been more than :data:`MAX_RATE_LIMITED` of them.
-    """
-    counted, limited = _run_counts(attempts)
-    return counted + (limited if limited > MAX_RATE_LIMITED else 0)
-
-
-def _run_counts(attempts: list[dict[str, Any]]) -> tuple[int, int]:
-    """(attempts that were not a 429, 429s) since the task last died."""
-    counted = limited = 0
-    for attempt in reversed(attempts):
-        if attempt.get("final"):
-            break
-        if attempt.get("outcome") == "ratelimited":
-            limited += 1
-        else:
-            counted += 1
-    return counted, limited
 
 
 def _attempt(

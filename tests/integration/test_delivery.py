@@ -31,8 +31,7 @@ from worker.circuit import FAILURE_WINDOW, Circuit, circuit_states
 from worker.model import Event, UpdateTask
 from worker.queue import Queue
 from worker.ratelimit import RateLimiter
-from worker.retry import MAX_RETRY_AFTER, Retry, decide
-from worker.runner import attempts_in_run
+from worker.retry import MAX_RETRY_AFTER, Retry, attempts_in_run, decide
 from worker.vendors import errors
 from worker.vendors.base import RetryPolicy, parse_retry_after
 

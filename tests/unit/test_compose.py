@@ -72,10 +72,11 @@ def test_web_runs_gunicorn_via_switchboard_web_on_all_interfaces():
 
 
 def test_the_bind_host_is_read_by_the_web_command(monkeypatch):
+    from config.settings import Settings
     from webhooks.supervisor import web_command
 
     monkeypatch.setenv("SWITCHBOARD_HOST", "0.0.0.0")
-    command = web_command(8000, 2)
+    command = web_command(8000, 2, Settings.from_env().host)
     assert command[command.index("--bind") + 1] == "0.0.0.0:8000"
     assert "webhooks.wsgi:app" in command
 

@@ -16,8 +16,9 @@ from webhooks.cli.base import echo, load_or_exit, main, settings_or_exit
 def up() -> None:
     """Run everything: Redis (embedded unless REDIS_URL), sandbox, web, worker.
 
-    Ports: PORT (8000) for the web, SWITCHBOARD_SANDBOX_PORT (8100) for the sandbox; state
-    in ./var (one `up` per directory).
+    Ports: PORT (8000) for the web on SWITCHBOARD_HOST (127.0.0.1),
+    SWITCHBOARD_SANDBOX_PORT (8100) for the sandbox; state in SWITCHBOARD_VAR_DIR (./var;
+    one `up` per directory).
     """
     from webhooks.supervisor import Supervisor
 
@@ -42,7 +43,8 @@ def web(workers: int) -> None:
 
     load_or_exit()  # fail early and clearly on a bad config
     _share_redis()
-    command = web_command(settings_or_exit().port, workers)
+    settings = settings_or_exit()
+    command = web_command(settings.port, workers, settings.host)
     os.execvp(command[0], command)
 
 
