@@ -154,8 +154,7 @@ end
 return n
 """
 )
-#: every code a dead letter can carry (DESIGN: dead-letter codes); ``vendor_error`` is a
-#: connector's unclassified failure
+#: every code a dead letter can carry (DESIGN: dead-letter codes)
 CODES = (
     "mapping_error",
     "invalid_fields",
@@ -164,7 +163,6 @@ CODES = (
     "auth_failed",
     "exhausted",
     "unknown_vendor",
-    "vendor_error",
 )
 
 AUDIT_ACTIONS = ("replay", "discard", "bulk_replay", "bulk_replay_cancel", "event_replay")

@@ -229,3 +229,13 @@ def test_the_event_page_says_why_a_task_waits_and_when_it_goes_next(private_clie
     assert page.status_code == 200
     text = page.get_data(as_text=True)
     assert "last: unavailable" in text and "next 2100-01-01 00:00:00 UTC" in text
+
+
+def test_the_code_filter_offers_exactly_the_codes_design_names():
+    # it also offered vendor_error, which no dead letter carries
+    from tests.helpers import ROOT
+    from worker.deadletter import CODES
+
+    design = (ROOT.parent / "shared" / "DESIGN.md").read_text()
+    listed = design.split("Dead-letter codes:", 1)[1].split("\n\n", 1)[0]
+    assert set(CODES) == set(re.findall(r"`([a-z_]+)`", listed))

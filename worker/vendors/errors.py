@@ -27,9 +27,10 @@ from typing import Any
 
 
 class VendorError(Exception):
-    """Base of every connector failure."""
+    """Base of every connector failure. One no subclass names (none is raised) would be a
+    ``rejected`` dead letter: DESIGN's codes are the only ones an entry carries."""
 
-    code = "vendor_error"
+    code = "rejected"
     retryable = False
 
     def __init__(self, message: str, *, status: int | None = None, excerpt: str | None = None):
