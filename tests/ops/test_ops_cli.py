@@ -4,6 +4,7 @@ same JSON as the API, non-zero exit codes on failure."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -61,6 +62,9 @@ def test_dlq_list_json_equals_the_api_items(cli, client, redis):
     assert len(ids) == len(set(ids)) == 6
     human = cli("dlq", "list", "--limit", "2")
     assert "more: --cursor" in human.output and "not_found" in human.output
+    # why each died, without opening it; times say their zone (the page says UTC)
+    assert "\n    Customer not found\n" in human.output
+    assert re.search(r"\d\d:\d\d:\d\d UTC  not_found", human.output)
 
 
 def test_dlq_show_human_and_json(cli, client, worker, sandbox, redis):

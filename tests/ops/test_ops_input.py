@@ -239,3 +239,17 @@ def test_the_code_filter_offers_exactly_the_codes_design_names():
     design = (ROOT.parent / "shared" / "DESIGN.md").read_text()
     listed = design.split("Dead-letter codes:", 1)[1].split("\n\n", 1)[0]
     assert set(CODES) == set(re.findall(r"`([a-z_]+)`", listed))
+
+
+def test_a_bad_filter_value_lists_nothing_rather_than_every_vendors_entries(client, redis):
+    # vendor=perfex&since=yesterday listed porta's entries too, the box still saying
+    # "perfex": a replay from there would have been of the wrong entries
+    perfex = synthetic_dead_letter(redis, 1, 100.0, vendor="perfex")
+    porta = synthetic_dead_letter(redis, 2, 100.0, vendor="porta")
+    _sign_in(client)
+    page = client.get("/ops/?vendor=perfex&since=yesterday").get_data(as_text=True)
+    assert "Filter not applied — since" in page and "Nothing listed until the filter" in page
+    assert perfex not in page and porta not in page
+    assert "Replay every entry matching" not in page
+    listed = client.get("/ops/?vendor=perfex").get_data(as_text=True)
+    assert perfex in listed and porta not in listed and "Customer not found" in listed

@@ -147,6 +147,6 @@ def stamp(value: float | None) -> str:
     if value is None:
         return "-"
     try:
-        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     except (ValueError, OverflowError, OSError):  # not a time datetime can show
         return str(value)

@@ -87,12 +87,17 @@ def dlq_list(limit: int, cursor: str | None, as_json: bool, **given: str | None)
     lines = [
         f"{i['id']}  {stamp(i['died_at'])}  {i['code']:<14} {i['vendor']}.{i['op']} "
         f"target={i['target'] or '-'} rule={i['rule']} event={i['source']}/{i['event_id']}"
-        f"{'  (replaying)' if i['replaying'] else ''}"
+        f"{'  (replaying)' if i['replaying'] else ''}\n    {_short(i['message'])}"
         for i in page.items
     ]
     if page.next_cursor:
         lines.append(f"more: --cursor {page.next_cursor}")
     emit(data, as_json, "\n".join(lines) or "no dead letters")
+
+
+def _short(message: str | None, width: int = 100) -> str:
+    text = " ".join((message or "-").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @dlq.command("stats")

@@ -39,7 +39,7 @@ from webhooks.ops.auth import identify
 from webhooks.ops.service import ConflictError, NotFoundError
 from webhooks.state import get_state
 from worker import keys
-from worker.deadletter import parse_cursor
+from worker.deadletter import Page, parse_cursor
 from worker.replication import NotReplicated
 
 log = logging.getLogger("switchboard.ops")
@@ -210,8 +210,8 @@ def _filters() -> tuple[dict[str, Any], dict[str, str], list[str]]:
 def index() -> str:
     service = ops()
     filters, raw, problems = _filters()
-    for problem in problems:
-        flash(f"Filter ignored — {problem}", "error")
+    for problem in problems:  # nothing listed: other entries under this filter's values
+        flash(f"Filter not applied — {problem}", "error")  # would invite the wrong replay
     cursor = request.args.get("cursor") or None
     if cursor is not None:
         try:
@@ -219,7 +219,7 @@ def index() -> str:
         except ValueError:
             flash("Page link ignored — not one this page gave; showing the first page", "error")
             cursor = None
-    page = service.list(limit=50, cursor=cursor, **filters)
+    page = Page([], None) if problems else service.list(limit=50, cursor=cursor, **filters)
     next_args: dict[str, Any] = {k: v for k, v in raw.items() if v}
     return render_template(
         "ops_index.html",
@@ -227,6 +227,7 @@ def index() -> str:
         counts=service.counts(),
         raw=raw,
         filtered=bool(filters),
+        bad_filter=bool(problems),
         next_url=url_for("ops_page.index", cursor=page.next_cursor, **next_args)
         if page.next_cursor
         else None,
