@@ -455,20 +455,27 @@ class DeadLetters:
         return record
 
     def audit_log(
-        self, limit: int = 100, action: str | None = None, entry_id: str | None = None
+        self,
+        limit: int = 100,
+        action: str | None = None,
+        entry_id: str | None = None,
+        each: bool = True,
     ) -> builtins.list[dict[str, Any]]:
-        """Audit records newest first (both lists, merged), optionally only one ``action``
-        or one entry's."""
-        merged = heapq.merge(
-            self._audit_records(keys.AUDIT),
-            self._audit_records(keys.AUDIT_BULK),
-            key=lambda record: -float(record.get("at") or 0),
-        )
+        """Audit records newest first (both lists, merged; ``each=False``: without the
+        one-per-entry records of bulk replays), optionally only one ``action``'s, or only
+        those about ``entry_id``: a dead letter's id, or an event's ``source/event_id``
+        (its event replays and the replays and discards of its dead letters)."""
+        lists = [self._audit_records(keys.AUDIT)]
+        if each:
+            lists.append(self._audit_records(keys.AUDIT_BULK))
+        merged = heapq.merge(*lists, key=lambda record: -float(record.get("at") or 0))
         wanted = (
             r
             for r in merged
             if (not action or r.get("action") == action)
-            and (not entry_id or r.get("id") == entry_id)
+            and (
+                not entry_id or entry_id in (r.get("id"), f"{r.get('source')}/{r.get('event_id')}")
+            )
         )
         return builtins.list(itertools.islice(wanted, limit))
 

@@ -253,3 +253,26 @@ def test_a_bad_filter_value_lists_nothing_rather_than_every_vendors_entries(clie
     assert "Replay every entry matching" not in page
     listed = client.get("/ops/?vendor=perfex").get_data(as_text=True)
     assert perfex in listed and porta not in listed and "Customer not found" in listed
+
+
+def test_the_audit_page_shows_operators_actions_and_finds_an_events_whole_trail(client, redis):
+    # after one bulk replay of more than 200 entries the page showed only its per-entry
+    # records: the discards and the job itself were out of sight
+    from tests.helpers import wait_for
+
+    bulk = [synthetic_dead_letter(redis, n, 100.0 + n, vendor="porta") for n in range(3)]
+    mine = synthetic_dead_letter(redis, 99, 50.0)
+    job = client.post("/ops/dead-letters/replay", headers=OPS, json={"vendor": "porta"})
+    job_id = job.get_json()["id"]
+    wait_for(lambda: client.get(f"/ops/jobs/{job_id}", headers=OPS).get_json()["state"] == "done")
+    assert client.post(f"/ops/dead-letters/{mine}/replay", headers=OPS).status_code == 202
+    _sign_in(client)
+    page = client.get("/ops/audit-log").get_data(as_text=True)
+    assert job_id in page and mine in page and not any(i in page for i in bulk)
+    every = client.get("/ops/audit-log?each=1").get_data(as_text=True)
+    assert all(i in every for i in bulk)
+    # an event's trail: the replays of its dead letters too (it found only event replays)
+    trail = client.get("/ops/audit?id=stripe/evt_many_99", headers=OPS).get_json()["items"]
+    assert [(r["action"], r["id"]) for r in trail] == [("replay", mine)]
+    found = client.get("/ops/audit-log?id=stripe/evt_many_1&each=1").get_data(as_text=True)
+    assert bulk[1] in found and mine not in found

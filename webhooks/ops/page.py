@@ -39,7 +39,7 @@ from webhooks.ops.auth import identify
 from webhooks.ops.service import ConflictError, NotFoundError
 from webhooks.state import get_state
 from worker import keys
-from worker.deadletter import Page, parse_cursor
+from worker.deadletter import AUDIT_ACTIONS, Page, parse_cursor
 from worker.replication import NotReplicated
 
 log = logging.getLogger("switchboard.ops")
@@ -346,4 +346,16 @@ def event_replay() -> BaseResponse:
 
 @bp.get("/audit-log")
 def audit() -> str:
-    return render_template("ops_audit.html", items=ops().audit(limit=200))
+    """Operators' own actions by default (a bulk replay is one row, its start); ``each``
+    adds the record a bulk replay writes per entry, which would crowd them out."""
+    given = {k: v for k, v in request.args.items() if v and k != "each"}
+    try:
+        args = schemas.AuditArgs().load({"limit": 200, **given})
+    except ValidationError as exc:
+        flash(f"Filter not applied — {exc.messages}", "error")
+        args = {"limit": 200}
+    each = request.args.get("each") == "1"
+    items = ops().audit(args["limit"], args.get("action"), args.get("id"), each)
+    return render_template(
+        "ops_audit.html", items=items, actions=AUDIT_ACTIONS, args=args, each=each
+    )

@@ -145,9 +145,13 @@ class Ops:
         return {"total": self.dead_letters.count(), **counts}
 
     def audit(
-        self, limit: int = 100, action: str | None = None, entry_id: str | None = None
+        self,
+        limit: int = 100,
+        action: str | None = None,
+        entry_id: str | None = None,
+        each: bool = True,
     ) -> builtins.list[dict[str, Any]]:
-        return self.dead_letters.audit_log(limit=limit, action=action, entry_id=entry_id)
+        return self.dead_letters.audit_log(limit, action, entry_id, each)
 
     # -- bulk replay jobs (state in Redis: webhooks.ops.jobs) ---------------------------
     def start_bulk_replay(self, filters: dict[str, Any], who: str) -> dict[str, Any]:
