@@ -189,10 +189,55 @@ def test_the_cli_cancels_the_job_it_runs_on_ctrl_c(ops, private_db, redis_server
     finally:
         cli.kill()
     assert cli.returncode == 130, err
-    assert f"job {job_id} cancelled after" in err and "Traceback" not in err
+    assert f"job {job_id} cancelled by cli:" in err and "Traceback" not in err
     ended = ops.job(job_id)
     assert ended["state"] == "cancelled" and ended["done"] < 1500
     assert not private_db.sismember(jobs.ACTIVE, job_id)
+    # it stopped after the entry at hand: every entry replayed is counted (the one the
+    # interrupt landed in was replayed and audited, but not counted)
+    replayed = [r for r in ops.audit(limit=1000, action="replay") if r.get("job") == job_id]
+    assert ended["done"] == ended["queued"] == len(replayed)
+
+
+def test_the_cli_says_when_someone_else_cancelled_its_bulk_replay(
+    ops, private_db, redis_server, sandbox
+):
+    # it printed "7 of 1378 done" and exited 0, as if it had finished
+    for n in range(1500):
+        synthetic_dead_letter(private_db, n, time.time() - n)
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/7",
+        "SWITCHBOARD_CONFIG": str(TEST_CONFIG),
+        "SANDBOX_URL": sandbox.url,
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [sys.executable, "-m", "webhooks.cli", "dlq", "replay", "--vendor", "perfex"]
+    cli = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        [job_id] = [j.decode() for j in wait_for(lambda: private_db.smembers(jobs.ACTIVE))]
+        wait_for(lambda: ops.job(job_id)["done"] >= 20, interval=0.005)
+        ops.cancel_bulk_replay(job_id, who="night-op")
+        out, err = cli.communicate(timeout=30)
+    finally:
+        cli.kill()
+    assert cli.returncode == 1, (out, err)
+    assert f"job {job_id} cancelled by night-op after" in err
+    assert ops.job(job_id)["cancelled_by"] == "night-op"
+
+
+def test_entries_gone_since_the_list_was_made_are_counted(ops, private_db):
+    # the counts did not add up: done 1019 = queued 979 + nothing
+    ids = [synthetic_dead_letter(private_db, n, time.time() - n) for n in range(3)]
+    job = ops.start_bulk_replay({"vendor": "perfex"}, who="test")
+
+    def discard_one(state: dict) -> None:
+        if state["done"] == 0:  # the list is made; nothing replayed yet
+            ops.discard(ids[2], who="night-op")
+
+    ended = ops.run_bulk_replay(job["id"], discard_one)
+    assert (ended["done"], ended["queued"], ended["gone"]) == (3, 2, 1)
 
 
 def test_a_big_bulk_replay_does_not_push_discards_out_of_the_audit_log(

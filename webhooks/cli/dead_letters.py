@@ -3,9 +3,13 @@ stats, replay (one by one, or in bulk with a progress bar), cancel, discard, aud
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
-from typing import Any
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,7 +23,11 @@ from webhooks.cli.base import (
     stamp,
     who,
 )
+from webhooks.ops import jobs
 from worker.deadletter import AUDIT_ACTIONS, CODES
+
+if TYPE_CHECKING:
+    from webhooks.ops.service import Ops
 
 
 def _time(value: str | None) -> float | None:
@@ -203,23 +211,27 @@ def _replay_ids(ops: Any, entry_ids: tuple[str, ...], as_json: bool) -> None:
         sys.exit(1)
 
 
-def _replay_bulk(ops: Any, filters: dict[str, Any], as_json: bool) -> None:
+def _replay_bulk(ops: Ops, filters: dict[str, Any], as_json: bool) -> None:
     job = ops.start_bulk_replay(filters, who=who())
-    try:
-        job = _run_bulk(ops, job, as_json)
-    except KeyboardInterrupt:  # the operator wants it stopped: cancelled, not resumed later
-        job = run_ops(lambda: ops.cancel_bulk_replay(job["id"], who=who()))
+    with _cancel_on_ctrl_c() as asked:
+        try:
+            job = _run_bulk(ops, job, as_json, asked)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now, the job cancelled
+            job = run_ops(lambda: ops.cancel_bulk_replay(job["id"], who=who()))
+    if job["state"] != "done":  # cancelled: by this Ctrl-C, or by someone else
+        by = f" by {job['cancelled_by']}" if job.get("cancelled_by") else ""
         echo(
-            f"\njob {job['id']} cancelled after {job['done']} of {job['total']}; "
+            f"\njob {job['id']} cancelled{by} after {job['done']} of {job['total']}; "
             "entries not reached are left as they are",
             err=True,
         )
-        sys.exit(130)
+        sys.exit(130 if asked.is_set() else 1)
     emit(
         job,
         as_json,
         f"job {job['id']}: {job['done']} of {job['total']} done — {job['queued']} queued, "
-        f"{job['already_replaying']} already being replayed, {job['failed']} failed",
+        f"{job['already_replaying']} already being replayed, {job.get('gone', 0)} gone "
+        f"since the list was made, {job['failed']} failed",
     )
     for error in job["errors"]:
         echo(f"Error: {error['id']}: {error['message']}", err=True)
@@ -227,11 +239,37 @@ def _replay_bulk(ops: Any, filters: dict[str, Any], as_json: bool) -> None:
         sys.exit(1)
 
 
-def _run_bulk(ops: Any, job: dict[str, Any], as_json: bool) -> dict[str, Any]:
+@contextlib.contextmanager
+def _cancel_on_ctrl_c() -> Iterator[threading.Event]:
+    """The first Ctrl-C cancels the job after the entry at hand (replayed and counted:
+    raising mid-entry left one replayed but not counted); a second one stops at once.
+    The Event says whether it was asked. The job is cancelled from :func:`_run_bulk`'s
+    progress call, between entries, never from inside the handler."""
+    asked = threading.Event()
+
+    def on_sigint(_signum: int, _frame: Any) -> None:
+        if asked.is_set():
+            raise KeyboardInterrupt
+        asked.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield asked
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run_bulk(
+    ops: Ops, job: dict[str, Any], as_json: bool, asked: threading.Event
+) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    def stop_if_asked() -> None:
+        if asked.is_set() and not jobs.cancel_requested(ops.redis, job["id"]):
+            ops.cancel_bulk_replay(job["id"], who=who())
+
     if as_json:
-        return run_ops(lambda: ops.run_bulk_replay(job["id"]))  # type: ignore[no-any-return]
+        return run_ops(lambda: ops.run_bulk_replay(job["id"], lambda _: stop_if_asked()))  # type: ignore[no-any-return]
     with Progress(
         TextColumn("replaying"),
         BarColumn(),
@@ -247,8 +285,9 @@ def _run_bulk(ops: Any, job: dict[str, Any], as_json: bool) -> dict[str, Any]:
                 total=state["total"],
                 completed=state["done"],
                 queued=state["queued"],
-                skipped=state["already_replaying"],
+                skipped=state["already_replaying"] + state.get("gone", 0),
             )
+            stop_if_asked()
 
         return run_ops(lambda: ops.run_bulk_replay(job["id"], progress))  # type: ignore[no-any-return]
 

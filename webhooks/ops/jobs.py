@@ -51,6 +51,12 @@ def cancel_requested(client: redis_lib.Redis, job_id: str) -> bool:
     return bool(client.exists(cancel_key(job_id)))
 
 
+def cancelled_by(client: redis_lib.Redis, job_id: str) -> str | None:
+    """Who asked a job to stop, or None."""
+    who = client.get(cancel_key(job_id))
+    return who.decode() if isinstance(who, bytes) else who
+
+
 def lease(client: redis_lib.Redis, job_id: str) -> Lock:
     """The runner lease of one job (taken without blocking: a job has one runner)."""
     return client.lock(runner_key(job_id), timeout=LEASE_SECONDS, blocking=False)

@@ -182,8 +182,12 @@ class Job(Schema):
     done = fields.Integer()
     queued = fields.Integer()
     already_replaying = fields.Integer()
+    gone = fields.Integer(
+        metadata={"description": "entries replayed or discarded since the job listed them"}
+    )
     failed = fields.Integer()
     resumed = fields.Integer(metadata={"description": "times resumed after its runner died"})
+    cancelled_by = fields.String(metadata={"description": "who cancelled it (when cancelled)"})
     errors = fields.List(fields.Dict())
 
 

@@ -172,6 +172,7 @@ class Ops:
             "queued": 0,
             "already_replaying": 0,
             "failed": 0,
+            "gone": 0,
             "resumed": 0,
             "errors": [],
         }
@@ -219,13 +220,15 @@ class Ops:
                 return job
             if progress:
                 progress(job)
-        cancelled = jobs.cancel_requested(self.redis, job["id"])
-        self._finish(job, "cancelled" if cancelled else "done", runner)
+        self._finish(job, "done", runner)
         if progress:
             progress(job)
         return job
 
     def _finish(self, job: dict[str, Any], state: str, runner: Any = None) -> dict[str, Any]:
+        """End ``job`` as ``state``, or as ``cancelled`` (naming who) if someone asked."""
+        if state != "failed" and (by := jobs.cancelled_by(self.redis, job["id"])):
+            state, job["cancelled_by"] = "cancelled", by
         job.update(state=state, finished_at=time.time())
         if self._save_job(job, runner):
             self.redis.srem(jobs.ACTIVE, job["id"])
@@ -253,8 +256,8 @@ class Ops:
         try:
             outcome = self.replay(entry_id, who=job["who"], job=job["id"])["status"]
             job[outcome] += 1
-        except NotFoundError:
-            pass  # resolved or discarded since the scan: nothing left to do
+        except NotFoundError:  # resolved or discarded since the list was made
+            job["gone"] = job.get("gone", 0) + 1  # (jobs saved before it had none)
         except (OpsError, NotReplicated) as exc:
             job["failed"] += 1
             if len(job["errors"]) < JOB_ERRORS_KEPT:
