@@ -27,6 +27,11 @@ def event_replay(source: str, event_id: str) -> str:
     return f"{PREFIX}replaying:{source}:{event_id}"
 
 
+def event_replayed(source: str, event_id: str) -> str:
+    """Set for a few seconds after ops replayed the event (a second press is refused)."""
+    return f"{PREFIX}replayed:{source}:{event_id}"
+
+
 def task(task_id: str) -> str:
     return f"{PREFIX}task:{task_id}"
 

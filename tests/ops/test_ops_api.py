@@ -390,10 +390,13 @@ def test_event_replay_maps_again_and_bypasses_deduplication(client, worker, sand
     assert client.get(f"/ops/dead-letters/{first}", headers=OPS).status_code == 404
     discards = client.get(f"/ops/audit?action=discard&id={first}", headers=OPS).get_json()
     assert discards["items"][0]["superseded_by"] == "event_replay stripe/evt_ops_replay_event"
-    again = client.post("/ops/events/stripe/evt_ops_replay_event/replay", headers=OPS)
-    assert again.status_code in (409, 202)  # 409 while the first replay is still in flight
     every = lambda: task_ids(redis, "evt_ops_replay_event")  # noqa: E731
-    wait_for(lambda: {state(redis, t) for t in every()} == {"dead"})  # a 202 added a third
+    wait_for(lambda: {state(redis, t) for t in every()} == {"dead"})
+    # a second press moments later, though the first's task has ended: it was queued again
+    again = client.post("/ops/events/stripe/evt_ops_replay_event/replay", headers=OPS)
+    assert again.status_code == 409, again.get_json()
+    assert "was replayed" in again.get_json()["error"]["message"]
+    assert every() == [first, second]
     shown = client.get("/ops/events/stripe/evt_ops_replay_event", headers=OPS).get_json()
     assert [t["id"] for t in shown["tasks"]][:2] == [first, second]
     assert {t["state"] for t in shown["tasks"]} == {"dead"}

@@ -43,6 +43,9 @@ FINISHED = ("done", "failed", "cancelled")  # job states that never change again
 ACTIVE_STATES = frozenset({"queued", "retrying"})
 REPLAY_LOCK_SECONDS = 30.0  # an event's replay lock outlives a replay; a dead one's lapses
 REPLAY_LOCK_WAIT = 5.0  # how long a press waits for another replay of the event
+#: seconds after an event replay in which another is refused: a double press whose first
+#: replay's tasks had already ended (``stale`` in milliseconds) queued the event twice
+EVENT_REPLAY_GAP = 10.0
 
 
 class OpsError(Exception):
@@ -351,7 +354,8 @@ class Ops:
     def replay_event(self, source: str, event_id: str, who: str) -> dict[str, Any]:
         """Map the stored event again with the current rules and queue the new tasks
         (bypasses de-duplication). Refused while a task of this event is still in
-        flight, so pressing it twice does not queue the event twice."""
+        flight, and for :data:`EVENT_REPLAY_GAP` after a replay, so pressing it twice
+        does not queue the event twice."""
         with self._replaying(source, event_id):
             tasks = self._replay_event(source, event_id, who)
         self._confirm()
@@ -376,8 +380,15 @@ class Ops:
                     f"task {task_id} of this event is still {record.state}; "
                     "replay again once it has finished"
                 )
+        replayed = keys.event_replayed(source, event_id)
+        if (left := self.redis.pttl(replayed)) > 0:
+            raise ConflictError(
+                f"event {source}/{event_id} was replayed {EVENT_REPLAY_GAP - left / 1000:.0f} s "
+                f"ago; to replay it again, wait {left / 1000:.0f} s more"
+            )
         tasks = self.rules.tasks_for(event)
         self.queue.store_event(event, tasks, replay=True)
+        self.redis.set(replayed, who, px=int(EVENT_REPLAY_GAP * 1000))
         self.dead_letters.audit(
             "event_replay", f"{source}/{event_id}", who, tasks=[t.id for t in tasks]
         )
