@@ -248,9 +248,10 @@ class DeadLetters:
         batch starting at the score where the last one ended, so entries added or removed
         meanwhile neither shift nor repeat what is still to come."""
         wanted = {k: v for k, v in filters.items() if v}
-        index = self._narrowest_index(wanted)
-        if index is None:
+        indexes = self._indexes(wanted)
+        if not indexes:
             return
+        index, others = indexes[0], indexes[1:]
         high: float | str = "+inf" if until is None else until
         low: float | str = "-inf" if since is None else since
         seen_at_top: set[str] = set()  # ids already yielded at score ``high``
@@ -264,32 +265,48 @@ class DeadLetters:
             rows = [(m.decode(), sc) for m, sc in found if m.decode() not in seen_at_top]
             if not rows:
                 return
-            pipe = self.redis.pipeline()
-            for entry_id, _ in rows:
-                pipe.hmget(keys.dead(entry_id), ["entry", "replays", "replaying"])
-            for (entry_id, score), (raw, replays, replaying) in zip(
-                rows, pipe.execute(), strict=True
-            ):
+            for (entry_id, score), stored in zip(rows, self._read_if_in(rows, others), strict=True):
                 if score != high:
                     high, seen_at_top = score, set()
                 seen_at_top.add(entry_id)
-                if raw is None:
+                if stored is None:
                     continue
-                entry = _entry(raw, replays, replaying)
+                entry = _entry(*stored)
                 if all(str(entry.get(k)) == v for k, v in wanted.items()):
                     yield entry
 
-    def _narrowest_index(self, wanted: dict[str, str]) -> str | None:
-        """The index holding the fewest entries that could match ``wanted`` (None: none)."""
+    def _read_if_in(
+        self, rows: builtins.list[tuple[str, float]], others: builtins.list[str]
+    ) -> builtins.list[Any]:
+        """Each row's stored fields (entry, replays, replaying), read only when its id is
+        in every one of ``others`` (the other filters' indexes: one ZMSCORE per batch
+        each; a filter of two values read every entry of the larger one in full), else
+        None, as for an entry gone since."""
+        ids = [entry_id for entry_id, _ in rows]
+        keep = [True] * len(ids)
+        pipe = self.redis.pipeline()
+        for other in others:
+            pipe.zmscore(other, ids)
+        for scores in pipe.execute() if others else []:
+            keep = [k and score is not None for k, score in zip(keep, scores, strict=True)]
+        pipe = self.redis.pipeline()
+        for entry_id in itertools.compress(ids, keep):
+            pipe.hmget(keys.dead(entry_id), ["entry", "replays", "replaying"])
+        read = iter(pipe.execute())
+        return [fields if k and (fields := next(read))[0] is not None else None for k in keep]
+
+    def _indexes(self, wanted: dict[str, str]) -> builtins.list[str]:
+        """The indexes of the entries that could match ``wanted``, smallest first (the
+        first is walked, the others asked about its ids); none when one is empty."""
         if not wanted:
-            return keys.DEAD_INDEX
+            return [keys.DEAD_INDEX]
         self._ensure_indexed()
         names = [f"{keys.DEAD_BY}{field}:{value}" for field, value in wanted.items()]
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
             pipe.zcard(name)
-        size, name = min(zip(pipe.execute(), names, strict=True))
-        return name if size else None
+        sized = sorted(zip(pipe.execute(), names, strict=True))
+        return [name for _, name in sized] if sized[0][0] else []
 
     def _ensure_indexed(self) -> None:
         """Index, once per store, the entries written before the by-value indexes were.
