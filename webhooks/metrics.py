@@ -240,8 +240,8 @@ class RedisCollector(Collector):
         yield from families
 
     def _collect(self) -> list[Metric]:
+        """Everything in one pipelined read, then one family per metric."""
         client = self.state.redis
-        now = time.time()
         vendors = sorted(self.state.config.vendors)
         pipe = client.pipeline(transaction=False)
         for key in wm.ALL:
@@ -252,109 +252,14 @@ class RedisCollector(Collector):
             pipe.hget(keys.circuit(vendor), "state")
         results = pipe.execute()
         webhooks, tasks, dead, vendor_call, task_run, beats, recovered = results[:7]
-        circuits = results[7:]
-        detail = queue_detail(client, now, ())  # the circuits are read above
-        out: list[Metric] = []
-        out.extend(self._webhooks(webhooks))
-        family: Any = CounterMetricFamily(
-            "switchboard_tasks", "Task runs by outcome", labels=["vendor", "op", "outcome"]
-        )
-        for parts, value in sorted(_split(tasks)):
-            family.add_metric(parts, value)
-        out.append(family)
-        family = CounterMetricFamily(
-            "switchboard_dead_letters", "Tasks dead-lettered, by code", labels=["vendor", "code"]
-        )
-        for parts, value in sorted(_split(dead)):
-            family.add_metric(parts, value)
-        out.append(family)
-        out.append(
-            histogram(
-                "switchboard_vendor_call_seconds",
-                "Vendor HTTP call latency",
-                ["vendor", "op", "status"],
-                vendor_call,
-                wm.VENDOR_CALL_BUCKETS,
-            )
-        )
-        out.append(
-            histogram(
-                "switchboard_task_run_seconds",
-                "Whole task run time (locks, rate limit, vendor call, bookkeeping)",
-                ["vendor", "outcome"],
-                task_run,
-                wm.TASK_RUN_BUCKETS,
-            )
-        )
-        out.append(
-            _gauge(
-                "switchboard_queue_tasks_waiting",
-                "Tasks accepted and not yet finished (applied, stale or dead)",
-                detail["tasks_waiting"],
-            )
-        )
-        out.append(
-            _gauge(
-                "switchboard_queue_celery_depth",
-                "Messages waiting in the Celery queue",
-                detail["celery_queue_depth"],
-            )
-        )
-        out.append(
-            _gauge(
-                "switchboard_queue_oldest_task_age_seconds",
-                "Age of the oldest unfinished task (0 when none)",
-                detail["oldest_waiting_task_age"],
-            )
-        )
-        out.append(
-            _gauge(
-                "switchboard_dead_letters_stored",
-                "Dead letters in the store now",
-                detail["dead_letters"],
-            )
-        )
-        out.append(
-            _per_worker(
-                GaugeMetricFamily(
-                    "switchboard_worker_last_heartbeat_seconds",
-                    "Unix time of each worker's last heartbeat",
-                    labels=["worker"],
-                ),
-                beats,
-            )
-        )
-        out.append(
-            _per_worker(
-                CounterMetricFamily(
-                    "switchboard_deliveries_recovered",
-                    "Deliveries a worker had reserved, made due again after it went silent",
-                    labels=["worker"],
-                ),
-                recovered,
-            )
-        )
-        since = detail["seconds_since_heartbeat"]
-        out.append(
-            _gauge(
-                "switchboard_worker_seconds_since_heartbeat",
-                "Seconds since the newest heartbeat of any worker (-1: none ever)",
-                -1 if since is None else since,
-            )
-        )
-        # Circuit breakers (worker/circuit.py, delivery): the state is read from the hash
-        # sb:circuit:<vendor>, field "state"; no hash means the circuit is closed.
-        family = GaugeMetricFamily(
-            "switchboard_circuit_state",
-            "1 for the current circuit breaker state of each vendor",
-            labels=["vendor", "state"],
-        )
-        for vendor, raw in zip(vendors, circuits, strict=True):
-            current = raw.decode() if raw else "closed"
-            for name in sorted({*CIRCUIT_STATES, current}):
-                family.add_metric([vendor, name], 1.0 if name == current else 0.0)
-        out.append(family)
-        return out
+        detail = queue_detail(client, time.time(), ())  # the circuits are read above
+        return [
+            *self._webhooks(webhooks),
+            *_task_families(tasks, dead, vendor_call, task_run),
+            *_queue_gauges(detail),
+            *_worker_families(beats, recovered, detail["seconds_since_heartbeat"]),
+            _circuit_family(vendors, results[7:]),
+        ]
 
     def _webhooks(self, raw: dict[bytes, bytes]) -> list[Metric]:
         kinds = {
@@ -391,3 +296,107 @@ def _per_worker(family: Any, raw: dict[bytes, bytes]) -> Any:
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
+
+
+def _task_families(
+    tasks: dict[bytes, bytes],
+    dead: dict[bytes, bytes],
+    vendor_call: dict[bytes, bytes],
+    task_run: dict[bytes, bytes],
+) -> list[Metric]:
+    runs = CounterMetricFamily(
+        "switchboard_tasks", "Task runs by outcome", labels=["vendor", "op", "outcome"]
+    )
+    for parts, value in sorted(_split(tasks)):
+        runs.add_metric(parts, value)
+    died = CounterMetricFamily(
+        "switchboard_dead_letters", "Tasks dead-lettered, by code", labels=["vendor", "code"]
+    )
+    for parts, value in sorted(_split(dead)):
+        died.add_metric(parts, value)
+    return [
+        runs,
+        died,
+        histogram(
+            "switchboard_vendor_call_seconds",
+            "Vendor HTTP call latency",
+            ["vendor", "op", "status"],
+            vendor_call,
+            wm.VENDOR_CALL_BUCKETS,
+        ),
+        histogram(
+            "switchboard_task_run_seconds",
+            "Whole task run time (locks, rate limit, vendor call, bookkeeping)",
+            ["vendor", "outcome"],
+            task_run,
+            wm.TASK_RUN_BUCKETS,
+        ),
+    ]
+
+
+#: (gauge, help, field of :func:`webhooks.health.queue_detail`)
+_QUEUE_GAUGES = (
+    (
+        "switchboard_queue_tasks_waiting",
+        "Tasks accepted and not yet finished (applied, stale or dead)",
+        "tasks_waiting",
+    ),
+    (
+        "switchboard_queue_celery_depth",
+        "Messages waiting in the Celery queue",
+        "celery_queue_depth",
+    ),
+    (
+        "switchboard_queue_oldest_task_age_seconds",
+        "Age of the oldest unfinished task (0 when none)",
+        "oldest_waiting_task_age",
+    ),
+    ("switchboard_dead_letters_stored", "Dead letters in the store now", "dead_letters"),
+)
+
+
+def _queue_gauges(detail: dict[str, Any]) -> list[Metric]:
+    return [_gauge(name, doc, detail[field]) for name, doc, field in _QUEUE_GAUGES]
+
+
+def _worker_families(
+    beats: dict[bytes, bytes], recovered: dict[bytes, bytes], since: float | None
+) -> list[Metric]:
+    return [
+        _per_worker(
+            GaugeMetricFamily(
+                "switchboard_worker_last_heartbeat_seconds",
+                "Unix time of each worker's last heartbeat",
+                labels=["worker"],
+            ),
+            beats,
+        ),
+        _per_worker(
+            CounterMetricFamily(
+                "switchboard_deliveries_recovered",
+                "Deliveries a worker had reserved, made due again after it went silent",
+                labels=["worker"],
+            ),
+            recovered,
+        ),
+        _gauge(
+            "switchboard_worker_seconds_since_heartbeat",
+            "Seconds since the newest heartbeat of any worker (-1: none ever)",
+            -1 if since is None else since,
+        ),
+    ]
+
+
+def _circuit_family(vendors: list[str], states: list[bytes | None]) -> Metric:
+    """One-hot per vendor and state (``sb:circuit:<vendor>``'s ``state``; no hash: closed,
+    worker/circuit.py)."""
+    family = GaugeMetricFamily(
+        "switchboard_circuit_state",
+        "1 for the current circuit breaker state of each vendor",
+        labels=["vendor", "state"],
+    )
+    for vendor, raw in zip(vendors, states, strict=True):
+        current = raw.decode() if raw else "closed"
+        for name in sorted({*CIRCUIT_STATES, current}):
+            family.add_metric([vendor, name], 1.0 if name == current else 0.0)
+    return family
