@@ -26,15 +26,13 @@ from config.errors import ConfigError, ConfigProblem
 from config.schemas import RuleSchema, SourceFrame, TopSchema, VendorSchema
 from config.strict_yaml import load_yaml
 from webhooks.sources import SOURCE_KINDS
-from webhooks.templating import ENV, is_template, unknown_names
+from webhooks.templating import ENV, is_template, template_problems
 from worker.vendors import CONNECTORS
 from worker.vendors.base import CircuitPolicy, RetryPolicy, VendorInstance
 
 #: fields whose value is a list or mapping (it may hold templates); any other field
 #: given a list or mapping is a config error, not a dead letter per event
 CONTAINER_FIELDS = (mfields.List, mfields.Tuple, mfields.Dict, mfields.Nested, mfields.Raw)
-#: template tags that load other templates: there are none to load, so they always fail
-LOADING_TAGS = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
 
 # ${NAME} or ${NAME:-default} (the default is used when NAME is unset or empty)
 VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -103,6 +101,7 @@ RULE_NAMES = frozenset({"payload", "event"})
 def join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
+    key = key if key else "''"  # an empty key named, not left out of the path
     return f"{path}.{key}" if path else str(key)
 
 
@@ -111,6 +110,10 @@ def flatten(messages: Any, path: str) -> list[tuple[str, str]]:
     if isinstance(messages, dict):
         out = []
         for key, value in messages.items():
+            if not isinstance(key, str) and isinstance(value, dict) and "key" in value:
+                # a mapping's key that is no name (123:, ~:): marshmallow's {123: {"key": ..}}
+                out.append((path, f"{key!r} is not a name: write names as text"))
+                continue
             key = key if isinstance(key, int) else str(key)
             out += flatten(value, path if key == "_schema" else join(path, key))
         return out
@@ -368,9 +371,7 @@ class _Loader:
         except TemplateSyntaxError as exc:
             self.problem(path, f"template syntax error: {exc.message} (line {exc.lineno})")
             return
-        if tree.find(LOADING_TAGS) is not None:  # type: ignore[arg-type]
-            self.problem(path, "templates cannot extend, include or import other templates")
-        self.check_names(tree, path)
+        self.check_tree(tree, path)
 
     def check_expression(self, text: str, path: str) -> None:
         try:
@@ -378,13 +379,13 @@ class _Loader:
         except TemplateSyntaxError as exc:
             self.problem(path, f"expression syntax error: {exc.message}")
             return
-        self.check_names(ENV.parse("{{ " + text + " }}"), path)
+        self.check_tree(ENV.parse("{{ " + text + " }}"), path)
 
-    def check_names(self, tree: nodes.Template, path: str) -> None:
+    def check_tree(self, tree: nodes.Template, path: str) -> None:
         """A name a rule cannot see (``paylod.amount``) is a typo: as a field it failed on
-        every event, and in an ``if:`` it was quietly never true."""
-        if names := unknown_names(tree, RULE_NAMES):
-            self.problem(path, f"unknown name {names} (a rule sees payload and event)")
+        every event, and in an ``if:`` it was quietly never true; so were unknown filters."""
+        for problem in template_problems(tree, RULE_NAMES, "a rule sees payload and event"):
+            self.problem(path, problem)
 
     # -- whole file --------------------------------------------------------------------
     def load(self, text: str) -> Config:
@@ -394,8 +395,14 @@ class _Loader:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             raise ConfigError([ConfigProblem(self.file, where, f"not valid YAML: {exc}")]) from None
+        except RecursionError:
+            raise ConfigError([ConfigProblem(self.file, "", "nested too deeply")]) from None
+        except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+            raise ConfigError([ConfigProblem(self.file, "", f"not valid YAML: {exc}")]) from None
         if not isinstance(raw, dict):
             raise ConfigError([ConfigProblem(self.file, "", "the top level must be a mapping")])
+        if problem := expansion_problem(raw):
+            raise ConfigError([ConfigProblem(self.file, "", problem)])
         raw = self.interpolate(raw, "")
         top = self.load_schema(TopSchema(), raw, "")
         if top is None:
@@ -414,6 +421,30 @@ class _Loader:
             frozenset(self.secrets),
             tuple(self.defaulted),
         )
+
+
+#: most values a config may hold once YAML aliases are expanded (a real one holds hundreds)
+MAX_VALUES = 100_000
+
+
+def expansion_problem(raw: Any) -> str | None:
+    """Why ``raw`` (as YAML built it: an alias is the anchored object itself, shared) cannot
+    be walked, or None: an alias inside its own anchor (a cycle), or aliases of aliases
+    that expand past :data:`MAX_VALUES` (366 bytes of "billion laughs" made a copy that
+    never ended and hung every process that reloaded it)."""
+    seen = 0
+    stack: list[tuple[Any, tuple[int, ...]]] = [(raw, ())]
+    while stack:
+        value, above = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            return f"holds more than {MAX_VALUES:,} values once its YAML aliases are expanded"
+        if isinstance(value, dict | list):
+            if id(value) in above:
+                return "a YAML alias refers to the anchor it is inside"
+            inner = (*above, id(value))
+            stack.extend((v, inner) for v in (value.values() if isinstance(value, dict) else value))
+    return None
 
 
 def stamp_of(path: str) -> tuple[int, ...] | None:
@@ -438,4 +469,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     except UnicodeDecodeError as exc:
         problem = f"not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})"
         raise ConfigError([ConfigProblem(file, "", problem)]) from None
-    return _Loader(file, os.environ if env is None else env).load(text)
+    try:
+        return _Loader(file, os.environ if env is None else env).load(text)
+    except RecursionError:  # a config nested deeper than the checks can walk
+        raise ConfigError([ConfigProblem(file, "", "nested too deeply")]) from None

@@ -7,10 +7,13 @@ the common frame: top level, vendor instance, rule, action.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
+
+from worker.vendors.values import WholeNumber
 
 RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 UNIT_SECONDS = {
@@ -32,6 +35,8 @@ def parse_rate(text: str) -> tuple[int, float]:
     if not match:
         raise ValueError(f"{text!r} is not a rate like '20/s', '600/min' or '100/10s'")
     count, per, unit = match.groups()
+    if not math.isfinite(float(count)) or not math.isfinite(float(per or 1)):
+        raise ValueError(f"{text!r} has a number too large")
     if float(count) < 1:
         raise ValueError("a rate needs a count of at least 1")
     window = float(per or 1) * UNIT_SECONDS[unit]
@@ -51,7 +56,7 @@ class RateField(fields.Field):
 
 
 class RetrySchema(Schema):
-    max_attempts = fields.Integer(load_default=8, validate=validate.Range(min=1, max=100))
+    max_attempts = WholeNumber(load_default=8, validate=validate.Range(min=1, max=100))
     base_delay = fields.Float(load_default=2.0, validate=validate.Range(min=0))
     max_delay = fields.Float(load_default=600.0, validate=validate.Range(min=0))
 
@@ -59,7 +64,7 @@ class RetrySchema(Schema):
 class CircuitSchema(Schema):
     """Circuit breaker: open after ``failures`` transient failures in a row, for ``cooldown`` s."""
 
-    failures = fields.Integer(load_default=5, validate=validate.Range(min=1, max=1000))
+    failures = WholeNumber(load_default=5, validate=validate.Range(min=1, max=1000))
     cooldown = fields.Float(load_default=30.0, validate=validate.Range(min=0.1, max=3600))
 
 
@@ -74,10 +79,10 @@ class VendorSchema(Schema):
     retry = fields.Nested(RetrySchema, load_default=lambda: RetrySchema().load({}))
     circuit = fields.Nested(CircuitSchema, load_default=lambda: CircuitSchema().load({}))
     timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300))
-    max_in_flight = fields.Integer(load_default=5, validate=validate.Range(min=1, max=100))
+    max_in_flight = WholeNumber(load_default=5, validate=validate.Range(min=1, max=100))
     #: calls in flight at once across all workers (shared through Redis); null: no cap;
     #: unset: the connector's default (``Connector.concurrency``)
-    concurrency = fields.Integer(
+    concurrency = WholeNumber(
         load_default=None, allow_none=True, validate=validate.Range(min=1, max=1000)
     )
 

@@ -62,5 +62,8 @@ class ConfigFile:
             config = load_config(self.path)
         except ConfigError as exc:
             return None, str(exc).splitlines()
+        except Exception as exc:  # a loader bug: refused once per change, not every look
+            self.log.exception("config not reloaded: loading it failed unexpectedly")
+            return None, [f"{self.path}: could not be loaded ({type(exc).__name__}: {exc})"]
         why = self.refuse(config) if self.refuse else None
         return config, [why] if why else []

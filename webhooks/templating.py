@@ -240,6 +240,29 @@ class PathTemplate:
         return plain(value)
 
 
+#: template tags that load other templates: there are none to load, so they always fail
+LOADING_TAGS = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
+
+
+def template_problems(tree: nodes.Template, known: Iterable[str], sees: str) -> list[str]:
+    """What would make a template that parses fail on every event (a config error, not a
+    dead letter or a 400 per event): tags that load templates, a name outside ``known``
+    (``sees`` says which there are), a filter or test Jinja has not (one inside an
+    ``{% if %}`` is only looked up when it runs)."""
+    problems = []
+    if tree.find(LOADING_TAGS) is not None:  # type: ignore[arg-type]
+        problems.append("templates cannot extend, include or import other templates")
+    if names := unknown_names(tree, known):
+        problems.append(f"unknown name {names} ({sees})")
+    for what, node, have in (
+        ("filter", nodes.Filter, ENV.filters),
+        ("test", nodes.Test, ENV.tests),
+    ):
+        if missing := sorted({n.name for n in tree.find_all(node)} - set(have)):  # type: ignore[attr-defined]
+            problems.append(f"no {what} named {', '.join(map(repr, missing))}")
+    return problems
+
+
 def unknown_names(tree: nodes.Template, known: Iterable[str]) -> str | None:
     """The names ``tree`` uses that are neither ``known`` nor a global, quoted and joined
     (``'paylod'``), or None: a typo is a config error, not a failure on every event."""

@@ -109,6 +109,32 @@ def test_signed_malformed_json_is_400(client):
     assert (response.status_code, error_code(response)) == (400, "malformed_json")
 
 
+def _nested(depth: int) -> dict:
+    inner: dict = {"end": True}
+    for _ in range(depth - 1):
+        inner = {"n": inner}
+    return inner
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"id": "\ud800evt"}, "lone UTF-16 surrogate"),  # a 500: the id could not be stored
+        ({"extra": float("nan")}, "NaN is not a JSON number"),  # stored, then invalid JSON
+        ({"extra": _nested(100)}, "deeper than 100 levels"),  # a 500 at ~980, ops views at ~480
+    ],
+    ids=["surrogate", "nan", "deep"],
+)
+def test_json_that_cannot_be_stored_and_shown_is_400_not_500(client, redis, change, why):
+    body = with_changes("stripe/payment_intent.succeeded.json", **change)
+    response = client.post("/webhooks/stripe", data=body, headers=stripe_headers(body))
+    assert (response.status_code, error_code(response)) == (400, "malformed_json"), body[:80]
+    assert why in response.get_json()["error"]["message"]
+    deep_enough = with_changes("stripe/payment_intent.succeeded.json", extra=_nested(98))
+    ok = client.post("/webhooks/stripe", data=deep_enough, headers=stripe_headers(deep_enough))
+    assert ok.status_code == 202, ok.get_json()
+
+
 def test_event_without_id_is_400(client):
     body = json.dumps({"type": "invoice.paid", "created": int(time.time())}).encode()
     response = client.post("/webhooks/stripe", data=body, headers=stripe_headers(body))

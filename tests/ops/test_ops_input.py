@@ -276,3 +276,13 @@ def test_the_audit_page_shows_operators_actions_and_finds_an_events_whole_trail(
     assert [(r["action"], r["id"]) for r in trail] == [("replay", mine)]
     found = client.get("/ops/audit-log?id=stripe/evt_many_1&each=1").get_data(as_text=True)
     assert bulk[1] in found and mine not in found
+
+
+def test_a_bulk_replay_body_that_is_no_json_object_is_a_400_saying_why(client, redis):
+    # 60k "[" was a 500; a JSON filter sent as a form was told it is "not a JSON object"
+    deep = client.post("/ops/dead-letters/replay", headers={**OPS, "Content-Type":
+                       "application/json"}, data="[" * 60_000)  # fmt: skip
+    assert "JSON object" in _error(deep)
+    form = client.post("/ops/dead-letters/replay", headers=OPS, data='{"vendor": "porta"}')
+    assert "Content-Type: application/json" in _error(form)
+    assert redis.keys("sb:job:*") == []

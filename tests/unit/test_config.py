@@ -338,3 +338,41 @@ def test_an_hmac_source_template_with_an_unknown_name_is_a_config_error(tmp_path
     )
     fixed = text.replace("paylod", "payload")
     assert "portal" in load_config(write(tmp_path, fixed), {}).sources  # headers is known
+
+
+_LAUGHS = "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n"
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True)
+)
+_IF_NOSUCH = "{% if payload.c %}{{ payload.c | nosuch }}{% endif %}"
+_HMAC = "  portal: {kind: hmac, secret: s, id: %s, type: '{{ payload.t }}'}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        # each was a traceback from `config check` (and from every reload, every 2 s)
+        (BASE.replace("tok3n}", "tok3n}\n    rate_limit: '" + "9" * 400 + "/s'"), "too large"),
+        (BASE.replace("whsec_x}", "whsec_x, tolerance: " + "9" * 5000 + "}"), "4300 digits"),
+        (BASE + "x: &x [*x]\n", "a YAML alias refers to the anchor it is inside"),
+        ("a: " + "[" * 4000 + "]" * 4000 + "\n", "nested too deeply"),
+        (BASE.replace("whsec_x}", "whsec_x, public_url: 'http://[::1'}").replace(
+            "kind: stripe", "kind: hubspot"), "public_url: not a URL"),
+        (BASE.replace("sources:\n", "sources:\n" + _HMAC % "'{{ payload.id | nosuch }}'"),
+         "No filter named 'nosuch'"),
+        # hung: 366 bytes of "billion laughs" expanded without end
+        ("a: &a [x, x, x, x, x, x, x, x, x]\n" + _LAUGHS + BASE, "more than 100,000 values"),
+        # loaded, then failed on every event (a 400 blaming the sender; a mapping error)
+        (BASE.replace("sources:\n", "sources:\n" + _HMAC % "\"{% include 'x' %}\""),
+         "cannot extend, include or import"),
+        (BASE.replace("{bill_status: O}", "{bill_status: '" + _IF_NOSUCH + "'}"),
+         "no filter named 'nosuch'"),
+        (BASE.replace("whsec_x}", "whsec_x, tolerance: 1.5}"), "tolerance: Not a valid integer"),
+        (BASE.replace("  stripe: {", "  123: {"), "sources: 123 is not a name"),
+    ],
+    ids=["rate", "big-int", "self-alias", "deep", "url", "hmac-filter", "laughs",
+         "hmac-include", "filter-in-if", "fraction", "int-key"],
+)  # fmt: skip
+def test_a_config_that_cannot_be_used_is_named_not_a_traceback_or_a_hang(tmp_path, text, says):
+    found = problems(tmp_path, text)
+    assert any(says in p for p in found), found

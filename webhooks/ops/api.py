@@ -130,7 +130,12 @@ def discard_dead_letter(entry_id: str) -> tuple[str, int]:
 
 @bp.post("/dead-letters/replay")
 def bulk_replay() -> tuple[Response, int, dict[str, str]]:
-    body = request.get_json(silent=True)
+    if not request.is_json:
+        raise BadRequest("send the filter as JSON, with Content-Type: application/json")
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # 60k "[" is within the size limit
+        body = None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object (the filter)")
     args = load(schemas.BulkReplayRequest(), body)

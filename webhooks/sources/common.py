@@ -84,9 +84,60 @@ def check_occurred_at(event: Event) -> None:
         )
 
 
+#: deepest nesting of objects and arrays a body may have: no sender's event comes near
+#: it, and deeper ones fail later (storing the event, showing it in ops: RecursionError)
+MAX_DEPTH = 100
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # "\ud800": half a character
+
+
 def parse_json(body: bytes) -> Any:
+    """The body as JSON data a later step can store and show; a 400 ``malformed_json``
+    for what is not JSON, and for what is but cannot go further: ``NaN``/``Infinity``
+    (no JSON reader takes them back), a lone UTF-16 surrogate (no UTF-8 text: the event
+    could not be stored), or nesting deeper than :data:`MAX_DEPTH`."""
     try:
-        return json.loads(body)
+        payload = json.loads(body, parse_constant=_no_constant)
     # RecursionError: a body of 100k "[" is within the size limit and must be a 400, not a 500
     except (ValueError, RecursionError) as exc:
-        raise MalformedPayload("body is not valid JSON", code="malformed_json") from exc
+        raise MalformedPayload(
+            f"body is not valid JSON ({_reason(exc)})", code="malformed_json"
+        ) from exc
+    if _SURROGATE.search(body) and not _is_text(payload):
+        raise MalformedPayload(
+            "body holds a lone UTF-16 surrogate (\\ud800-\\udfff not in a pair): no text",
+            code="malformed_json",
+        )
+    if body.count(b"{") + body.count(b"[") > MAX_DEPTH and _deeper_than(payload, MAX_DEPTH):
+        raise MalformedPayload(
+            f"body nests objects and arrays deeper than {MAX_DEPTH} levels", code="malformed_json"
+        )
+    return payload
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _reason(exc: Exception) -> str:
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+
+
+def _is_text(payload: Any) -> bool:
+    try:
+        json.dumps(payload, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _deeper_than(payload: Any, limit: int) -> bool:
+    """Whether ``payload`` nests containers deeper than ``limit`` (walked without
+    recursion: it is what is being checked)."""
+    stack = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False

@@ -18,7 +18,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from webhooks.errors import InvalidSignature, MalformedPayload, MissingSignature
 from webhooks.sources.base import Event, InboundRequest, Source, kept_headers
 from webhooks.sources.common import Secrets, any_digest_matches, header, parse_json
-from webhooks.templating import ENV, render_value, unknown_names
+from webhooks.templating import ENV, render_value, template_problems
 from worker.times import to_epoch
 
 #: what an hmac source's templates see
@@ -34,13 +34,12 @@ class TemplateString(fields.String):
         text = super()._deserialize(value, attr, data, **kwargs)
         try:
             tree = ENV.parse(text)
+            ENV.from_string(tree)  # an unknown filter outside an {% if %} fails here
         except TemplateError as exc:
-            raise self.make_error("invalid") from exc
-        if names := unknown_names(tree, SOURCE_NAMES):
-            raise ValidationError(f"unknown name {names} (a source sees payload and headers)")
+            raise ValidationError(f"not a valid template: {exc.message}") from exc
+        if problems := template_problems(tree, SOURCE_NAMES, "a source sees payload and headers"):
+            raise ValidationError("; ".join(problems))
         return text
-
-    default_error_messages = {"invalid": "not a valid template"}
 
 
 class HmacSchema(Schema):

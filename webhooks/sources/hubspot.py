@@ -42,6 +42,7 @@ from webhooks.sources.common import (
     parse_json,
     unix_digits,
 )
+from worker.vendors.values import WholeNumber
 
 SIGNATURE = "X-HubSpot-Signature-v3"
 TIMESTAMP = "X-HubSpot-Request-Timestamp"
@@ -59,7 +60,10 @@ class PublicUrl(fields.String):
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
-        parts = urlsplit(text)
+        try:
+            parts = urlsplit(text)
+        except ValueError as exc:  # "http://[::1": an unclosed IPv6 bracket
+            raise ValidationError(f"not a URL: {exc}") from exc
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValidationError("must be an absolute http(s) URL, e.g. https://hooks.example.com")
         if parts.query or parts.fragment or "?" in text or "#" in text:
@@ -69,7 +73,7 @@ class PublicUrl(fields.String):
 
 class HubSpotSchema(Schema):
     secret = Secrets(required=True)  # the app's client secret
-    tolerance = fields.Integer(load_default=300, validate=validate.Range(min=1, max=86400))
+    tolerance = WholeNumber(load_default=300, validate=validate.Range(min=1, max=86400))
     public_url = PublicUrl(load_default=None)
 
 

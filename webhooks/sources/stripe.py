@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, validate
 
 from webhooks.errors import InvalidSignature, MalformedPayload, MissingSignature
 from webhooks.sources.base import Event, InboundRequest, Source, kept_headers
@@ -24,13 +24,14 @@ from webhooks.sources.common import (
     unix_digits,
 )
 from worker.times import to_epoch
+from worker.vendors.values import WholeNumber
 
 HEADER = "Stripe-Signature"
 
 
 class StripeSchema(Schema):
     secret = Secrets(required=True)
-    tolerance = fields.Integer(load_default=300, validate=validate.Range(min=1, max=86400))
+    tolerance = WholeNumber(load_default=300, validate=validate.Range(min=1, max=86400))
 
 
 class StripeSource(Source):
