@@ -13,7 +13,6 @@ import os
 import re
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,9 @@ from marshmallow import Schema, ValidationError
 from marshmallow import fields as mfields
 
 from config.errors import ConfigError, ConfigProblem
+from config.model import ActionConfig, Config, RuleConfig, SourceConfig
 from config.schemas import RuleSchema, SourceFrame, TopSchema, VendorSchema
-from config.strict_yaml import load_yaml
+from config.strict_yaml import expansion_problem, load_yaml
 from webhooks.sources import SOURCE_KINDS
 from webhooks.templating import ENV, is_template, template_problems
 from worker.vendors import CONNECTORS
@@ -38,60 +38,11 @@ CONTAINER_FIELDS = (mfields.List, mfields.Tuple, mfields.Dict, mfields.Nested, m
 VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-@dataclass(frozen=True)
-class SourceConfig:
-    name: str
-    kind: str
-    settings: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class ActionConfig:
-    vendor: str
-    op: str
-    target: Any
-    fields: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class RuleConfig:
-    name: str
-    source: str
-    events: tuple[str, ...]
-    condition: str | None
-    actions: tuple[ActionConfig, ...]
-
-
-@dataclass(frozen=True)
-class Config:
-    file: str
-    sources: Mapping[str, SourceConfig]
-    vendors: Mapping[str, VendorInstance]
-    rules: tuple[RuleConfig, ...]
-    secrets: frozenset[str] = field(default_factory=frozenset)
-    #: (path, variable) of each signing secret taken from a ``${VAR:-default}`` because VAR
-    #: is unset: whoever reads the config can sign webhooks (see :func:`demo_secrets`)
-    defaulted_secrets: tuple[tuple[str, str], ...] = ()
-
-
 def url_credentials(url: str) -> list[str]:
     """The password in ``https://user:password@host`` (as written and decoded): a
     ``base_url`` may carry basic auth for a proxy in front of a vendor (httpx sends it)."""
     password = urllib.parse.urlsplit(url).password
     return [password, urllib.parse.unquote(password)] if password else []
-
-
-def demo_secrets(config: Config) -> str | None:
-    """Why ``web`` must not serve ``config`` as it is, or None: a source's signing secret is
-    the config file's own default, known to everyone who can read it."""
-    if not config.defaulted_secrets:
-        return None
-    named = ", ".join(f"{path} ({var} is not set)" for path, var in config.defaulted_secrets)
-    return (
-        f"{config.file}: {named}: the secret is the default written in the config, so "
-        f"anyone who reads it can sign webhooks; set the variable (or SWITCHBOARD_DEMO=1 to "
-        "run the demo as is)"
-    )
 
 
 #: what a rule's templates and ``if:`` see (webhooks.rules: the event's payload and facts)
@@ -421,42 +372,6 @@ class _Loader:
             frozenset(self.secrets),
             tuple(self.defaulted),
         )
-
-
-#: most values a config may hold once YAML aliases are expanded (a real one holds hundreds)
-MAX_VALUES = 100_000
-
-
-def expansion_problem(raw: Any) -> str | None:
-    """Why ``raw`` (as YAML built it: an alias is the anchored object itself, shared) cannot
-    be walked, or None: an alias inside its own anchor (a cycle), or aliases of aliases
-    that expand past :data:`MAX_VALUES` (366 bytes of "billion laughs" made a copy that
-    never ended and hung every process that reloaded it)."""
-    seen = 0
-    stack: list[tuple[Any, tuple[int, ...]]] = [(raw, ())]
-    while stack:
-        value, above = stack.pop()
-        seen += 1
-        if seen > MAX_VALUES:
-            return f"holds more than {MAX_VALUES:,} values once its YAML aliases are expanded"
-        if isinstance(value, dict | list):
-            if id(value) in above:
-                return "a YAML alias refers to the anchor it is inside"
-            inner = (*above, id(value))
-            stack.extend((v, inner) for v in (value.values() if isinstance(value, dict) else value))
-    return None
-
-
-def stamp_of(path: str) -> tuple[int, ...] | None:
-    """(inode, modification and change times in ns, size) of the config file at ``path``
-    (a symlink followed, as Kubernetes swaps them), or None when it cannot be read: what the
-    web and the workers compare to see it changed. Replace the file whole (write a new one,
-    rename it over) rather than edit it in place: a half-written file may still load."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

@@ -10,11 +10,25 @@ contents with the running config (a change between start-up and that look is not
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 
 from config.errors import ConfigError
-from config.loader import Config, load_config, stamp_of
+from config.loader import load_config
 from config.logs import event as log_event
+from config.model import Config
+
+
+def stamp_of(path: str) -> tuple[int, ...] | None:
+    """(inode, modification and change times in ns, size) of the config file at ``path``
+    (a symlink followed, as Kubernetes swaps them), or None when it cannot be read: what the
+    web and the workers compare to see it changed. Replace the file whole (write a new one,
+    rename it over) rather than edit it in place: a half-written file may still load."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_size
 
 
 class ConfigFile:

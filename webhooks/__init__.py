@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from flask import Flask
 
-    from config.loader import Config
+    from config.model import Config
     from config.settings import Settings
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from flask import Flask
 
-from config.loader import demo_secrets
 from config.logs import event as log_event
+from config.model import demo_secrets
 from config.watch import ConfigFile
 
 log = logging.getLogger("switchboard.web")

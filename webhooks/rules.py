@@ -17,7 +17,7 @@ from typing import Any
 
 from jinja2 import UndefinedError
 
-from config.loader import Config, RuleConfig
+from config.model import Config, RuleConfig
 from webhooks.templating import (
     ENV,
     NOTHING,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import redis as redis_lib
 from flask import current_app
 
-from config.loader import Config
+from config.model import Config
 from config.settings import Settings
 from webhooks.commit import GroupCommit
 from webhooks.rules import RuleSet

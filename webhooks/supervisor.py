@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from config import embedded_redis
-from config.loader import Config
+from config.model import Config
 from config.redis_url import shown_url
 from config.settings import Settings
 from webhooks.ops.auth import parse_tokens

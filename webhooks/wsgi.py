@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from gunicorn.errors import AppImportError
 
 from config.errors import ConfigError
-from config.loader import demo_secrets
 from config.logs import configure_logging
+from config.model import demo_secrets
 from config.settings import EnvError
 from webhooks import create_app
 from webhooks.ops.jobs import JobResumer

@@ -16,8 +16,9 @@ from typing import Any
 
 import redis as redis_lib
 
-from config.loader import Config, load_config
+from config.loader import load_config
 from config.logs import event as log_event
+from config.model import Config
 from config.redis_url import parse_sentinel_url
 from config.settings import Settings
 from config.watch import ConfigFile

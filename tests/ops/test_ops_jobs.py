@@ -162,8 +162,10 @@ def test_a_stalled_job_cancelled_is_never_resumed(ops, private_db, redis_server)
     assert ops.job(job["id"])["state"] == "cancelled"
 
 
-def test_the_cli_cancels_the_job_it_runs_on_ctrl_c(ops, private_db, redis_server, sandbox):
-    for n in range(1500):  # enough that the replay is still going when interrupted
+def _cli_bulk_replay_running(ops, private_db, redis_server, sandbox):
+    """A ``dlq replay --vendor perfex`` of 1,500 entries, in its own process, and its job id
+    once 20 are done (enough that it is still going when stopped)."""
+    for n in range(1500):
         synthetic_dead_letter(private_db, n, time.time() - n)
     env = {
         **os.environ,
@@ -172,18 +174,21 @@ def test_the_cli_cancels_the_job_it_runs_on_ctrl_c(ops, private_db, redis_server
         "SANDBOX_URL": sandbox.url,
         "PYTHONPATH": str(ROOT),
     }
-    cli = subprocess.Popen(
-        [sys.executable, "-m", "webhooks.cli", "dlq", "replay", "--vendor", "perfex"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    command = [sys.executable, "-m", "webhooks.cli", "dlq", "replay", "--vendor", "perfex"]
+    cli = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        job_id = wait_for(lambda: private_db.smembers(jobs.ACTIVE))
-        [job_id] = [j.decode() for j in job_id]
+        [job_id] = [j.decode() for j in wait_for(lambda: private_db.smembers(jobs.ACTIVE))]
         wait_for(lambda: ops.job(job_id)["done"] >= 20, interval=0.005)
+    except BaseException:
+        cli.kill()
+        raise
+    return cli, job_id
+
+
+def test_the_cli_cancels_the_job_it_runs_on_ctrl_c(ops, private_db, redis_server, sandbox):
+    cli, job_id = _cli_bulk_replay_running(ops, private_db, redis_server, sandbox)
+    try:
         cli.send_signal(signal.SIGINT)
         _, err = cli.communicate(timeout=30)
     finally:
@@ -203,21 +208,8 @@ def test_the_cli_says_when_someone_else_cancelled_its_bulk_replay(
     ops, private_db, redis_server, sandbox
 ):
     # it printed "7 of 1378 done" and exited 0, as if it had finished
-    for n in range(1500):
-        synthetic_dead_letter(private_db, n, time.time() - n)
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/7",
-        "SWITCHBOARD_CONFIG": str(TEST_CONFIG),
-        "SANDBOX_URL": sandbox.url,
-        "PYTHONPATH": str(ROOT),
-    }
-    command = [sys.executable, "-m", "webhooks.cli", "dlq", "replay", "--vendor", "perfex"]
-    cli = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    cli, job_id = _cli_bulk_replay_running(ops, private_db, redis_server, sandbox)
     try:
-        [job_id] = [j.decode() for j in wait_for(lambda: private_db.smembers(jobs.ACTIVE))]
-        wait_for(lambda: ops.job(job_id)["done"] >= 20, interval=0.005)
         ops.cancel_bulk_replay(job_id, who="night-op")
         out, err = cli.communicate(timeout=30)
     finally:

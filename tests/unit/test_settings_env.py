@@ -10,7 +10,8 @@ import pytest
 
 from config import embedded_redis
 from config.environment import EnvError, Reader
-from config.loader import demo_secrets, load_config
+from config.loader import load_config
+from config.model import demo_secrets
 from config.settings import Settings
 from tests.helpers import ROOT, TEST_CONFIG
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from config.errors import ConfigError
-from config.loader import Config, load_config
+from config.loader import load_config
+from config.model import Config
 from config.settings import EnvError, Settings
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from config.loader import Config
+from config.model import Config
 from webhooks.cli.base import echo, emit, load_or_exit, main
 
 
