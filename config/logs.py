@@ -98,4 +98,5 @@ def configure_logging(
     # a bad value is reported by Settings.from_env at start-up; here it falls back to INFO
     level = (level or Reader().choice("SWITCHBOARD_LOG_LEVEL", "INFO", LOG_LEVELS)).upper()
     logging.getLogger("switchboard").setLevel(level)
+    logging.captureWarnings(True)  # Python warnings (Celery's as root, ...) as JSON lines too
     return handler

@@ -58,7 +58,7 @@ class ConfigFile:
         config, problems = self._load()
         if stamp_of(self.path) != stamp:  # saved in place while read: looked at again
             return None
-        self.stamp, self.refused = stamp, problems
+        was_refused, self.stamp, self.refused = bool(self.refused), stamp, problems
         if problems:
             log_event(
                 self.log, "config not reloaded: the running one stays", at=logging.ERROR,
@@ -66,6 +66,10 @@ class ConfigFile:
             )  # fmt: skip
             return None
         if config is None or config == running:
+            if was_refused:  # the ERROR above is no longer the last word on the file
+                log_event(
+                    self.log, "config file loads again: it is the running one", file=self.path
+                )
             return None
         self.secrets.update(config.secrets)
         return config

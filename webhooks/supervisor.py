@@ -109,6 +109,7 @@ def worker_command(concurrency: int = 8, name: str = "worker") -> list[str]:
         sys.executable,
         "-m",
         "celery",
+        "--quiet",  # no banner: its lines are not JSON
         "-A",
         "worker",
         "worker",

@@ -12,14 +12,12 @@ and mark, so two presses at once queue it once). The entry leaves the store once
 replay is applied (or found stale: newer events already set every field it carries), and
 comes back with the new attempts appended if the replay fails.
 Messages and excerpts are redacted before they are stored. Every replay and discard can
-be written to the audit log (``sb:audit``, newest first, capped at ``AUDIT_KEEP``; the
-per-entry records of bulk replays in ``sb:audit:bulk``, capped at ``AUDIT_BULK_KEEP``).
+be written to the audit log (:mod:`worker.audit`).
 """
 
 from __future__ import annotations
 
 import builtins
-import heapq
 import itertools
 import json
 import logging
@@ -31,8 +29,7 @@ from typing import Any, cast
 
 import redis as redis_lib
 
-from config.logs import event as log_event
-from worker import keys
+from worker import audit, keys
 from worker.model import UpdateTask
 from worker.queue import EVENT_HOLD, Queue
 from worker.redact import Redactor
@@ -165,9 +162,6 @@ CODES = (
     "unknown_vendor",
 )
 
-AUDIT_ACTIONS = ("replay", "discard", "bulk_replay", "bulk_replay_cancel", "event_replay")
-AUDIT_KEEP = 10_000  # audit records kept (newest); older ones are trimmed
-AUDIT_BULK_KEEP = 20_000  # the same, for the per-entry records of bulk replays
 STUCK_MARK = 60.0  # see _MARK_REPLAYING
 
 
@@ -454,22 +448,7 @@ class DeadLetters:
         return True
 
     def audit(self, action: str, entry_id: str, who: str, **detail: Any) -> dict[str, Any]:
-        """Write an audit record. The one-per-entry records of a bulk replay (``job`` in
-        ``detail``) go to their own list, so one big job cannot push every discard and
-        every operator's own action out of the log (each list keeps its newest)."""
-        record = {"at": time.time(), "action": action, "id": entry_id, "who": who, **detail}
-        key, keep = (
-            (keys.AUDIT_BULK, AUDIT_BULK_KEEP) if "job" in detail else (keys.AUDIT, AUDIT_KEEP)
-        )
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.lpush(key, json.dumps(record, default=str))
-        pipe.ltrim(key, 0, keep - 1)
-        pipe.execute()
-        # and a log line, so grep <event id> shows what ops did to it, and who, beside
-        # what the web and the workers did (web, API and CLI all come through here)
-        fields = {k: v for k, v in record.items() if k not in ("at", "id", "action")}
-        log_event(log, f"ops {action}", entry_id=entry_id, **fields)
-        return record
+        return audit.write(self.redis, action, entry_id, who, **detail)
 
     def audit_log(
         self,
@@ -478,29 +457,7 @@ class DeadLetters:
         entry_id: str | None = None,
         each: bool = True,
     ) -> builtins.list[dict[str, Any]]:
-        """Audit records newest first (both lists, merged; ``each=False``: without the
-        one-per-entry records of bulk replays), optionally only one ``action``'s, or only
-        those about ``entry_id``: a dead letter's id, or an event's ``source/event_id``
-        (its event replays and the replays and discards of its dead letters)."""
-        lists = [self._audit_records(keys.AUDIT)]
-        if each:
-            lists.append(self._audit_records(keys.AUDIT_BULK))
-        merged = heapq.merge(*lists, key=lambda record: -float(record.get("at") or 0))
-        wanted = (
-            r
-            for r in merged
-            if (not action or r.get("action") == action)
-            and (
-                not entry_id or entry_id in (r.get("id"), f"{r.get('source')}/{r.get('event_id')}")
-            )
-        )
-        return builtins.list(itertools.islice(wanted, limit))
-
-    def _audit_records(self, key: str) -> Iterator[dict[str, Any]]:
-        start = 0
-        while raw := self.redis.lrange(key, start, start + 499):
-            start += len(raw)
-            yield from (json.loads(r) for r in raw)
+        return audit.read(self.redis, limit, action, entry_id, each)
 
 
 def parse_cursor(cursor: str) -> tuple[float, str]:

@@ -78,6 +78,7 @@ def _give_back(rt: Any, deliveries: list[tuple[str, int]]) -> None:
         log.warning("cannot give back %d deliveries (%s)", len(deliveries), type(exc).__name__)
 
 
+@signals.celeryd_init.connect  # before Celery's own start-up checks warn (as root, ...)
 @signals.setup_logging.connect
 def _setup_logging(loglevel: Any = None, **_: Any) -> None:
     import logging

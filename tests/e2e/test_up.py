@@ -39,12 +39,13 @@ def test_up_serves_the_demo_and_a_signed_webhook_changes_the_sandbox(tmp_path):
         }
     )
     started = time.monotonic()
+    errors = (tmp_path / "stderr.log").open("w")
     up = subprocess.Popen(
         [sys.executable, "-m", "webhooks.cli", "up"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=errors,
         text=True,
     )
     try:
@@ -92,5 +93,12 @@ def test_up_serves_the_demo_and_a_signed_webhook_changes_the_sandbox(tmp_path):
     finally:
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=60) == 0
+        errors.close()
+    # after the banner, every line is JSON (a log shipper reads them) but the few meant
+    # for a person: Celery's banner (20 lines) was printed too
+    after = up.stdout.read().splitlines() + (tmp_path / "stderr.log").read_text().splitlines()  # type: ignore[union-attr]
+    plain = [line for line in after if line.strip() and not line.startswith("{")]
+    for_people = ("stopped", "sandbox on http://", "worker: Warm shutdown")
+    assert all(line.startswith(for_people) for line in plain), plain
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
     assert leftovers.stdout.strip() == "", "child processes outlived `up`"

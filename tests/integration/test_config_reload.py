@@ -78,8 +78,12 @@ def test_a_changed_rule_is_used_and_a_broken_config_is_refused(
     detail = client.get("/readyz").get_json()["detail"]  # says so, beside the log
     assert any("update_nothing" in p for p in detail["config_refused"])
     _write(config, original + PHONE_RULE, 4)  # fixed: used again, and the note goes
-    assert watcher.check() is False  # the same config it serves: nothing to swap
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="switchboard.web"):
+        assert watcher.check() is False  # the same config it serves: nothing to swap
     assert "config_refused" not in client.get("/readyz").get_json()["detail"]
+    # and the log says so: its last word on the file was the ERROR above
+    assert "config file loads again: it is the running one" in caplog.messages
 
 
 def test_switchboard_web_picks_up_a_new_rule_without_a_restart(redis_server, tmp_path):

@@ -237,9 +237,9 @@ def test_a_big_bulk_replay_does_not_push_discards_out_of_the_audit_log(
 ):
     # the log kept its newest 10,000 records and a bulk replay wrote one per entry:
     # one big job erased every discard before it (and its own bulk_replay record)
-    from worker import deadletter
+    from worker import audit
 
-    monkeypatch.setattr(deadletter, "AUDIT_KEEP", 5)
+    monkeypatch.setattr(audit, "AUDIT_KEEP", 5)
     discarded = synthetic_dead_letter(private_db, 100, time.time())
     ops.discard(discarded, who="alice")
     for n in range(8):

@@ -24,7 +24,8 @@ from webhooks.cli.base import (
     who,
 )
 from webhooks.ops import jobs
-from worker.deadletter import AUDIT_ACTIONS, CODES
+from worker.audit import AUDIT_ACTIONS
+from worker.deadletter import CODES
 
 if TYPE_CHECKING:
     from webhooks.ops.service import Ops

@@ -39,7 +39,8 @@ from webhooks.ops.auth import identify
 from webhooks.ops.service import ConflictError, NotFoundError
 from webhooks.state import get_state
 from worker import keys
-from worker.deadletter import AUDIT_ACTIONS, Page, parse_cursor
+from worker.audit import AUDIT_ACTIONS
+from worker.deadletter import Page, parse_cursor
 from worker.replication import NotReplicated
 
 log = logging.getLogger("switchboard.ops")

@@ -8,7 +8,8 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from worker.deadletter import AUDIT_ACTIONS, CODES, parse_cursor
+from worker.audit import AUDIT_ACTIONS
+from worker.deadletter import CODES, parse_cursor
 
 
 class Timestamp(fields.Field):
