@@ -38,13 +38,16 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis as redis_lib
 from celery import signals as celery_signals
 
 from config.logs import event as log_event
 from worker import keys
+
+if TYPE_CHECKING:
+    from worker.runtime import Runtime
 
 log = logging.getLogger("switchboard.worker")
 
@@ -189,7 +192,7 @@ def note_task(task: Any, attempts: list[dict[str, Any]]) -> None:
     _local.task = (task, attempts)
 
 
-def run_observed(rt: Any, task_id: str, gen: int, process: Callable[..., str]) -> str:
+def run_observed(rt: Runtime, task_id: str, gen: int, process: Callable[..., str]) -> str:
     """Run ``process(rt, task_id, gen)``; count, time and log its outcome.
 
     Recording never fails the task: a Redis error while recording is logged and dropped.

@@ -33,7 +33,7 @@ from kombu.exceptions import OperationalError
 from config.redis_url import eviction_problem
 from worker import keys
 from worker.holdings import Recoverer
-from worker.runtime import get_runtime
+from worker.runtime import Runtime, get_runtime
 
 log = logging.getLogger("switchboard.relay")
 
@@ -114,7 +114,7 @@ class Relay(threading.Thread):
             except Exception as exc:  # never let the thread die: it is this worker's relay
                 self._wait_after(exc)
 
-    def _relay_once(self, rt: Any, claim: Any, recoverer: Recoverer) -> None:
+    def _relay_once(self, rt: Runtime, claim: Any, recoverer: Recoverer) -> None:
         """Beat, claim what is due, publish it; sleep until more is due (or woken)."""
         from worker.tasks import apply_updates
 

@@ -27,7 +27,7 @@ from celery import signals
 from worker.celery_app import app
 from worker.metrics import run_observed
 from worker.runner import COMPLETE_RETRY, LOCK_WAIT, process
-from worker.runtime import get_runtime
+from worker.runtime import Runtime, get_runtime
 
 log = logging.getLogger("switchboard.worker")
 
@@ -65,7 +65,7 @@ def apply_updates(deliveries: Sequence[Sequence[Any]]) -> list[str]:
     return outcomes
 
 
-def _give_back(rt: Any, deliveries: list[tuple[str, int]]) -> None:
+def _give_back(rt: Runtime, deliveries: list[tuple[str, int]]) -> None:
     """Deliveries that failed before they began are due again in ``GIVE_BACK_AFTER``
     seconds, not when the relay's claim lease ends (an hour); one that began keeps its run
     lease (minutes). Not at once: a failure that repeats (a bug) must not spin."""

@@ -186,7 +186,7 @@ _REPLAY_WORDS = {
 }
 
 
-def _replay_ids(ops: Any, entry_ids: tuple[str, ...], as_json: bool) -> None:
+def _replay_ids(ops: Ops, entry_ids: tuple[str, ...], as_json: bool) -> None:
     from webhooks.ops.service import OpsError
     from worker.replication import NotReplicated
 

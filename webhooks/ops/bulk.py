@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis as redis_lib
 from redis.exceptions import LockError
+from redis.lock import Lock
 
 from webhooks.ops import jobs
 from webhooks.ops.errors import ConflictError, NotFoundError, OpsError
@@ -80,7 +81,7 @@ class BulkReplays:
                 runner.release()
 
     def _run_job(
-        self, job: dict[str, Any], runner: Any, progress: Callable[..., None] | None
+        self, job: dict[str, Any], runner: Lock, progress: Callable[..., None] | None
     ) -> dict[str, Any]:
         if job["total"] is None:  # first run: fix the list of entries it will replay
             ids = [e["id"] for e in self.dead_letters.iter_newest(**dict(job["filter"]))]
@@ -109,7 +110,9 @@ class BulkReplays:
             progress(job)
         return job
 
-    def _finish(self, job: dict[str, Any], state: str, runner: Any = None) -> dict[str, Any]:
+    def _finish(
+        self, job: dict[str, Any], state: str, runner: Lock | None = None
+    ) -> dict[str, Any]:
         """End ``job`` as ``state``, or as ``cancelled`` (naming who) if someone asked."""
         if state != "failed" and (by := jobs.cancelled_by(self.redis, job["id"])):
             state, job["cancelled_by"] = "cancelled", by
@@ -197,7 +200,7 @@ class BulkReplays:
                 job["state"] = "cancelling"  # its runner stops after the entry at hand
         return job
 
-    def _save_job(self, job: dict[str, Any], runner: Any = None) -> bool:
+    def _save_job(self, job: dict[str, Any], runner: Lock | None = None) -> bool:
         """Write the job's record; with ``runner`` (its lease), only while the lease is
         still held (and renewing it). False when it was not written."""
         job["updated_at"] = time.time()

@@ -240,7 +240,7 @@ class Ops(BulkReplays):
                     superseded_by=f"event_replay {event}",
                 )  # fmt: skip
 
-    def _event_json(self, event: Any) -> dict[str, Any]:
+    def _event_json(self, event: Event) -> dict[str, Any]:
         return {
             "source": event.source,
             "id": event.id,
