@@ -91,24 +91,13 @@ def process(
     note_task(record.task, record.attempts)
     if record.finished or record.gen != gen:
         return "duplicate"
+    runnable = _runnable(rt, record)
+    if isinstance(runnable, str):
+        return runnable  # dead-lettered, or retried (a vendor this worker lacks)
+    connector, clean = runnable
     task = record.task
-    if task.mapping_error:
-        return dead(rt, record, "mapping_error", task.mapping_error)
-    connector = rt.connector(task.vendor)
-    if connector is None:  # a rollout (the web's config is newer), or a vendor removed
-        gone = errors.UnknownVendor(f"no vendor named {task.vendor!r} in this worker's config")
-        return _failed(rt, record, gone, time.time())
-    try:
-        if task.op not in connector.ops:
-            raise errors.Rejected(f"{connector.kind} has no op {task.op!r}")
-        clean = Validated(
-            connector.validate_target(task.target), connector.validate_fields(task.op, task.fields)
-        )
-    except errors.PermanentError as exc:
-        return dead(rt, record, exc.code, str(exc))
-    hold = hold_seconds(rt, connector.instance)
     lock = ordering.TargetLock(rt.redis, task.vendor, connector.record_key(task.op, task.target))
-    begun = _begin(rt, record, lock, hold, lock_wait)
+    begun = _begin(rt, record, lock, hold_seconds(rt, connector.instance), lock_wait)
     if begun.status == "busy":
         return defer(rt, record, 0.1 + random.random() * 0.4)
     if begun.status != "ok":
@@ -125,12 +114,37 @@ def process(
         outcome, fence, released = _apply_locked(rt, record, connector, lock, begun, clean)
         return outcome
     finally:
-        if released:
-            pass
-        elif fence > 0:
-            lock.hold(fence)  # a timed-out request may still land: keep others off
-        else:
-            lock.release()
+        if not released:
+            _let_go(lock, fence)
+
+
+def _runnable(rt: Runtime, record: TaskRecord) -> tuple[Connector, Validated] | str:
+    """The task's connector and its checked target and fields; or, for a task that cannot
+    run, its outcome: a mapping error or invalid fields dead-lettered, an unknown vendor
+    retried (a rollout: the web's config may be newer)."""
+    task = record.task
+    if task.mapping_error:
+        return dead(rt, record, "mapping_error", task.mapping_error)
+    connector = rt.connector(task.vendor)
+    if connector is None:
+        gone = errors.UnknownVendor(f"no vendor named {task.vendor!r} in this worker's config")
+        return _failed(rt, record, gone, time.time())
+    try:
+        if task.op not in connector.ops:
+            raise errors.Rejected(f"{connector.kind} has no op {task.op!r}")
+        target = connector.validate_target(task.target)
+        return connector, Validated(target, connector.validate_fields(task.op, task.fields))
+    except errors.PermanentError as exc:
+        return dead(rt, record, exc.code, str(exc))
+
+
+def _let_go(lock: ordering.TargetLock, fence: float) -> None:
+    """Release the target, or after a timeout keep it for ``fence`` s: a request that
+    timed out may still land, and the next task for the target must not race it."""
+    if fence > 0:
+        lock.hold(fence)
+    else:
+        lock.release()
 
 
 def _begin(
