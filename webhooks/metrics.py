@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import redis as redis_lib
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -47,6 +47,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from config.logs import event as log_event
 from webhooks.health import queue_detail
@@ -78,16 +79,30 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _count_ingest(response: Response) -> Response:
-        if request.blueprint == "ingest" and request.view_args is not None:
+        if (source := _webhook_source()) is not None:
             try:
-                observe_ingest(state, response)
+                observe_ingest(state, response, source)
             except redis_lib.RedisError as exc:  # the answer matters more than the count
                 log.warning("ingest metrics not recorded (%s)", type(exc).__name__)
         return response
 
 
-def observe_ingest(state: AppState, response: Response) -> None:
-    source = str((request.view_args or {}).get("source", ""))
+def _webhook_source() -> str | None:
+    """The source named by a request to a webhook URL, None for any other request; also
+    for one refused before it reached the view (a GET is a 405: a sender misconfigured)."""
+    if request.blueprint == "ingest" and request.view_args is not None:
+        return str(request.view_args.get("source", ""))
+    if isinstance(request.routing_exception, MethodNotAllowed):
+        try:
+            urls = current_app.url_map.bind_to_environ(request.environ)
+            endpoint, args = urls.match(method="POST")
+        except HTTPException:
+            return None
+        return str(args.get("source", "")) if endpoint.startswith("ingest.") else None
+    return None
+
+
+def observe_ingest(state: AppState, response: Response, source: str) -> None:
     known = source in g.get("sb_loaded", state.loaded).sources  # the config it was served
     label = source if known else UNKNOWN_SOURCE  # never a label from an unknown URL
     took_ms = round((time.perf_counter() - g.get("sb_started", time.perf_counter())) * 1000, 2)

@@ -329,6 +329,20 @@ def test_a_get_on_a_webhook_url_says_to_post(client):
     assert "POST" in answer.headers["Allow"] and answer.get_json()["error"]["message"] == "use POST"
 
 
+def test_a_get_on_a_webhook_url_is_counted_and_logged_as_a_refused_webhook(client, caplog):
+    # a sender misconfigured to GET was in neither /metrics nor the webhook log lines
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="switchboard.web"):
+        assert client.get("/webhooks/stripe").status_code == 405
+        assert client.get("/ops/stats").status_code != 405  # not a webhook URL: not counted
+    [line] = [r for r in caplog.records if r.getMessage() == "webhook rejected"]
+    assert (line.sb["source"], line.sb["reason"]) == ("stripe", "method_not_allowed")
+    text = client.get("/metrics").get_data(as_text=True)
+    counted = 'switchboard_webhooks_rejected_total{reason="method_not_allowed",source="stripe"}'
+    assert f"{counted} 1.0" in text
+
+
 def test_a_timestamp_in_milliseconds_gets_a_hint(client):
     body = fixture_body("stripe/payment_intent.succeeded.json")
     headers = stripe_headers(body, timestamp=int(time.time() * 1000))
