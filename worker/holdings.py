@@ -86,18 +86,44 @@ def held_deliveries() -> list[tuple[str, int]] | None:
     """The deliveries of every message this worker process has reserved and not finished
     (Celery's own bookkeeping, kept in the consumer process for every pool); None when
     the set kept changing under the copy (then the last snapshot written stands)."""
-    for _ in range(10):
-        try:
-            requests = list(celery_state.reserved_requests)
-            break
-        except RuntimeError:  # the set changed while we copied it (another thread)
-            continue
-    else:
+    requests = _requests()
+    if requests is None:
         return None
     out: set[tuple[str, int]] = set()
     for request in requests:
         out.update(deliveries_of(request))
     return sorted(out | RECEIVED.recent())
+
+
+@signals.worker_shutdown.connect
+def _forget_if_idle(sender: Any = None, **_: Any) -> None:
+    """A worker that stopped cleanly holding nothing leaves no heartbeat behind (its
+    series stayed in /metrics for a day); one that still holds deliveries keeps both, so
+    its peers recover them as from a dead worker."""
+    name = getattr(sender, "hostname", None)
+    requests = _requests()
+    holds = requests is None or any(deliveries_of(r) for r in requests)
+    if not name or holds:
+        return
+    try:
+        from worker.runtime import get_runtime
+
+        pipe = get_runtime().redis.pipeline(transaction=True)
+        pipe.hdel(keys.HEARTBEATS, name)
+        pipe.delete(keys.held(name))
+        pipe.execute()
+    except redis_lib.RedisError as exc:  # then it is forgotten a day after its last beat
+        log.warning("holdings: heartbeat not removed on stop (%s)", type(exc).__name__)
+
+
+def _requests() -> list[Any] | None:
+    """Celery's reserved requests in this process, copied (None: it kept changing)."""
+    for _ in range(10):
+        try:
+            return list(celery_state.reserved_requests)
+        except RuntimeError:  # the set changed while we copied it (another thread)
+            continue
+    return None
 
 
 def deliveries_of(request: Any) -> list[tuple[str, int]]:

@@ -212,8 +212,12 @@ def test_grep_event_id_follows_the_webhook_across_web_and_worker_logs(
     finally:
         process.terminate()
         process.wait(timeout=15)
+        beats = redis.hkeys("sb:heartbeats")
         logging.getLogger().removeHandler(handler)
         redis_server.stop()
+    # it stopped cleanly, holding nothing: no heartbeat left (its /metrics series stayed
+    # for a day, a worker seemingly silent)
+    assert beats == []
     lines = [
         json.loads(line)
         for line in web_log.getvalue().splitlines() + worker_log.read_text().splitlines()
