@@ -15,6 +15,13 @@ DEAD_COUNTS = PREFIX + "dl:counts"  # hash "<field>:<value>" -> entries with tha
 DEAD_INDEXED = PREFIX + "dl:indexed"  # set once every entry is in DEAD_BY and DEAD_COUNTS
 AUDIT = PREFIX + "audit"  # list of JSON audit records, newest first
 AUDIT_BULK = PREFIX + "audit:bulk"  # the same, for each entry a bulk replay replayed
+JOBS_ACTIVE = PREFIX + "jobs:active"  # set of bulk replay jobs not ended (webhooks.ops.jobs)
+# metrics (worker.metrics): hashes of counts and histogram buckets every process adds to
+M_WEBHOOKS = PREFIX + "m:webhooks"
+M_TASKS = PREFIX + "m:tasks"
+M_DEAD = PREFIX + "m:dead"
+M_VENDOR_CALL = PREFIX + "m:vendor_call"
+M_TASK_RUN = PREFIX + "m:task_run"
 CELERY_QUEUE = "switchboard"
 
 
@@ -69,3 +76,28 @@ def inflight(vendor: str) -> str:
 def ops_session(session_id: str) -> str:
     """The operator name a signed-in ops page session belongs to (expires with it)."""
     return f"{PREFIX}ops:session:{session_id}"
+
+
+def job(job_id: str) -> str:
+    """A bulk replay job's record (JSON)."""
+    return f"{PREFIX}job:{job_id}"
+
+
+def job_ids(job_id: str) -> str:
+    """The list of dead letters a job replays, fixed when it starts."""
+    return f"{PREFIX}job:{job_id}:ids"
+
+
+def job_runner(job_id: str) -> str:
+    """The lease of the process running a job."""
+    return f"{PREFIX}job:{job_id}:runner"
+
+
+def job_cancel(job_id: str) -> str:
+    """Set (to who asked) when a job is to stop: its runner stops after the entry at hand."""
+    return f"{PREFIX}job:{job_id}:cancel"
+
+
+def ops_fails(address: str) -> str:
+    """Failed ops sign-ins from one address (the throttle's count)."""
+    return f"{PREFIX}ops:fails:{address}"

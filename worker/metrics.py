@@ -51,11 +51,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchboard.worker")
 
-WEBHOOKS = keys.PREFIX + "m:webhooks"
-TASKS = keys.PREFIX + "m:tasks"
-DEAD = keys.PREFIX + "m:dead"
-VENDOR_CALL = keys.PREFIX + "m:vendor_call"
-TASK_RUN = keys.PREFIX + "m:task_run"
+WEBHOOKS = keys.M_WEBHOOKS
+TASKS = keys.M_TASKS
+DEAD = keys.M_DEAD
+VENDOR_CALL = keys.M_VENDOR_CALL
+TASK_RUN = keys.M_TASK_RUN
 ALL = (WEBHOOKS, TASKS, DEAD, VENDOR_CALL, TASK_RUN)
 
 SEP = "|"

@@ -41,10 +41,13 @@ TERMINAL = frozenset({"applied", "stale", "dead"})
 #: be replayed (``dl_refs``, :mod:`worker.deadletter`); else its ttl runs. Counted from
 #: the task records each time, not kept as a count: nothing to drift, and events stored
 #: before this existed are handled alike. A missing task record is a finished task.
-EVENT_HOLD = """
+EVENT_HOLD = (
+    """
 local function unfinished(event)
   for _, id in ipairs(cjson.decode(redis.call('HGET', event, 'tasks') or '[]')) do
-    local state = redis.call('HGET', 'sb:task:' .. id, 'state')
+    local state = redis.call('HGET', '"""
+    + keys.task("")
+    + """' .. id, 'state')
     if state and state ~= 'applied' and state ~= 'stale' and state ~= 'dead' then
       return true
     end
@@ -60,6 +63,7 @@ local function event_ttl(event, ttl)
   end
 end
 """
+)
 
 _STORE_EVENT = (
     EVENT_HOLD
@@ -79,7 +83,9 @@ else
 end
 local first = (ARGV[6] == 'replay') and 7 or 6
 for i = 5, #KEYS do
-  local id = string.sub(KEYS[i], string.len('sb:task:') + 1)
+  local id = string.sub(KEYS[i], string.len('"""
+    + keys.task("")
+    + """') + 1)
   redis.call('HSET', KEYS[i], 'task', ARGV[first + i - 5], 'state', 'queued', 'gen', 1,
              'attempts', '[]', 'queued_at', ARGV[2])
   -- no expiry while unfinished: the ttl starts when the task ends (finish, complete)

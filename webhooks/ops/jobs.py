@@ -27,24 +27,13 @@ TTL = 7 * 86400
 STALLED_AFTER = 60.0  # seconds without progress (and no runner) before a job is stalled
 LEASE_SECONDS = 30.0  # a runner renews it with every entry; a dead one loses it this fast
 RESUME_EVERY = 15.0
-ACTIVE = keys.PREFIX + "jobs:active"
+ACTIVE = keys.JOBS_ACTIVE
 
 
-def record_key(job_id: str) -> str:
-    return f"{keys.PREFIX}job:{job_id}"
-
-
-def ids_key(job_id: str) -> str:
-    return f"{keys.PREFIX}job:{job_id}:ids"
-
-
-def runner_key(job_id: str) -> str:
-    return f"{keys.PREFIX}job:{job_id}:runner"
-
-
-def cancel_key(job_id: str) -> str:
-    """Set (to who asked) when a job is to stop: its runner stops after the entry at hand."""
-    return f"{keys.PREFIX}job:{job_id}:cancel"
+record_key = keys.job
+ids_key = keys.job_ids
+runner_key = keys.job_runner
+cancel_key = keys.job_cancel
 
 
 def cancel_requested(client: redis_lib.Redis, job_id: str) -> bool:

@@ -28,8 +28,7 @@ class TooManyFailures(ApiError):
         self.retry_after = retry_after
 
 
-def _key(address: str) -> str:
-    return f"{keys.PREFIX}ops:fails:{address}"
+_key = keys.ops_fails
 
 
 def refused_for(client: redis_lib.Redis, address: str) -> int:
