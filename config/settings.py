@@ -49,7 +49,7 @@ class Settings:
     #: that stalls mid-body must not hold one of the web's few threads for good
     body_timeout: float = 10.0
     #: SWITCHBOARD_DEMO=1 (``switchboard up`` sets it): web may serve signing secrets that
-    #: are the config's own ``${VAR:-default}`` (config.loader.demo_secrets)
+    #: are the config's own ``${VAR:-default}`` (config.model.demo_secrets)
     demo: bool = False
 
     @classmethod

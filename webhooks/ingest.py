@@ -22,6 +22,7 @@ from webhooks.errors import NotFound, PayloadTooLarge, RequestTimeout
 from webhooks.sources.base import InboundRequest
 from webhooks.sources.common import check_occurred_at
 from webhooks.state import get_state
+from webhooks.templating import time_limit
 
 bp = Blueprint("ingest", __name__)
 
@@ -50,7 +51,8 @@ def receive(source: str) -> tuple[Response, int]:
     writer = state.commit  # concurrent requests share one pipeline (webhooks.commit)
     # (event, tasks, outcome) per event: counted and logged by webhooks.metrics
     g.sb_events = seen = []
-    mapped = [(event, loaded.rules.tasks_for(event)) for event in events]
+    with time_limit():  # one budget for the request: a HubSpot batch is many events
+        mapped = [(event, loaded.rules.tasks_for(event)) for event in events]
     try:
         results = writer.store_events(mapped)
     except Unconfirmed as exc:  # stored (some), not confirmed: a 503, and its log says so

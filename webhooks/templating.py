@@ -36,17 +36,18 @@ from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
 
 MAX_POWER = 1000  # 2 ** 1000 is plenty for a template; 10 ** 10 ** 9 is a hung thread
 MAX_POWER_BITS = 4096  # and a huge base to a small power is as slow
-TIME_LIMIT = 1.0  # seconds one event's templates may run (they take microseconds)
+TIME_LIMIT = 1.0  # seconds one webhook's templates may run (they take microseconds)
 
 _deadline = threading.local()  # .at: time.monotonic() past which a render stops
 
 
 @contextmanager
 def time_limit(seconds: float = TIME_LIMIT) -> Iterator[None]:
-    """Renders inside share one deadline (a whole event's rules); one outside any such
-    block gets its own. Past it, a loop or a call raises SecurityError (a mapping error):
-    nested loops over a sender's lists, or a macro calling itself twice, would otherwise
-    hold a web thread for hours."""
+    """Renders inside share one deadline (a whole request's rules: every event of a
+    HubSpot batch); one outside any such block gets its own. Past it, a loop, a call, a
+    filter or a test raises SecurityError (a mapping error): nested loops over a
+    sender's lists, a macro calling itself twice, or ``select('in', payload.big)`` over
+    a big list would otherwise hold a web thread for hours."""
     outer = getattr(_deadline, "at", None)
     if outer is None:
         _deadline.at = time.monotonic() + seconds
@@ -60,7 +61,7 @@ def time_limit(seconds: float = TIME_LIMIT) -> Iterator[None]:
 def _check_time() -> None:
     at = getattr(_deadline, "at", None)
     if at is not None and time.monotonic() > at:
-        raise SecurityError(f"the templates ran longer than {TIME_LIMIT:g} s on this event")
+        raise SecurityError(f"the templates ran longer than {TIME_LIMIT:g} s on this webhook")
 
 
 def _timed(values: Iterable[Any]) -> Iterator[Any]:
@@ -188,6 +189,14 @@ class SandboxedNativeEnvironment(ImmutableSandboxedEnvironment):
         if isinstance(getattr(__obj, "__self__", None), str) or name.startswith("str."):
             _no_wide_widths((*args, *kwargs.values()))
         return super().call(__context, __obj, *args, **kwargs)
+
+    def call_filter(self, *args: Any, **kwargs: Any) -> Any:
+        _check_time()  # map('filter'), once per item
+        return super().call_filter(*args, **kwargs)
+
+    def call_test(self, *args: Any, **kwargs: Any) -> Any:
+        _check_time()  # select('in', payload.big), once per item
+        return super().call_test(*args, **kwargs)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         """``payload.items`` is the payload's ``items`` key when it has one (Stripe's

@@ -121,12 +121,14 @@ def _nested(depth: int) -> dict:
     [
         ({"id": "\ud800evt"}, "lone UTF-16 surrogate"),  # a 500: the id could not be stored
         ({"extra": float("nan")}, "NaN is not a JSON number"),  # stored, then invalid JSON
+        ({"extra": "RAW-1e400"}, "too large for a JSON number"),  # infinity, as NaN
         ({"extra": _nested(100)}, "deeper than 100 levels"),  # a 500 at ~980, ops views at ~480
     ],
-    ids=["surrogate", "nan", "deep"],
+    ids=["surrogate", "nan", "1e400", "deep"],
 )
 def test_json_that_cannot_be_stored_and_shown_is_400_not_500(client, redis, change, why):
     body = with_changes("stripe/payment_intent.succeeded.json", **change)
+    body = body.replace(b'"RAW-1e400"', b"1e400")  # a number JSON reads as infinity
     response = client.post("/webhooks/stripe", data=body, headers=stripe_headers(body))
     assert (response.status_code, error_code(response)) == (400, "malformed_json"), body[:80]
     assert why in response.get_json()["error"]["message"]

@@ -35,6 +35,15 @@ RULES = """
         op: update_customer
         target: "{{ payload.customer }}"
         fields: {vat: "{{ payload.notes | dictsort | length }}"}
+  - name: unless-skipped
+    source: portal
+    events: [account.changed]
+    if: "not payload.skip_sync and (payload.tier == 'gold' if payload.tier_check else true)"
+    actions:
+      - vendor: perfex
+        op: update_customer
+        target: "{{ payload.customer }}"
+        fields: {vat: "synced"}
   - name: cross-lines
     source: portal
     events: [lines.changed]
@@ -87,6 +96,16 @@ def test_an_if_test_on_a_key_the_event_lacks_is_false(portal, private_db):
     response = portal("evt-no-amount", "payment.received", customer="7")
     assert (response.status_code, response.get_json()["status"]) == (200, "ignored")
     assert _tasks(private_db, "evt-no-amount") == []
+
+
+def test_a_missing_key_is_false_so_not_it_is_true(portal, private_db):
+    # as in Jinja, and as in field templates: `not payload.skip_sync` holds without it
+    sent = portal("evt-no-skip", "account.changed", customer="7")
+    assert (sent.status_code, sent.get_json()["tasks"]) == (202, 1), sent.get_json()
+    skipped = portal("evt-skip", "account.changed", customer="7", skip_sync=True)
+    assert skipped.get_json()["status"] == "ignored"
+    compared = portal("evt-tier", "account.changed", customer="7", tier_check=True)
+    assert compared.get_json()["status"] == "ignored"  # payload.tier == 'gold' is false
 
 
 def test_an_if_test_that_holds_renders_the_actions(portal, private_db):

@@ -147,6 +147,31 @@ def test_a_template_that_runs_past_the_time_limit_stops(template):
         render_value(compile_value(template), {"payload": {"l": list(range(600))}})
 
 
+def test_a_filter_or_test_looping_over_a_senders_list_stops_at_the_time_limit():
+    # select('in', ...) over two 20,000-item lists: 400 million comparisons, no loop tag
+    from jinja2.exceptions import SecurityError
+
+    scope = {"payload": {"tags": list(range(20_000)), "allowed": list(range(-20_000, 0))}}
+    for template in (
+        "{{ payload.tags | select('in', payload.allowed) | list }}",
+        "{{ payload.tags | map('abs') | select('in', payload.allowed) | list }}",
+    ):
+        with pytest.raises(SecurityError, match="longer than"):
+            render_value(compile_value(template), scope)
+
+
+def test_a_deadline_set_outside_holds_for_every_render_inside():
+    # ingest sets one for a whole request: a HubSpot batch of 500 events got 500 s
+    from jinja2.exceptions import SecurityError
+
+    from webhooks.templating import time_limit
+
+    looping = compile_value("{% for x in payload.l %}{{ x }}{% endfor %}")
+    with time_limit(0.0), pytest.raises(SecurityError):
+        render_value(looping, {"payload": {"l": [1, 2]}})
+    assert render_value(looping, {"payload": {"l": [1, 2]}}) == "12"  # its own, outside
+
+
 def test_loops_give_what_they_gave_before_the_clock_watched_them():
     scope = {"payload": {"l": [1, 2, 3], "d": {"a": 1}, "tree": [[1], 3]}}
     templates = {

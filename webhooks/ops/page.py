@@ -30,7 +30,7 @@ from flask import (
 )
 from flask.sessions import SecureCookieSessionInterface
 from marshmallow import ValidationError
-from redis import RedisError
+from redis import RedisError, ResponseError
 from werkzeug.wrappers import Response as BaseResponse
 
 from webhooks.ops import schemas, throttle
@@ -100,9 +100,18 @@ def _store_trouble(exc: Exception) -> tuple[str, int]:
             f"{exc}. It may have been done: look at the entry or the audit log, and press "
             "again if it was not (a second press does not queue it twice)."
         )
+    elif isinstance(exc, ResponseError):  # e.g. "unknown command": an old Redis
+        log.warning("ops page: redis refused a command: %s", exc)
+        message = f"Redis refused a command ({exc}). Switchboard needs Redis 6.2 or newer."
+    elif request.method == "POST":  # it may have gone away after part of the action
+        log.warning("ops page: redis unavailable: %s", type(exc).__name__)
+        message = (
+            "The dead-letter store (Redis) went away during the action: it may or may not "
+            "have been done. Look at the entry or the audit log before pressing again."
+        )
     else:
         log.warning("ops page: redis unavailable: %s", type(exc).__name__)
-        message = "The dead-letter store (Redis) is unavailable. Nothing was done; try again."
+        message = "The dead-letter store (Redis) is unavailable; try again shortly."
     back = _safe_next(urlsplit(request.referrer or "").path or None)
     return render_template("ops_unavailable.html", message=message, back=back), 503
 

@@ -96,7 +96,7 @@ def parse_json(body: bytes) -> Any:
     (no JSON reader takes them back), a lone UTF-16 surrogate (no UTF-8 text: the event
     could not be stored), or nesting deeper than :data:`MAX_DEPTH`."""
     try:
-        payload = json.loads(body, parse_constant=_no_constant)
+        payload = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
     # RecursionError: a body of 100k "[" is within the size limit and must be a 400, not a 500
     except (ValueError, RecursionError) as exc:
         raise MalformedPayload(
@@ -112,6 +112,14 @@ def parse_json(body: bytes) -> Any:
             f"body nests objects and arrays deeper than {MAX_DEPTH} levels", code="malformed_json"
         )
     return payload
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float; ``1e400`` overflows to infinity, no JSON number either."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is too large for a JSON number")
+    return value
 
 
 def _no_constant(name: str) -> Any:
