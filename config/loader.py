@@ -346,8 +346,6 @@ class _Loader:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             raise ConfigError([ConfigProblem(self.file, where, f"not valid YAML: {exc}")]) from None
-        except RecursionError:
-            raise ConfigError([ConfigProblem(self.file, "", "nested too deeply")]) from None
         except ValueError as exc:  # e.g. an integer of more than 4,300 digits
             raise ConfigError([ConfigProblem(self.file, "", f"not valid YAML: {exc}")]) from None
         if not isinstance(raw, dict):
@@ -386,5 +384,5 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         raise ConfigError([ConfigProblem(file, "", problem)]) from None
     try:
         return _Loader(file, os.environ if env is None else env).load(text)
-    except RecursionError:  # a config nested deeper than the checks can walk
+    except RecursionError:  # YAML nested deeper than the parser or the checks can walk
         raise ConfigError([ConfigProblem(file, "", "nested too deeply")]) from None

@@ -61,9 +61,7 @@ class Settings:
             redis_url=read.text("REDIS_URL"),
             ops_token=read.text("SWITCHBOARD_OPS_TOKEN", strip=True),
             port=read.integer("PORT", 8000, minimum=1, maximum=65535),
-            host=(read.text("SWITCHBOARD_HOST", "127.0.0.1", strip=True) or "127.0.0.1").strip(
-                "[]"
-            ),
+            host=(read.text("SWITCHBOARD_HOST", strip=True) or "127.0.0.1").strip("[]"),
             event_ttl_days=read.number("SWITCHBOARD_EVENT_TTL_DAYS", 7),
             max_body=read.integer("SWITCHBOARD_MAX_BODY", 1024 * 1024, minimum=1),
             var_dir=Path(read.text("SWITCHBOARD_VAR_DIR", "var") or "var"),

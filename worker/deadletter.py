@@ -278,11 +278,12 @@ class DeadLetters:
         None, as for an entry gone since."""
         ids = [entry_id for entry_id, _ in rows]
         keep = [True] * len(ids)
-        pipe = self.redis.pipeline()
-        for other in others:
-            pipe.zmscore(other, ids)
-        for scores in pipe.execute() if others else []:
-            keep = [k and score is not None for k, score in zip(keep, scores, strict=True)]
+        if others:
+            pipe = self.redis.pipeline()
+            for other in others:
+                pipe.zmscore(other, ids)
+            for scores in pipe.execute():
+                keep = [k and score is not None for k, score in zip(keep, scores, strict=True)]
         pipe = self.redis.pipeline()
         for entry_id in itertools.compress(ids, keep):
             pipe.hmget(keys.dead(entry_id), ["entry", "replays", "replaying"])

@@ -17,6 +17,7 @@ from typing import Any
 import redis as redis_lib
 
 from config.loader import load_config
+from config.logs import configure_logging
 from config.logs import event as log_event
 from config.model import Config
 from config.redis_url import parse_sentinel_url
@@ -182,8 +183,6 @@ def _reloaded(rt: Runtime) -> Runtime:
         timer = threading.Timer(close_after(rt, replaced), _close, [replaced])
         timer.daemon = True
         timer.start()
-    from config.logs import configure_logging
-
     configure_logging(_watch.file.secrets)  # every config's: old lines may quote old ones
     log_event(log, "config reloaded", file=config.file, vendors=len(config.vendors))
     return fresh

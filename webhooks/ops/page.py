@@ -94,26 +94,27 @@ def _globals() -> dict[str, Any]:
 def _store_trouble(exc: Exception) -> tuple[str, int]:
     """A page, not the API's JSON 503, when Redis is down or (with
     ``SWITCHBOARD_MIN_REPLICAS``) did not confirm a replay or discard in time."""
+    log.warning("ops page: %s: %s", type(exc).__name__, exc)
     if isinstance(exc, NotReplicated):
-        log.warning("ops page: not confirmed by replicas: %s", exc)
         message = (
             f"{exc}. It may have been done: look at the entry or the audit log, and press "
             "again if it was not (a second press does not queue it twice)."
         )
     elif isinstance(exc, ResponseError):  # e.g. "unknown command": an old Redis
-        log.warning("ops page: redis refused a command: %s", exc)
         message = f"Redis refused a command ({exc}). Switchboard needs Redis 6.2 or newer."
     elif request.method == "POST":  # it may have gone away after part of the action
-        log.warning("ops page: redis unavailable: %s", type(exc).__name__)
         message = (
             "The dead-letter store (Redis) went away during the action: it may or may not "
             "have been done. Look at the entry or the audit log before pressing again."
         )
     else:
-        log.warning("ops page: redis unavailable: %s", type(exc).__name__)
         message = "The dead-letter store (Redis) is unavailable; try again shortly."
-    back = _safe_next(urlsplit(request.referrer or "").path or None)
-    return render_template("ops_unavailable.html", message=message, back=back), 503
+    return render_template("ops_unavailable.html", message=message, back=_back()), 503
+
+
+def _back() -> str:
+    """The ops page the person came from (the referrer's path, if one inside /ops)."""
+    return _safe_next(urlsplit(request.referrer or "").path or None)
 
 
 @bp.before_request
@@ -123,8 +124,7 @@ def _guard() -> BaseResponse | None:
         expected = session.get("csrf", "")
         if not expected or not hmac.compare_digest(sent.encode(), str(expected).encode()):
             # a page for a person (it was raw JSON): most often a tab from before a restart
-            back = _safe_next(urlsplit(request.referrer or "").path or None)
-            return Response(render_template("ops_expired.html", back=back), 400)
+            return Response(render_template("ops_expired.html", back=_back()), 400)
     if request.endpoint in OPEN_ENDPOINTS:
         return None
     if identify_session() is None:
