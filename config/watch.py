@@ -82,6 +82,8 @@ class ConfigFile:
             return None, str(exc).splitlines()
         except Exception as exc:  # a loader bug: refused once per change, not every look
             self.log.exception("config not reloaded: loading it failed unexpectedly")
-            return None, [f"{self.path}: could not be loaded ({type(exc).__name__}: {exc})"]
+            # its message stays in the log: /readyz shows this line, and an unexpected
+            # error's text may quote a value of the file (a secret of a config not loaded)
+            return None, [f"{self.path}: could not be loaded ({type(exc).__name__}; see the log)"]
         why = self.refuse(config) if self.refuse else None
         return config, [why] if why else []
